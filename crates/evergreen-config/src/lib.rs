@@ -1,0 +1,418 @@
+//! The versioned TOML config: parsed (unknown keys and bad types rejected with the key and file
+//! named), then validated (cross-field rules), then relative paths resolved against the file's
+//! directory. `EXAMPLE` is the commented example printed by `evergreen config example`.
+
+use evergreen_core::FeatureSpec;
+use evergreen_data::Format;
+use evergreen_eval::GateConfig;
+use evergreen_model::{FtrlParams, ModelKind};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The config format version this build reads.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// The commented example config (`evergreen config example`).
+pub const EXAMPLE: &str = include_str!("example.toml");
+
+/// A config that cannot be used. Every message names the file, and the key or line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// Config file.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// TOML syntax error, unknown key or wrong type (the message gives line, column and key).
+    #[error("{path}: {message}")]
+    Parse {
+        /// Config file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value breaks a rule.
+    #[error("{path}: key `{key}`: {message}")]
+    Invalid {
+        /// Config file.
+        path: PathBuf,
+        /// Dotted key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Config format version; must be 1.
+    pub version: u32,
+    /// The model to train.
+    pub model: ModelSection,
+    /// Where spans arrive.
+    pub data: DataSection,
+    /// The feature spec (saved inside every model version).
+    pub features: FeatureSpec,
+    /// Training settings.
+    #[serde(default)]
+    pub training: TrainingSection,
+    /// Evaluation gate.
+    #[serde(default)]
+    pub gate: GateConfig,
+    /// Model registry.
+    pub registry: RegistrySection,
+    /// Trainer state and lineage store.
+    #[serde(default)]
+    pub state: StateSection,
+    /// Optional REST server run beside the trainer by `evergreen run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve: Option<ServeSection>,
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Model name (registry directory and serving name).
+    pub name: String,
+    /// Model kind.
+    #[serde(default = "default_kind")]
+    pub kind: ModelKind,
+    /// FTRL hyperparameters.
+    #[serde(default)]
+    pub ftrl: FtrlParams,
+}
+
+fn default_kind() -> ModelKind {
+    ModelKind::Ftrl
+}
+
+/// `[data]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// Directory watched for spans.
+    pub dir: PathBuf,
+    /// Force a format instead of inferring it from the extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
+    /// Take a span only once `<span>.ready` exists.
+    #[serde(default)]
+    pub ready_marker: bool,
+    /// A span with a larger fraction of bad records is held back (not trained).
+    #[serde(default = "default_bad_fraction")]
+    pub max_bad_fraction: f64,
+    /// Where bad records go (default: `<state.dir>/quarantine`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine_dir: Option<PathBuf>,
+    /// How often the directory is listed when idle.
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+}
+
+fn default_bad_fraction() -> f64 {
+    0.1
+}
+fn default_poll_ms() -> u64 {
+    500
+}
+
+/// `[training]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSection {
+    /// Passes over each span.
+    #[serde(default = "default_epochs")]
+    pub epochs: u32,
+    /// Fraction of each span held out for the gate (chosen by a hash of the record position).
+    #[serde(default = "default_holdout")]
+    pub holdout_fraction: f64,
+    /// Seed of the holdout split.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_epochs() -> u32 {
+    1
+}
+fn default_holdout() -> f64 {
+    0.2
+}
+
+impl Default for TrainingSection {
+    fn default() -> Self {
+        Self {
+            epochs: default_epochs(),
+            holdout_fraction: default_holdout(),
+            seed: 0,
+        }
+    }
+}
+
+/// `[registry]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySection {
+    /// Base path; versions go to `<base_path>/<model.name>/<version>/`.
+    pub base_path: PathBuf,
+    /// Keep the newest N versions (the serving and labelled ones are always kept).
+    #[serde(default = "default_keep")]
+    pub keep_versions: usize,
+}
+
+fn default_keep() -> usize {
+    5
+}
+
+/// `[state]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSection {
+    /// Trainer state directory (watermark, quarantine).
+    #[serde(default = "default_state_dir")]
+    pub dir: PathBuf,
+    /// Lineage store (SQLite, ML Metadata schema); default `<state.dir>/lineage.sqlite`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<PathBuf>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("state")
+}
+
+impl Default for StateSection {
+    fn default() -> Self {
+        Self {
+            dir: default_state_dir(),
+            lineage: None,
+        }
+    }
+}
+
+/// `[serve]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSection {
+    /// REST port (TensorFlow Serving's `--rest_api_port`); 0 picks a free port.
+    pub rest_api_port: u16,
+    /// Address to bind.
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Largest accepted request body.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_max_body() -> usize {
+    4 << 20
+}
+
+impl Config {
+    /// Reads, parses, validates and resolves a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = Self::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.resolve_paths(base);
+        Ok(cfg)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            message,
+        };
+        if self.version != CONFIG_VERSION {
+            return Err(invalid(
+                "version",
+                format!(
+                    "this build reads config version {CONFIG_VERSION}, the file says {}",
+                    self.version
+                ),
+            ));
+        }
+        let name = &self.model.name;
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+            || name.starts_with('.')
+        {
+            return Err(invalid(
+                "model.name",
+                format!("{name:?} must be non-empty and use only letters, digits, '_', '-', '.'"),
+            ));
+        }
+        if let Err((k, m)) = self.model.ftrl.validate() {
+            return Err(invalid(&format!("model.ftrl.{k}"), m));
+        }
+        self.features.validate("features").map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: e.key,
+            message: e.message,
+        })?;
+        if !(0.0..=1.0).contains(&self.data.max_bad_fraction) {
+            return Err(invalid(
+                "data.max_bad_fraction",
+                format!("must be between 0 and 1 (got {})", self.data.max_bad_fraction),
+            ));
+        }
+        if self.data.poll_interval_ms == 0 {
+            return Err(invalid("data.poll_interval_ms", "must be > 0".into()));
+        }
+        if self.training.epochs == 0 || self.training.epochs > 1000 {
+            return Err(invalid("training.epochs", "must be between 1 and 1000".into()));
+        }
+        let h = self.training.holdout_fraction;
+        if !(h > 0.0 && h < 1.0) {
+            return Err(invalid(
+                "training.holdout_fraction",
+                format!("must be strictly between 0 and 1 (got {h})"),
+            ));
+        }
+        if let Err((k, m)) = self.gate.validate() {
+            return Err(invalid(&format!("gate.{k}"), m));
+        }
+        if self.registry.keep_versions == 0 {
+            return Err(invalid("registry.keep_versions", "must be >= 1".into()));
+        }
+        if let Some(s) = &self.serve
+            && s.max_body_bytes < 1024
+        {
+            return Err(invalid("serve.max_body_bytes", "must be >= 1024".into()));
+        }
+        Ok(())
+    }
+
+    /// Makes every relative path relative to `base` (the config file's directory).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.data.dir);
+        if let Some(q) = &mut self.data.quarantine_dir {
+            fix(q);
+        }
+        fix(&mut self.registry.base_path);
+        fix(&mut self.state.dir);
+        if let Some(l) = &mut self.state.lineage {
+            fix(l);
+        }
+    }
+
+    /// Directory of this model's versions.
+    pub fn model_dir(&self) -> PathBuf {
+        self.registry.base_path.join(&self.model.name)
+    }
+
+    /// Lineage store path.
+    pub fn lineage_path(&self) -> PathBuf {
+        self.state
+            .lineage
+            .clone()
+            .unwrap_or_else(|| self.state.dir.join("lineage.sqlite"))
+    }
+
+    /// Quarantine directory.
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.data
+            .quarantine_dir
+            .clone()
+            .unwrap_or_else(|| self.state.dir.join("quarantine"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("conf/evergreen.toml"))
+    }
+
+    #[test]
+    fn example_parses_and_validates() {
+        let c = parse(EXAMPLE).unwrap();
+        assert_eq!(c.model.name, "elec2");
+        assert_eq!(c.features.label.column, "class");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_file() {
+        let text = EXAMPLE.replace("epochs = 1", "epochs = 1\nepochz = 2");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("conf/evergreen.toml"), "{e}");
+        assert!(e.contains("epochz"), "{e}");
+    }
+
+    #[test]
+    fn bad_type_is_named() {
+        let text = EXAMPLE.replace("epochs = 1", "epochs = \"one\"");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("epochs"), "{e}");
+        assert!(e.contains("conf/evergreen.toml"), "{e}");
+    }
+
+    #[test]
+    fn missing_label_column_is_named() {
+        let text = EXAMPLE.replace("label = { column = \"class\" }", "");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("label"), "{e}");
+        let text = EXAMPLE.replace("column = \"class\"", "column = \"\"");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("features.label.column"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        for (from, to, key) in [
+            ("holdout_fraction = 0.2", "holdout_fraction = 1.5", "training.holdout_fraction"),
+            ("version = 1", "version = 7", "version"),
+            ("name = \"elec2\"", "name = \"../x\"", "model.name"),
+            ("alpha = 0.05", "alpha = -1.0", "model.ftrl.alpha"),
+            ("max_auc_drop = 0.01", "max_auc_drop = -0.5", "gate.max_auc_drop"),
+        ] {
+            assert!(EXAMPLE.contains(from), "example lacks {from}");
+            let e = parse(&EXAMPLE.replace(from, to)).unwrap_err();
+            match e {
+                ConfigError::Invalid { key: k, .. } => assert_eq!(k, key),
+                other => panic!("{from}: expected Invalid, got {other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        std::fs::write(&p, EXAMPLE).unwrap();
+        let c = Config::load(&p).unwrap();
+        assert!(c.data.dir.starts_with(d.path()));
+        assert!(c.model_dir().starts_with(d.path()));
+        assert_eq!(c.lineage_path(), c.state.dir.join("lineage.sqlite"));
+    }
+}

@@ -1,0 +1,16 @@
+//! Pure core shared by trainer and server: raw records, the feature spec and its transform.
+//!
+//! Nothing in this crate does IO, spawns threads or reads the clock: the same bytes of code turn a
+//! raw record into a feature vector at training time and at serving time, which is what rules out
+//! train/serve skew (the tf.transform lesson).
+
+pub mod record;
+pub mod spec;
+pub mod transform;
+
+pub use record::{RawRecord, RawValue};
+pub use spec::{
+    CategoricalColumn, CrossColumn, FeatureSpec, LabelSpec, NumericColumn, NumericTransform,
+    SpecError,
+};
+pub use transform::{FeatureVector, TransformError, Transformer};

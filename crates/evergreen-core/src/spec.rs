@@ -1,0 +1,291 @@
+//! The feature spec: which raw columns become which hashed features, and how the label is read.
+//!
+//! The spec is declared in the config, validated once, and saved inside every model version. A
+//! server transforms requests with the spec stored in the version it serves.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest supported `hash_bits` (2^30 buckets).
+pub const MAX_HASH_BITS: u8 = 30;
+
+/// The complete, serializable feature spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSpec {
+    /// Features are hashed into `2^hash_bits` buckets.
+    #[serde(default = "default_hash_bits")]
+    pub hash_bits: u8,
+    /// The label column and how to read it.
+    pub label: LabelSpec,
+    /// Add a constant bias feature.
+    #[serde(default = "default_true")]
+    pub bias: bool,
+    /// Categorical columns, hashed by value.
+    #[serde(default)]
+    pub categorical: Vec<CategoricalColumn>,
+    /// Numeric columns, with optional log, standardize and bucketize.
+    #[serde(default)]
+    pub numeric: Vec<NumericColumn>,
+    /// Crosses of categorical (or bucketized numeric) columns.
+    #[serde(default)]
+    pub cross: Vec<CrossColumn>,
+}
+
+fn default_hash_bits() -> u8 {
+    18
+}
+fn default_true() -> bool {
+    true
+}
+
+/// How the binary label is read from its column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelSpec {
+    /// Name of the label column.
+    pub column: String,
+    /// Values (as text) that mean the positive class. Empty: `1`, `1.0`, `true` are positive and
+    /// `0`, `0.0`, `false`, `-1` negative; anything else is a bad label.
+    #[serde(default)]
+    pub positive: Vec<String>,
+    /// Values that mean the negative class (used with `positive`; empty means every other value).
+    #[serde(default)]
+    pub negative: Vec<String>,
+}
+
+/// A categorical column: each distinct value becomes one hashed indicator feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategoricalColumn {
+    /// Column name.
+    pub name: String,
+}
+
+/// Standardization constants: `(x - mean) / std`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Standardize {
+    /// Mean subtracted.
+    pub mean: f64,
+    /// Standard deviation divided by (must be > 0).
+    pub std: f64,
+}
+
+/// A numeric column and its transform, applied in this order: default for missing, `log`
+/// (ln(1+x)), `standardize`, then `buckets` (which turns the value into a categorical bucket).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NumericColumn {
+    /// Column name.
+    pub name: String,
+    /// Apply ln(1 + x) (x must be > -1).
+    #[serde(default)]
+    pub log: bool,
+    /// Standardize with fixed constants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standardize: Option<Standardize>,
+    /// Bucket boundaries (strictly increasing); the value becomes the index of its bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<Vec<f64>>,
+    /// Value used when the column is missing; without it a missing value contributes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<f64>,
+}
+
+/// Alias kept for readability at call sites.
+pub type NumericTransform = NumericColumn;
+
+/// A cross of two or more categorical or bucketized columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrossColumn {
+    /// The crossed columns.
+    pub columns: Vec<String>,
+}
+
+/// A spec that cannot be used; the message names the offending key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct SpecError {
+    /// Dotted path of the offending key, e.g. `features.numeric[2].standardize.std`.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+fn err(key: impl Into<String>, message: impl Into<String>) -> SpecError {
+    SpecError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl FeatureSpec {
+    /// Checks every rule the transform relies on. `prefix` is the key path of the spec in its file
+    /// (e.g. `features`), used in messages.
+    pub fn validate(&self, prefix: &str) -> Result<(), SpecError> {
+        if self.hash_bits == 0 || self.hash_bits > MAX_HASH_BITS {
+            return Err(err(
+                format!("{prefix}.hash_bits"),
+                format!("must be between 1 and {MAX_HASH_BITS} (got {})", self.hash_bits),
+            ));
+        }
+        if self.label.column.trim().is_empty() {
+            return Err(err(format!("{prefix}.label.column"), "must not be empty"));
+        }
+        if self.categorical.is_empty() && self.numeric.is_empty() {
+            return Err(err(
+                prefix,
+                "declares no feature: add at least one [[features.categorical]] or [[features.numeric]]",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let names = self
+            .categorical
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("{prefix}.categorical[{i}].name"), &c.name))
+            .chain(
+                self.numeric
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("{prefix}.numeric[{i}].name"), &c.name)),
+            );
+        for (key, name) in names {
+            if name.trim().is_empty() {
+                return Err(err(key, "must not be empty"));
+            }
+            if *name == self.label.column {
+                return Err(err(
+                    key,
+                    format!("column {name:?} is the label column and cannot also be a feature"),
+                ));
+            }
+            if !seen.insert(name.clone()) {
+                return Err(err(key, format!("column {name:?} is declared twice")));
+            }
+        }
+        for (i, c) in self.numeric.iter().enumerate() {
+            let k = format!("{prefix}.numeric[{i}]");
+            if let Some(s) = c.standardize {
+                if !(s.std.is_finite() && s.std > 0.0) {
+                    return Err(err(
+                        format!("{k}.standardize.std"),
+                        format!("must be a finite number > 0 (got {})", s.std),
+                    ));
+                }
+                if !s.mean.is_finite() {
+                    return Err(err(format!("{k}.standardize.mean"), "must be finite"));
+                }
+            }
+            if let Some(b) = &c.buckets {
+                if b.is_empty() {
+                    return Err(err(format!("{k}.buckets"), "must list at least one boundary"));
+                }
+                if b.iter().any(|x| !x.is_finite()) || b.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err(err(
+                        format!("{k}.buckets"),
+                        "boundaries must be finite and strictly increasing",
+                    ));
+                }
+            }
+            if let Some(d) = c.default
+                && !d.is_finite()
+            {
+                return Err(err(format!("{k}.default"), "must be finite"));
+            }
+        }
+        for (i, x) in self.cross.iter().enumerate() {
+            let k = format!("{prefix}.cross[{i}].columns");
+            if x.columns.len() < 2 {
+                return Err(err(k, "a cross needs at least two columns"));
+            }
+            for col in &x.columns {
+                let categorical = self.categorical.iter().any(|c| c.name == *col);
+                let bucketized = self
+                    .numeric
+                    .iter()
+                    .any(|c| c.name == *col && c.buckets.is_some());
+                if !categorical && !bucketized {
+                    return Err(err(
+                        &k,
+                        format!(
+                            "column {col:?} is not a declared categorical or bucketized numeric column"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A stable 64-bit fingerprint of the spec (xxh3 of its canonical JSON); stored in model
+    /// headers so a model is never applied with another spec.
+    pub fn fingerprint(&self) -> u64 {
+        let json = serde_json::to_vec(self).expect("spec serializes");
+        xxhash_rust::xxh3::xxh3_64(&json)
+    }
+
+    /// Number of hash buckets.
+    pub fn dim(&self) -> usize {
+        1usize << self.hash_bits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> FeatureSpec {
+        serde_json::from_value(serde_json::json!({
+            "label": {"column": "y"},
+            "categorical": [{"name": "c"}],
+            "numeric": [{"name": "x", "buckets": [0.0, 1.0]}],
+            "cross": [{"columns": ["c", "x"]}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn valid_spec_passes() {
+        spec().validate("features").unwrap();
+    }
+
+    #[test]
+    fn label_as_feature_is_rejected_with_key() {
+        let mut s = spec();
+        s.categorical.push(CategoricalColumn { name: "y".into() });
+        let e = s.validate("features").unwrap_err();
+        assert_eq!(e.key, "features.categorical[1].name");
+    }
+
+    #[test]
+    fn cross_of_plain_numeric_is_rejected() {
+        let mut s = spec();
+        s.numeric[0].buckets = None;
+        let e = s.validate("features").unwrap_err();
+        assert!(e.to_string().contains("features.cross[0].columns"), "{e}");
+    }
+
+    #[test]
+    fn bad_std_and_buckets_are_rejected() {
+        let mut s = spec();
+        s.numeric[0].standardize = Some(Standardize { mean: 0.0, std: 0.0 });
+        assert_eq!(
+            s.validate("f").unwrap_err().key,
+            "f.numeric[0].standardize.std"
+        );
+        let mut s = spec();
+        s.numeric[0].buckets = Some(vec![1.0, 1.0]);
+        assert_eq!(s.validate("f").unwrap_err().key, "f.numeric[0].buckets");
+    }
+
+    #[test]
+    fn fingerprint_changes_with_spec() {
+        let a = spec();
+        let mut b = spec();
+        b.hash_bits = 10;
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint(), spec().fingerprint());
+    }
+}

@@ -1,0 +1,475 @@
+//! The feature transform: raw record → hashed sparse feature vector (+ label).
+//!
+//! Hashing uses xxh3 (stable across versions and platforms): each column has a seed derived from
+//! its name, and a value is hashed with its column's seed, so `a=x` and `b=x` land in different
+//! buckets. The exact recipe is part of the model format; see `docs/formats.md`.
+
+use crate::record::{RawRecord, RawValue};
+use crate::spec::{FeatureSpec, NumericColumn, SpecError};
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+/// A sparse feature vector over `2^hash_bits` buckets. Indices may repeat (hash collisions).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FeatureVector {
+    /// Bucket indices.
+    pub indices: Vec<u32>,
+    /// Values, parallel to `indices`.
+    pub values: Vec<f32>,
+}
+
+impl FeatureVector {
+    /// Empty vector with room for `n` entries.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            indices: Vec::with_capacity(n),
+            values: Vec::with_capacity(n),
+        }
+    }
+
+    /// Appends one entry.
+    pub fn push(&mut self, index: u32, value: f32) {
+        self.indices.push(index);
+        self.values.push(value);
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+
+    /// Iterates `(index, value)` pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, f32)> + '_ {
+        self.indices.iter().copied().zip(self.values.iter().copied())
+    }
+}
+
+/// Why a record could not be transformed. `reason()` is a stable code used as a metric label
+/// and in quarantine files.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TransformError {
+    /// A numeric column held text that is not a number.
+    #[error("column {column:?}: value {value:?} is not a number")]
+    NotNumeric {
+        /// Column name.
+        column: String,
+        /// The offending text.
+        value: String,
+    },
+    /// A numeric column held NaN or an infinity.
+    #[error("column {column:?}: value {value} is not finite")]
+    NonFinite {
+        /// Column name.
+        column: String,
+        /// The offending value.
+        value: f64,
+    },
+    /// `log` was requested for a value <= -1.
+    #[error("column {column:?}: log(1+x) undefined for x = {value}")]
+    LogDomain {
+        /// Column name.
+        column: String,
+        /// The offending value.
+        value: f64,
+    },
+    /// The label column is absent or empty.
+    #[error("label column {column:?} is missing")]
+    MissingLabel {
+        /// Label column name.
+        column: String,
+    },
+    /// The label value is not one of the accepted values.
+    #[error("label column {column:?}: value {value} is not a valid binary label")]
+    BadLabel {
+        /// Label column name.
+        column: String,
+        /// The offending value, as text.
+        value: String,
+    },
+}
+
+impl TransformError {
+    /// Stable short reason code (metric label, quarantine field).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TransformError::NotNumeric { .. } => "not_numeric",
+            TransformError::NonFinite { .. } => "non_finite",
+            TransformError::LogDomain { .. } => "log_domain",
+            TransformError::MissingLabel { .. } => "missing_label",
+            TransformError::BadLabel { .. } => "bad_label",
+        }
+    }
+}
+
+struct CompiledNumeric {
+    col: NumericColumn,
+    seed: u64,
+}
+
+struct CompiledCross {
+    /// For each crossed column: index into categorical (Ok) or numeric (Err) lists.
+    parts: Vec<Part>,
+    seed: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Part {
+    Categorical(usize),
+    Numeric(usize),
+}
+
+/// A validated spec compiled for fast, repeated use. Cheap to share behind an `Arc`.
+pub struct Transformer {
+    spec: FeatureSpec,
+    mask: u64,
+    bias_index: u32,
+    categorical_seeds: Vec<u64>,
+    numeric: Vec<CompiledNumeric>,
+    crosses: Vec<CompiledCross>,
+}
+
+impl std::fmt::Debug for Transformer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transformer")
+            .field("spec", &self.spec)
+            .finish()
+    }
+}
+
+fn column_seed(kind: &str, name: &str) -> u64 {
+    let mut buf = Vec::with_capacity(kind.len() + name.len() + 1);
+    buf.extend_from_slice(kind.as_bytes());
+    buf.push(0x1f);
+    buf.extend_from_slice(name.as_bytes());
+    xxh3_64(&buf)
+}
+
+impl Transformer {
+    /// Validates and compiles a spec.
+    pub fn new(spec: FeatureSpec) -> Result<Self, SpecError> {
+        spec.validate("features")?;
+        let mask = (1u64 << spec.hash_bits) - 1;
+        let bias_index = (column_seed("bias", "") & mask) as u32;
+        let categorical_seeds = spec
+            .categorical
+            .iter()
+            .map(|c| column_seed("cat", &c.name))
+            .collect();
+        let numeric = spec
+            .numeric
+            .iter()
+            .map(|c| CompiledNumeric {
+                col: c.clone(),
+                seed: column_seed("num", &c.name),
+            })
+            .collect();
+        let crosses = spec
+            .cross
+            .iter()
+            .map(|x| {
+                let parts = x
+                    .columns
+                    .iter()
+                    .map(|name| {
+                        if let Some(i) = spec.categorical.iter().position(|c| c.name == *name) {
+                            Part::Categorical(i)
+                        } else {
+                            let i = spec
+                                .numeric
+                                .iter()
+                                .position(|c| c.name == *name)
+                                .expect("validated: cross column exists");
+                            Part::Numeric(i)
+                        }
+                    })
+                    .collect();
+                CompiledCross {
+                    parts,
+                    seed: column_seed("cross", &x.columns.join("\u{1f}")),
+                }
+            })
+            .collect();
+        Ok(Self {
+            spec,
+            mask,
+            bias_index,
+            categorical_seeds,
+            numeric,
+            crosses,
+        })
+    }
+
+    /// The spec this transformer was compiled from.
+    pub fn spec(&self) -> &FeatureSpec {
+        &self.spec
+    }
+
+    fn bucket(&self, h: u64) -> u32 {
+        (h & self.mask) as u32
+    }
+
+    /// Numeric value of a column after default/log/standardize, `None` when missing.
+    fn numeric_value(&self, n: &CompiledNumeric, r: &RawRecord) -> Result<Option<f64>, TransformError> {
+        let col = &n.col;
+        let raw = match r.get(&col.name) {
+            None | Some(RawValue::Missing) => None,
+            Some(RawValue::Num(x)) => Some(*x),
+            Some(RawValue::Str(s)) => {
+                let t = s.trim();
+                if t.is_empty() {
+                    None
+                } else {
+                    Some(t.parse::<f64>().map_err(|_| TransformError::NotNumeric {
+                        column: col.name.clone(),
+                        value: s.clone(),
+                    })?)
+                }
+            }
+        };
+        let Some(mut x) = raw.or(col.default) else {
+            return Ok(None);
+        };
+        if !x.is_finite() {
+            return Err(TransformError::NonFinite {
+                column: col.name.clone(),
+                value: x,
+            });
+        }
+        if col.log {
+            if x <= -1.0 {
+                return Err(TransformError::LogDomain {
+                    column: col.name.clone(),
+                    value: x,
+                });
+            }
+            x = x.ln_1p();
+        }
+        if let Some(s) = col.standardize {
+            x = (x - s.mean) / s.std;
+        }
+        Ok(Some(x))
+    }
+
+    fn bucket_of(boundaries: &[f64], x: f64) -> usize {
+        boundaries.partition_point(|b| *b <= x)
+    }
+
+    /// Transforms the feature columns of a record (the label, if present, is ignored).
+    pub fn features(&self, r: &RawRecord) -> Result<FeatureVector, TransformError> {
+        let mut out = FeatureVector::with_capacity(
+            1 + self.spec.categorical.len() + self.numeric.len() + self.crosses.len(),
+        );
+        if self.spec.bias {
+            out.push(self.bias_index, 1.0);
+        }
+        for (c, seed) in self.spec.categorical.iter().zip(&self.categorical_seeds) {
+            if let Some(text) = r.get(&c.name).and_then(RawValue::canonical_text)
+                && !text.is_empty()
+            {
+                out.push(self.bucket(xxh3_64_with_seed(text.as_bytes(), *seed)), 1.0);
+            }
+        }
+        // Bucket index per numeric column, kept for crosses.
+        let mut buckets: Vec<Option<usize>> = vec![None; self.numeric.len()];
+        for (i, n) in self.numeric.iter().enumerate() {
+            let Some(x) = self.numeric_value(n, r)? else {
+                continue;
+            };
+            match &n.col.buckets {
+                Some(b) => {
+                    let k = Self::bucket_of(b, x);
+                    buckets[i] = Some(k);
+                    out.push(
+                        self.bucket(xxh3_64_with_seed(&(k as u64).to_le_bytes(), n.seed)),
+                        1.0,
+                    );
+                }
+                None => out.push(self.bucket(n.seed), x as f32),
+            }
+        }
+        'cross: for x in &self.crosses {
+            let mut h = x.seed;
+            for part in &x.parts {
+                match *part {
+                    Part::Categorical(i) => {
+                        let Some(text) = r
+                            .get(&self.spec.categorical[i].name)
+                            .and_then(RawValue::canonical_text)
+                        else {
+                            continue 'cross;
+                        };
+                        if text.is_empty() {
+                            continue 'cross;
+                        }
+                        h = xxh3_64_with_seed(text.as_bytes(), h);
+                    }
+                    Part::Numeric(i) => {
+                        let Some(k) = buckets[i] else {
+                            continue 'cross;
+                        };
+                        h = xxh3_64_with_seed(&(k as u64).to_le_bytes(), h ^ 0x9e37_79b9_7f4a_7c15);
+                    }
+                }
+            }
+            out.push(self.bucket(h), 1.0);
+        }
+        Ok(out)
+    }
+
+    /// Reads the binary label of a record (1.0 positive, 0.0 negative).
+    pub fn label(&self, r: &RawRecord) -> Result<f32, TransformError> {
+        let l = &self.spec.label;
+        let column = || l.column.clone();
+        let text = match r.get(&l.column) {
+            None | Some(RawValue::Missing) => {
+                return Err(TransformError::MissingLabel { column: column() });
+            }
+            Some(v) => v.canonical_text().expect("not missing").trim().to_string(),
+        };
+        if text.is_empty() {
+            return Err(TransformError::MissingLabel { column: column() });
+        }
+        if !l.positive.is_empty() {
+            if l.positive.iter().any(|p| *p == text) {
+                return Ok(1.0);
+            }
+            if l.negative.is_empty() || l.negative.iter().any(|n| *n == text) {
+                return Ok(0.0);
+            }
+            return Err(TransformError::BadLabel {
+                column: column(),
+                value: text,
+            });
+        }
+        match text.as_str() {
+            "1" | "1.0" | "true" | "True" | "TRUE" => Ok(1.0),
+            "0" | "0.0" | "-1" | "-1.0" | "false" | "False" | "FALSE" => Ok(0.0),
+            _ => Err(TransformError::BadLabel {
+                column: column(),
+                value: text,
+            }),
+        }
+    }
+
+    /// Features and label of a training record.
+    pub fn example(&self, r: &RawRecord) -> Result<(FeatureVector, f32), TransformError> {
+        let y = self.label(r)?;
+        Ok((self.features(r)?, y))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> FeatureSpec {
+        serde_json::from_value(serde_json::json!({
+            "hash_bits": 12,
+            "label": {"column": "y"},
+            "categorical": [{"name": "site"}],
+            "numeric": [
+                {"name": "price", "log": true, "standardize": {"mean": 1.0, "std": 2.0}},
+                {"name": "hour", "buckets": [6.0, 12.0, 18.0]}
+            ],
+            "cross": [{"columns": ["site", "hour"]}]
+        }))
+        .unwrap()
+    }
+
+    fn rec(pairs: &[(&str, RawValue)]) -> RawRecord {
+        pairs.iter().cloned().collect()
+    }
+
+    #[test]
+    fn text_and_number_inputs_give_identical_vectors() {
+        let t = Transformer::new(spec()).unwrap();
+        let csv = rec(&[
+            ("site", RawValue::Str("a.com".into())),
+            ("price", RawValue::Str("3.25".into())),
+            ("hour", RawValue::Str("13".into())),
+            ("y", RawValue::Str("1".into())),
+        ]);
+        let json = rec(&[
+            ("hour", RawValue::Num(13.0)),
+            ("price", RawValue::Num(3.25)),
+            ("site", RawValue::Str("a.com".into())),
+        ]);
+        let (a, y) = t.example(&csv).unwrap();
+        assert_eq!(y, 1.0);
+        assert_eq!(a, t.features(&json).unwrap());
+        // bias + site + price + hour bucket + cross
+        assert_eq!(a.len(), 5);
+        let price = a.values[2] as f64;
+        assert!((price - ((3.25f64).ln_1p() - 1.0) / 2.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn missing_values_contribute_nothing_and_skip_crosses() {
+        let t = Transformer::new(spec()).unwrap();
+        let v = t.features(&rec(&[("site", RawValue::Str("b".into()))])).unwrap();
+        assert_eq!(v.len(), 2); // bias + site
+    }
+
+    #[test]
+    fn bad_values_are_typed_errors() {
+        let t = Transformer::new(spec()).unwrap();
+        let e = t
+            .features(&rec(&[("price", RawValue::Str("cheap".into()))]))
+            .unwrap_err();
+        assert_eq!(e.reason(), "not_numeric");
+        let e = t
+            .features(&rec(&[("price", RawValue::Num(f64::NAN))]))
+            .unwrap_err();
+        assert_eq!(e.reason(), "non_finite");
+        let e = t
+            .features(&rec(&[("price", RawValue::Num(-2.0))]))
+            .unwrap_err();
+        assert_eq!(e.reason(), "log_domain");
+        assert_eq!(t.label(&rec(&[])).unwrap_err().reason(), "missing_label");
+        assert_eq!(
+            t.label(&rec(&[("y", RawValue::Str("maybe".into()))]))
+                .unwrap_err()
+                .reason(),
+            "bad_label"
+        );
+    }
+
+    #[test]
+    fn bucket_boundaries_are_left_closed() {
+        assert_eq!(Transformer::bucket_of(&[6.0, 12.0], 5.9), 0);
+        assert_eq!(Transformer::bucket_of(&[6.0, 12.0], 6.0), 1);
+        assert_eq!(Transformer::bucket_of(&[6.0, 12.0], 100.0), 2);
+    }
+
+    #[test]
+    fn explicit_label_values() {
+        let mut s = spec();
+        s.label.positive = vec!["UP".into()];
+        s.label.negative = vec!["DOWN".into()];
+        let t = Transformer::new(s).unwrap();
+        let l = |v: &str| t.label(&rec(&[("y", RawValue::Str(v.into()))]));
+        assert_eq!(l("UP").unwrap(), 1.0);
+        assert_eq!(l("DOWN").unwrap(), 0.0);
+        assert!(l("SIDEWAYS").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn indices_stay_in_range(site in ".{0,12}", price in -0.99f64..1e6, hour in -10f64..40.0) {
+            let t = Transformer::new(spec()).unwrap();
+            let v = t.features(&rec(&[
+                ("site", RawValue::Str(site)),
+                ("price", RawValue::Num(price)),
+                ("hour", RawValue::Num(hour)),
+            ])).unwrap();
+            for (i, x) in v.iter() {
+                proptest::prop_assert!((i as usize) < t.spec().dim());
+                proptest::prop_assert!(x.is_finite());
+            }
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Binary-classification metrics accumulated one prediction at a time: logloss, AUC, accuracy
+//! and calibration (mean predicted / observed positive rate).
+
+use serde::{Deserialize, Serialize};
+
+/// Probabilities are clipped to `[EPS, 1 - EPS]` for logloss (as Vowpal Wabbit and River do).
+pub const EPS: f64 = 1e-15;
+
+/// Accumulates `(prediction, label)` pairs. AUC is exact (pairs are kept; a span is bounded).
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    pairs: Vec<(f64, bool)>,
+    logloss_sum: f64,
+    correct: u64,
+    prediction_sum: f64,
+    positives: u64,
+}
+
+/// Final numbers of a [`Metrics`]. `NaN` where undefined (no examples, or AUC with one class).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Number of examples.
+    pub examples: u64,
+    /// Mean log loss.
+    #[serde(with = "crate::serde_nan")]
+    pub logloss: f64,
+    /// Area under the ROC curve.
+    #[serde(with = "crate::serde_nan")]
+    pub auc: f64,
+    /// Accuracy at threshold 0.5.
+    #[serde(with = "crate::serde_nan")]
+    pub accuracy: f64,
+    /// Mean prediction divided by the observed positive rate (1.0 = calibrated).
+    #[serde(with = "crate::serde_nan")]
+    pub calibration: f64,
+    /// Mean prediction.
+    #[serde(with = "crate::serde_nan")]
+    pub mean_prediction: f64,
+    /// Observed positive rate.
+    #[serde(with = "crate::serde_nan")]
+    pub positive_rate: f64,
+}
+
+impl Metrics {
+    /// Empty accumulator.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one prediction `p` (probability of positive) for label `y` (0 or 1).
+    pub fn add(&mut self, p: f64, y: f32) {
+        let positive = y >= 0.5;
+        let pc = if p.is_nan() { p } else { p.clamp(EPS, 1.0 - EPS) };
+        self.logloss_sum -= if positive { pc.ln() } else { (1.0 - pc).ln() };
+        if (p >= 0.5) == positive {
+            self.correct += 1;
+        }
+        self.prediction_sum += p;
+        self.positives += positive as u64;
+        self.pairs.push((p, positive));
+    }
+
+    /// Number of examples added.
+    pub fn len(&self) -> u64 {
+        self.pairs.len() as u64
+    }
+
+    /// True when nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// Exact AUC (Mann-Whitney U with average ranks for ties).
+    fn auc(&self) -> f64 {
+        let n = self.pairs.len();
+        let pos = self.positives as f64;
+        let neg = n as f64 - pos;
+        if pos == 0.0 || neg == 0.0 || self.pairs.iter().any(|(p, _)| p.is_nan()) {
+            return f64::NAN;
+        }
+        let mut sorted: Vec<(f64, bool)> = self.pairs.clone();
+        sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut rank_sum_pos = 0.0;
+        let mut i = 0;
+        while i < n {
+            let mut j = i;
+            while j + 1 < n && sorted[j + 1].0 == sorted[i].0 {
+                j += 1;
+            }
+            let avg_rank = (i + j) as f64 / 2.0 + 1.0;
+            let pos_in_tie = sorted[i..=j].iter().filter(|(_, y)| *y).count() as f64;
+            rank_sum_pos += avg_rank * pos_in_tie;
+            i = j + 1;
+        }
+        (rank_sum_pos - pos * (pos + 1.0) / 2.0) / (pos * neg)
+    }
+
+    /// The metrics so far.
+    pub fn summary(&self) -> Summary {
+        let n = self.pairs.len() as f64;
+        if self.pairs.is_empty() {
+            return Summary {
+                examples: 0,
+                logloss: f64::NAN,
+                auc: f64::NAN,
+                accuracy: f64::NAN,
+                calibration: f64::NAN,
+                mean_prediction: f64::NAN,
+                positive_rate: f64::NAN,
+            };
+        }
+        let mean_prediction = self.prediction_sum / n;
+        let positive_rate = self.positives as f64 / n;
+        Summary {
+            examples: self.pairs.len() as u64,
+            logloss: self.logloss_sum / n,
+            auc: self.auc(),
+            accuracy: self.correct as f64 / n,
+            calibration: if positive_rate > 0.0 {
+                mean_prediction / positive_rate
+            } else {
+                f64::NAN
+            },
+            mean_prediction,
+            positive_rate,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_values() {
+        let mut m = Metrics::new();
+        for (p, y) in [(0.9, 1.0), (0.8, 0.0), (0.3, 1.0), (0.1, 0.0)] {
+            m.add(p, y);
+        }
+        let s = m.summary();
+        // positives at 0.9 and 0.3; negatives at 0.8 and 0.1: pairs won 3 of 4.
+        assert!((s.auc - 0.75).abs() < 1e-12);
+        let ll = -((0.9f64).ln() + (0.2f64).ln() + (0.3f64).ln() + (0.9f64).ln()) / 4.0;
+        assert!((s.logloss - ll).abs() < 1e-12);
+        assert!((s.accuracy - 0.5).abs() < 1e-12);
+        assert!((s.calibration - (2.1 / 4.0) / 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ties_count_half() {
+        let mut m = Metrics::new();
+        m.add(0.5, 1.0);
+        m.add(0.5, 0.0);
+        assert!((m.summary().auc - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn undefined_cases_are_nan() {
+        assert!(Metrics::new().summary().logloss.is_nan());
+        let mut m = Metrics::new();
+        m.add(0.7, 1.0);
+        assert!(m.summary().auc.is_nan());
+        let mut m = Metrics::new();
+        m.add(f64::NAN, 1.0);
+        m.add(0.2, 0.0);
+        assert!(m.summary().logloss.is_nan());
+        assert!(m.summary().auc.is_nan());
+    }
+
+    #[test]
+    fn logloss_is_clipped() {
+        let mut m = Metrics::new();
+        m.add(0.0, 1.0);
+        assert!((m.summary().logloss - (-(EPS.ln()))).abs() < 1e-9);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn auc_matches_pair_counting(v in proptest::collection::vec((0u8..10, proptest::bool::ANY), 2..60)) {
+            let mut m = Metrics::new();
+            for (p, y) in &v { m.add(*p as f64 / 10.0, *y as u8 as f32); }
+            let pos: Vec<f64> = v.iter().filter(|x| x.1).map(|x| x.0 as f64).collect();
+            let neg: Vec<f64> = v.iter().filter(|x| !x.1).map(|x| x.0 as f64).collect();
+            let auc = m.summary().auc;
+            if pos.is_empty() || neg.is_empty() {
+                proptest::prop_assert!(auc.is_nan());
+            } else {
+                let mut won = 0.0;
+                for a in &pos { for b in &neg { won += if a > b { 1.0 } else if a == b { 0.5 } else { 0.0 }; } }
+                proptest::prop_assert!((auc - won / (pos.len() * neg.len()) as f64).abs() < 1e-9);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod serde_tests {
+    use super::*;
+
+    #[test]
+    fn nan_survives_json() {
+        let s = Metrics::new().summary();
+        let json = serde_json::to_string(&s).unwrap();
+        let back: Summary = serde_json::from_str(&json).unwrap();
+        assert!(back.logloss.is_nan() && back.auc.is_nan());
+        assert_eq!(back.examples, 0);
+    }
+}

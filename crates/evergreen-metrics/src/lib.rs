@@ -1,0 +1,304 @@
+//! Every metric evergreen exports, defined in one place (names documented in `docs/metrics.md`).
+//!
+//! One [`Metrics`] is shared by the trainer and the server of a process and rendered in the
+//! Prometheus/OpenMetrics text format on `/metrics` and `/monitoring/prometheus/metrics`.
+//! Label values are bounded: model names come from config, versions from the retained set,
+//! outcomes, APIs, status codes and quarantine reasons from fixed lists in the code.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+/// Labels `{model}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    /// Model name.
+    pub model: String,
+}
+
+/// Labels of a served request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Model name (`""` when the request named an unknown model).
+    pub model: String,
+    /// Version that answered (`""` when none did).
+    pub version: String,
+    /// `predict`, `classify`, `regress`, `status`, `metadata`.
+    pub api: String,
+    /// HTTP status code.
+    pub code: String,
+}
+
+/// Labels `{model, api}` for latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    /// Model name.
+    pub model: String,
+    /// API name.
+    pub api: String,
+}
+
+/// Labels `{model, outcome}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// Model name.
+    pub model: String,
+    /// Outcome (fixed set per metric, see docs/metrics.md).
+    pub outcome: String,
+}
+
+/// Labels `{model, reason}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Model name.
+    pub model: String,
+    /// Quarantine reason code.
+    pub reason: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~1.6 s
+    Histogram::new(exponential_buckets(0.00005, 2.0, 16))
+}
+
+fn cycle_histogram() -> Histogram {
+    // 1 ms .. ~9 min
+    Histogram::new(exponential_buckets(0.001, 2.5, 15))
+}
+
+/// All metrics of one process.
+pub struct Metrics {
+    registry: Registry,
+    /// `evergreen_serving_requests_total{model,version,api,code}`.
+    pub requests: Family<RequestLabels, Counter>,
+    /// `evergreen_serving_request_duration_seconds{model,api}`.
+    pub request_duration: Family<ApiLabels, Histogram, fn() -> Histogram>,
+    /// `evergreen_serving_model_version{model}`: newest version being served.
+    pub serving_version: Family<ModelLabels, Gauge>,
+    /// `evergreen_serving_version_loads_total{model,outcome}`: `loaded` or `failed`.
+    pub version_loads: Family<OutcomeLabels, Counter>,
+    /// `evergreen_training_cycles_total{model,outcome}`: `published`, `rejected`, `held_back`,
+    /// `empty`, `failed`.
+    pub cycles: Family<OutcomeLabels, Counter>,
+    /// `evergreen_training_cycle_duration_seconds{model}`.
+    pub cycle_duration: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    /// `evergreen_training_examples_total{model}`: examples learned.
+    pub examples_trained: Family<ModelLabels, Counter>,
+    /// `evergreen_data_records_read_total{model}`: good records read from spans.
+    pub records_read: Family<ModelLabels, Counter>,
+    /// `evergreen_data_quarantined_records_total{model,reason}`.
+    pub quarantined: Family<ReasonLabels, Counter>,
+    /// `evergreen_training_progressive_logloss{model}` of the last cycle.
+    pub progressive_logloss: Family<ModelLabels, FloatGauge>,
+    /// `evergreen_training_progressive_auc{model}` of the last cycle.
+    pub progressive_auc: Family<ModelLabels, FloatGauge>,
+    /// `evergreen_training_last_published_version{model}`.
+    pub published_version: Family<ModelLabels, Gauge>,
+    /// `evergreen_data_pending_spans{model}`: ready spans not yet consumed.
+    pub pending_spans: Family<ModelLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "evergreen_serving_requests",
+            "Requests served, by model, answering version, API and HTTP status code",
+            requests.clone(),
+        );
+        let request_duration =
+            Family::<ApiLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
+        registry.register(
+            "evergreen_serving_request_duration_seconds",
+            "Request latency in seconds, by model and API",
+            request_duration.clone(),
+        );
+        let serving_version = Family::<ModelLabels, Gauge>::default();
+        registry.register(
+            "evergreen_serving_model_version",
+            "Newest model version loaded for serving",
+            serving_version.clone(),
+        );
+        let version_loads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "evergreen_serving_version_loads",
+            "Version loads by the server, by outcome (loaded, failed)",
+            version_loads.clone(),
+        );
+        let cycles = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "evergreen_training_cycles",
+            "Training cycles by outcome (published, rejected, held_back, empty, failed)",
+            cycles.clone(),
+        );
+        let cycle_duration =
+            Family::<ModelLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                cycle_histogram as fn() -> Histogram,
+            );
+        registry.register(
+            "evergreen_training_cycle_duration_seconds",
+            "Wall time of a training cycle in seconds",
+            cycle_duration.clone(),
+        );
+        let examples_trained = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "evergreen_training_examples",
+            "Examples learned",
+            examples_trained.clone(),
+        );
+        let records_read = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "evergreen_data_records_read",
+            "Good records read from spans",
+            records_read.clone(),
+        );
+        let quarantined = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "evergreen_data_quarantined_records",
+            "Records set aside in quarantine, by reason",
+            quarantined.clone(),
+        );
+        let progressive_logloss = Family::<ModelLabels, FloatGauge>::default();
+        registry.register(
+            "evergreen_training_progressive_logloss",
+            "Progressive-validation logloss of the last cycle (model predicts a span before learning it)",
+            progressive_logloss.clone(),
+        );
+        let progressive_auc = Family::<ModelLabels, FloatGauge>::default();
+        registry.register(
+            "evergreen_training_progressive_auc",
+            "Progressive-validation AUC of the last cycle",
+            progressive_auc.clone(),
+        );
+        let published_version = Family::<ModelLabels, Gauge>::default();
+        registry.register(
+            "evergreen_training_last_published_version",
+            "Last version published by the trainer",
+            published_version.clone(),
+        );
+        let pending_spans = Family::<ModelLabels, Gauge>::default();
+        registry.register(
+            "evergreen_data_pending_spans",
+            "Ready spans not yet consumed",
+            pending_spans.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            serving_version,
+            version_loads,
+            cycles,
+            cycle_duration,
+            examples_trained,
+            records_read,
+            quarantined,
+            progressive_logloss,
+            progressive_auc,
+            published_version,
+            pending_spans,
+        }
+    }
+
+    /// Renders every metric in the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// `{model}` labels.
+    pub fn model(model: &str) -> ModelLabels {
+        ModelLabels {
+            model: model.to_string(),
+        }
+    }
+
+    /// `{model, outcome}` labels.
+    pub fn outcome(model: &str, outcome: &str) -> OutcomeLabels {
+        OutcomeLabels {
+            model: model.to_string(),
+            outcome: outcome.to_string(),
+        }
+    }
+}
+
+/// Content type of [`Metrics::render`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_documented_names() {
+        let m = Metrics::new();
+        m.cycles.get_or_create(&Metrics::outcome("m", "published")).inc();
+        m.progressive_auc.get_or_create(&Metrics::model("m")).set(0.75);
+        m.request_duration
+            .get_or_create(&ApiLabels {
+                model: "m".into(),
+                api: "predict".into(),
+            })
+            .observe(0.001);
+        // Empty families are not rendered: touch every one.
+        let ml = Metrics::model("m");
+        m.requests
+            .get_or_create(&RequestLabels {
+                model: "m".into(),
+                version: "1".into(),
+                api: "predict".into(),
+                code: "200".into(),
+            })
+            .inc();
+        m.serving_version.get_or_create(&ml).set(1);
+        m.version_loads.get_or_create(&Metrics::outcome("m", "loaded")).inc();
+        m.cycle_duration.get_or_create(&ml).observe(1.0);
+        m.examples_trained.get_or_create(&ml).inc();
+        m.records_read.get_or_create(&ml).inc();
+        m.quarantined
+            .get_or_create(&ReasonLabels {
+                model: "m".into(),
+                reason: "bad_label".into(),
+            })
+            .inc();
+        m.progressive_logloss.get_or_create(&ml).set(0.5);
+        m.published_version.get_or_create(&ml).set(1);
+        m.pending_spans.get_or_create(&ml).set(0);
+        let text = m.render();
+        assert!(text.contains("evergreen_training_cycles_total{model=\"m\",outcome=\"published\"} 1"), "{text}");
+        assert!(text.contains("evergreen_training_progressive_auc{model=\"m\"} 0.75"), "{text}");
+        assert!(text.contains("evergreen_serving_request_duration_seconds_bucket"), "{text}");
+        assert!(text.trim_end().ends_with("# EOF"));
+        // Every documented name is registered.
+        let doc = include_str!("../../../docs/metrics.md");
+        for line in doc.lines().filter(|l| l.starts_with("| `evergreen_")) {
+            let name = line.split('`').nth(1).unwrap();
+            let base = name.trim_end_matches("_total");
+            assert!(text.contains(&format!("# TYPE {base} ")), "{name} documented but not registered:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The model file format: header, body, checksum. Spec in `docs/formats.md`.
+//!
+//! ```text
+//! magic            8 bytes  "EVGMODEL"
+//! format_version   u32 LE   (1)
+//! kind             u16 LE   (ModelKind::code)
+//! reserved         u16 LE   (0)
+//! spec_fingerprint u64 LE   (FeatureSpec::fingerprint of the spec the model was trained with)
+//! body_len         u64 LE
+//! body             body_len bytes (kind-specific state)
+//! checksum         u64 LE   xxh3-64 of every byte before it
+//! ```
+
+use crate::{Ftrl, Model, ModelKind};
+
+/// File magic.
+pub const MAGIC: &[u8; 8] = b"EVGMODEL";
+/// Current format version; older versions keep loading.
+pub const FORMAT_VERSION: u32 = 1;
+const HEADER_LEN: usize = 8 + 4 + 2 + 2 + 8 + 8;
+
+/// Parsed header of a model file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Format version the file was written with.
+    pub format_version: u32,
+    /// Model kind.
+    pub kind: ModelKind,
+    /// Fingerprint of the feature spec.
+    pub spec_fingerprint: u64,
+}
+
+/// Why a model file could not be loaded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    /// Shorter than a header plus checksum.
+    #[error("model file truncated ({len} bytes)")]
+    Truncated {
+        /// Actual length.
+        len: usize,
+    },
+    /// Wrong magic bytes.
+    #[error("not an evergreen model file (bad magic)")]
+    BadMagic,
+    /// Written by a newer evergreen.
+    #[error("model format version {0} is newer than this build supports ({FORMAT_VERSION})")]
+    UnsupportedVersion(u32),
+    /// Unknown model kind code.
+    #[error("unknown model kind code {0}")]
+    UnknownKind(u16),
+    /// Checksum mismatch: the file is corrupt or half-written.
+    #[error("model checksum mismatch (file corrupt or incomplete)")]
+    Checksum,
+    /// Body inconsistent with its kind.
+    #[error("model body malformed for kind {0}")]
+    Body(&'static str),
+}
+
+/// Serializes a model with its header and checksum.
+pub fn save(model: &dyn Model, spec_fingerprint: u64) -> Vec<u8> {
+    let mut body = Vec::new();
+    model.encode(&mut body);
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len() + 8);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&model.kind().code().to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&spec_fingerprint.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&body);
+    let sum = xxhash_rust::xxh3::xxh3_64(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out
+}
+
+/// Parses and verifies a model file.
+pub fn load(bytes: &[u8]) -> Result<(Header, Box<dyn Model>), ModelError> {
+    if bytes.len() < HEADER_LEN + 8 {
+        return Err(ModelError::Truncated { len: bytes.len() });
+    }
+    if &bytes[..8] != MAGIC {
+        return Err(ModelError::BadMagic);
+    }
+    let mut r = Reader::new(&bytes[8..HEADER_LEN]);
+    let format_version = r.u32().ok_or(ModelError::BadMagic)?;
+    if format_version > FORMAT_VERSION || format_version == 0 {
+        return Err(ModelError::UnsupportedVersion(format_version));
+    }
+    let code = r.u16().ok_or(ModelError::BadMagic)?;
+    let _reserved = r.u16();
+    let spec_fingerprint = r.u64().ok_or(ModelError::BadMagic)?;
+    let body_len = r.u64().ok_or(ModelError::BadMagic)?;
+    let expected = (HEADER_LEN as u64)
+        .checked_add(body_len)
+        .and_then(|x| x.checked_add(8));
+    if expected != Some(bytes.len() as u64) {
+        return Err(ModelError::Truncated { len: bytes.len() });
+    }
+    let (content, sum) = bytes.split_at(bytes.len() - 8);
+    let sum = u64::from_le_bytes(sum.try_into().expect("8 bytes"));
+    if xxhash_rust::xxh3::xxh3_64(content) != sum {
+        return Err(ModelError::Checksum);
+    }
+    let kind = ModelKind::from_code(code).ok_or(ModelError::UnknownKind(code))?;
+    let body = &content[HEADER_LEN..];
+    let model: Box<dyn Model> = match kind {
+        ModelKind::Ftrl => Box::new(Ftrl::decode(body).ok_or(ModelError::Body("ftrl"))?),
+    };
+    Ok((
+        Header {
+            format_version,
+            kind,
+            spec_fingerprint,
+        },
+        model,
+    ))
+}
+
+/// Little-endian cursor over a byte slice.
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Self { buf }
+    }
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.buf.split_at_checked(N)?;
+        self.buf = rest;
+        head.try_into().ok()
+    }
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+    pub(crate) fn u16(&mut self) -> Option<u16> {
+        self.take::<2>().map(u16::from_le_bytes)
+    }
+    pub(crate) fn u32(&mut self) -> Option<u32> {
+        self.take::<4>().map(u32::from_le_bytes)
+    }
+    pub(crate) fn u64(&mut self) -> Option<u64> {
+        self.take::<8>().map(u64::from_le_bytes)
+    }
+    pub(crate) fn f64(&mut self) -> Option<f64> {
+        self.take::<8>().map(f64::from_le_bytes)
+    }
+    pub(crate) fn f32s(&mut self, n: usize) -> Option<Vec<f32>> {
+        let bytes = n.checked_mul(4)?;
+        let (head, rest) = self.buf.split_at_checked(bytes)?;
+        self.buf = rest;
+        Some(
+            head.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FtrlParams;
+    use evergreen_core::FeatureVector;
+
+    fn trained() -> Ftrl {
+        let mut m = Ftrl::new(FtrlParams::default(), 64);
+        let mut x = FeatureVector::default();
+        x.push(3, 1.0);
+        x.push(7, 0.5);
+        for i in 0..50 {
+            m.learn(&x, (i % 3 == 0) as u8 as f32);
+        }
+        m
+    }
+
+    #[test]
+    fn round_trip_keeps_optimizer_state() {
+        let m = trained();
+        let bytes = save(&m, 42);
+        let (h, back) = load(&bytes).unwrap();
+        assert_eq!(h.kind, ModelKind::Ftrl);
+        assert_eq!(h.spec_fingerprint, 42);
+        assert_eq!(h.format_version, FORMAT_VERSION);
+        let mut re = Vec::new();
+        back.encode(&mut re);
+        let mut orig = Vec::new();
+        m.encode(&mut orig);
+        assert_eq!(re, orig);
+    }
+
+    #[test]
+    fn every_truncation_and_bit_flip_is_detected() {
+        let bytes = save(&trained(), 1);
+        for len in 0..bytes.len() {
+            assert!(load(&bytes[..len]).is_err(), "truncated at {len} loaded");
+        }
+        for i in (0..bytes.len()).step_by(7) {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert!(load(&b).is_err(), "bit flip at {i} loaded");
+        }
+    }
+
+    #[test]
+    fn golden_v1_file_still_loads() {
+        // test-data/ftrl-v1.bin was written by format version 1; it must load forever.
+        let bytes = include_bytes!("../test-data/ftrl-v1.bin");
+        let (h, m) = load(bytes).expect("golden v1 model loads");
+        assert_eq!(h.format_version, 1);
+        assert_eq!(m.kind(), ModelKind::Ftrl);
+        assert_eq!(m.dim(), 64);
+        assert_eq!(m.examples_seen(), 50);
+        let mut x = FeatureVector::default();
+        x.push(3, 1.0);
+        x.push(7, 0.5);
+        let p = m.predict(&x);
+        let expected = trained().predict(&x);
+        assert!((p - expected).abs() < 1e-12, "{p} vs {expected}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = load(&bytes);
+        }
+    }
+}

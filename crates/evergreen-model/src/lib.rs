@@ -1,0 +1,79 @@
+//! Online models and their versioned, checksummed binary format. Pure: no IO, no threads.
+//!
+//! Every model implements [`Model`]: predict a probability for a hashed feature vector, learn one
+//! labelled example, encode its full state (optimizer state included, so a later cycle
+//! warm-starts exactly where this one stopped). [`save`] and [`load`] wrap that state in the
+//! format described in `docs/formats.md`.
+
+mod format;
+mod ftrl;
+
+pub use format::{FORMAT_VERSION, Header, MAGIC, ModelError, load, save};
+pub use ftrl::{Ftrl, FtrlParams};
+
+use evergreen_core::FeatureVector;
+use serde::{Deserialize, Serialize};
+
+/// Kinds of model, with their stable code in the binary header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Logistic regression trained with FTRL-Proximal.
+    Ftrl,
+}
+
+impl ModelKind {
+    /// Stable code written in the header.
+    pub fn code(self) -> u16 {
+        match self {
+            ModelKind::Ftrl => 1,
+        }
+    }
+
+    /// Kind for a header code.
+    pub fn from_code(code: u16) -> Option<Self> {
+        match code {
+            1 => Some(ModelKind::Ftrl),
+            _ => None,
+        }
+    }
+
+    /// Name used in configs, manifests and metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Ftrl => "ftrl",
+        }
+    }
+}
+
+/// An online binary classifier over hashed sparse features.
+pub trait Model: Send + Sync + std::fmt::Debug {
+    /// Which kind this is.
+    fn kind(&self) -> ModelKind;
+    /// Number of hash buckets the model was built for.
+    fn dim(&self) -> usize;
+    /// Probability of the positive class.
+    fn predict(&self, x: &FeatureVector) -> f64;
+    /// Learns one example (`y` is 0 or 1) and returns the prediction made before the update.
+    fn learn(&mut self, x: &FeatureVector, y: f32) -> f64;
+    /// True when every parameter is finite (the gate rejects a model that is not).
+    fn is_finite(&self) -> bool;
+    /// Examples learned over the model's whole life (across warm starts).
+    fn examples_seen(&self) -> u64;
+    /// Appends the full state (parameters and optimizer state) to `out`.
+    fn encode(&self, out: &mut Vec<u8>);
+    /// A boxed deep copy.
+    fn clone_box(&self) -> Box<dyn Model>;
+}
+
+impl Clone for Box<dyn Model> {
+    fn clone(&self) -> Self {
+        self.clone_box()
+    }
+}
+
+/// Logistic function with the margin clipped to keep probabilities away from exact 0 and 1.
+pub fn sigmoid(margin: f64) -> f64 {
+    let m = margin.clamp(-35.0, 35.0);
+    1.0 / (1.0 + (-m).exp())
+}

@@ -1,0 +1,72 @@
+//! The version manifest: everything needed to serve, audit and warm-start from a version.
+
+use evergreen_core::FeatureSpec;
+use evergreen_eval::{GateResult, Summary};
+use evergreen_model::ModelKind;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Current manifest format version.
+pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+
+/// Size and checksum of one file of a version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Size in bytes.
+    pub size: u64,
+    /// xxh3-64 of the content, 16 lowercase hex digits.
+    pub xxh3: String,
+}
+
+impl FileEntry {
+    /// Entry describing `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self {
+            size: bytes.len() as u64,
+            xxh3: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(bytes)),
+        }
+    }
+
+    /// True when `bytes` match this entry.
+    pub fn matches(&self, bytes: &[u8]) -> bool {
+        *self == Self::of(bytes)
+    }
+}
+
+/// `manifest.json` of a version directory. Spec in `docs/formats.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Manifest format version.
+    pub format_version: u32,
+    /// Model name.
+    pub model_name: String,
+    /// This version.
+    pub version: u64,
+    /// Version this one was warm-started from.
+    pub parent_version: Option<u64>,
+    /// Creation time, ms since the Unix epoch.
+    pub created_ms: i64,
+    /// Model kind.
+    pub model_kind: ModelKind,
+    /// The exact feature spec the model was trained with; servers transform with it.
+    pub feature_spec: FeatureSpec,
+    /// Training hyperparameters and settings, as configured.
+    pub training: serde_json::Value,
+    /// Spans trained into this version by its own cycle.
+    pub spans: Vec<String>,
+    /// Name of the last span consumed when this version was cut (every span up to it, in name
+    /// order, has been consumed). Part of the exactly-once commit.
+    pub watermark: Option<String>,
+    /// Progressive-validation metrics of the parent on the new span, before training.
+    pub progressive: Option<Summary>,
+    /// Candidate metrics on the held-out slice.
+    pub evaluation: Option<Summary>,
+    /// Serving model's metrics on the same held-out slice.
+    pub baseline: Option<Summary>,
+    /// The gate decision with every check.
+    pub gate: Option<GateResult>,
+    /// Crate version and git commit of the code that trained it.
+    pub code_version: String,
+    /// Files of the version with size and checksum.
+    pub files: BTreeMap<String, FileEntry>,
+}
