@@ -334,10 +334,10 @@ impl Transformer {
             return Err(TransformError::MissingLabel { column: column() });
         }
         if !l.positive.is_empty() {
-            if l.positive.iter().any(|p| *p == text) {
+            if l.positive.contains(&text) {
                 return Ok(1.0);
             }
-            if l.negative.is_empty() || l.negative.iter().any(|n| *n == text) {
+            if l.negative.is_empty() || l.negative.contains(&text) {
                 return Ok(0.0);
             }
             return Err(TransformError::BadLabel {

@@ -194,6 +194,10 @@ impl Model for Ftrl {
     fn clone_box(&self) -> Box<dyn Model> {
         Box::new(self.clone())
     }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
 }
 
 #[cfg(test)]

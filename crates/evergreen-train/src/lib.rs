@@ -1,0 +1,628 @@
+//! The training loop: span → progressive validation → incremental training → gate → publish.
+//!
+//! One [`Trainer`] owns one model. Each cycle takes the next ready span after the watermark (in
+//! name order), lets the current model predict all of it first (progressive validation), trains a
+//! copy of the model on the span minus a held-out slice, evaluates candidate and current model on
+//! that slice, and publishes the candidate as a new registry version if the gate passes.
+//!
+//! # Exactly once
+//! The watermark (name of the last consumed span) is committed with the model it produced:
+//! - published cycle: the watermark is inside the new version's manifest, and the version
+//!   directory appears atomically (rename); that rename is the commit;
+//! - rejected, held-back or empty cycle: the model does not change and the watermark is
+//!   committed by atomically replacing `trainer-state.json`.
+//!
+//! On start the trainer takes the larger of the two watermarks, so a crash anywhere neither skips
+//! a span (its effects were not committed, it is redone from scratch) nor trains one twice (its
+//! effects were committed, it is not redone). Lineage is written before the state commit and is
+//! idempotent per (model, span); versions missing from lineage are re-recorded from their
+//! manifests at start.
+
+mod failpoint;
+mod state;
+
+pub use failpoint::failpoint;
+pub use state::{STATE_FILE, TrainerState};
+
+use evergreen_config::Config;
+use evergreen_core::{FeatureVector, Transformer};
+use evergreen_data::{Quarantine, SpanDir, SpanFile, open_span, reason};
+use evergreen_eval::{GateResult, Metrics as EvalMetrics, Summary, evaluate_gate};
+use evergreen_lineage::{CycleRecord, GateRecord, LineageStore, MetricsRecord, SpanRef};
+use evergreen_metrics::{Metrics, ReasonLabels};
+use evergreen_model::{Ftrl, Model, ModelKind};
+use evergreen_registry::{MANIFEST_FORMAT_VERSION, Manifest, Registry};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Trainer errors; each names the file or store involved.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Reading spans or writing quarantine failed.
+    #[error(transparent)]
+    Data(#[from] evergreen_data::DataError),
+    /// Registry failure.
+    #[error(transparent)]
+    Registry(#[from] evergreen_registry::RegistryError),
+    /// Lineage store failure.
+    #[error(transparent)]
+    Lineage(#[from] evergreen_lineage::LineageError),
+    /// The feature spec is unusable.
+    #[error("feature spec: {0}")]
+    Spec(#[from] evergreen_core::SpecError),
+    /// State file unreadable or unwritable.
+    #[error("{path}: {message}")]
+    State {
+        /// State file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The configured spec or model differs from the one of the version to warm-start from.
+    #[error("{0}")]
+    Incompatible(String),
+    /// A span could not be read to its end (IO error part way); it will be retried.
+    #[error("span {span}: read failed part way: {detail}")]
+    SpanRead {
+        /// Span name.
+        span: String,
+        /// The error.
+        detail: String,
+    },
+}
+
+/// What happened to a span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Gate passed; a new version was published.
+    Published,
+    /// Gate failed; the model did not change.
+    Rejected,
+    /// Too many bad records; the span was not trained.
+    HeldBack,
+    /// No good record.
+    Empty,
+}
+
+impl Outcome {
+    /// Metric label / log word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Published => "published",
+            Outcome::Rejected => "rejected",
+            Outcome::HeldBack => "held_back",
+            Outcome::Empty => "empty",
+        }
+    }
+}
+
+/// The result of one cycle.
+#[derive(Debug, Clone, Serialize)]
+pub struct CycleReport {
+    /// Span name.
+    pub span: String,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Good records read.
+    pub records: u64,
+    /// Records quarantined, by reason.
+    pub bad: std::collections::BTreeMap<String, u64>,
+    /// Examples trained on (records minus the held-out slice, times epochs).
+    pub trained: u64,
+    /// Current model on the whole span before training.
+    pub progressive: Option<Summary>,
+    /// Candidate on the held-out slice.
+    pub evaluation: Option<Summary>,
+    /// Serving model on the held-out slice.
+    pub baseline: Option<Summary>,
+    /// Gate decision.
+    pub gate: Option<GateResult>,
+    /// Version the cycle started from.
+    pub parent_version: Option<u64>,
+    /// Version published, if any.
+    pub version: Option<u64>,
+    /// The version serving after the cycle (latest published).
+    pub serving_version: Option<u64>,
+    /// Wall time of the cycle in seconds.
+    pub seconds: f64,
+    /// Human-readable note (why held back, gate summary).
+    pub note: String,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn metrics_record(s: Option<&Summary>) -> MetricsRecord {
+    match s {
+        Some(s) => MetricsRecord {
+            examples: s.examples,
+            logloss: s.logloss,
+            auc: s.auc,
+            accuracy: s.accuracy,
+            calibration: s.calibration,
+        },
+        None => MetricsRecord {
+            examples: 0,
+            logloss: f64::NAN,
+            auc: f64::NAN,
+            accuracy: f64::NAN,
+            calibration: f64::NAN,
+        },
+    }
+}
+
+/// The continuous trainer of one model.
+pub struct Trainer {
+    cfg: Config,
+    registry: Registry,
+    lineage: LineageStore,
+    spans: SpanDir,
+    quarantine: Quarantine,
+    metrics: Arc<Metrics>,
+    transformer: Transformer,
+    state: TrainerState,
+    model: Box<dyn Model>,
+    code_version: String,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("model", &self.cfg.model.name)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+impl Trainer {
+    /// Opens the trainer: recovers the watermark, the model to warm-start from, and lineage.
+    pub fn open(cfg: Config, metrics: Arc<Metrics>, code_version: &str) -> Result<Self, TrainError> {
+        std::fs::create_dir_all(&cfg.state.dir).map_err(|e| TrainError::State {
+            path: cfg.state.dir.clone(),
+            message: e.to_string(),
+        })?;
+        let registry = Registry::open(cfg.model_dir(), &cfg.model.name)?;
+        registry.remove_stale_temporaries()?;
+        let lineage_path = cfg.lineage_path();
+        if let Some(parent) = lineage_path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| TrainError::State {
+                path: parent.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        }
+        let mut lineage = LineageStore::open(&lineage_path)?;
+        let transformer = Transformer::new(cfg.features.clone())?;
+        let spans = SpanDir::new(&cfg.data.dir, cfg.data.ready_marker, cfg.data.format);
+        let quarantine = Quarantine::new(cfg.quarantine_dir());
+        let state_path = cfg.state.dir.join(STATE_FILE);
+        let mut state = TrainerState::load(&state_path, &cfg.model.name)?;
+
+        // Recover: the newest version's manifest may be ahead of the state file (crash after
+        // publish, before the state commit).
+        let latest = registry.latest()?;
+        let model: Box<dyn Model> = match latest {
+            Some(v) => {
+                let loaded = registry.load(v)?;
+                if loaded.manifest.feature_spec != cfg.features {
+                    return Err(TrainError::Incompatible(format!(
+                        "the feature spec in the config differs from the one stored in version {v} \
+                         under {}: a model cannot be warm-started with another spec; use a new \
+                         model name (or restore the spec)",
+                        registry.base().display()
+                    )));
+                }
+                if loaded.manifest.model_kind != cfg.model.kind {
+                    return Err(TrainError::Incompatible(format!(
+                        "model.kind is {} but version {v} is {}",
+                        cfg.model.kind.name(),
+                        loaded.manifest.model_kind.name()
+                    )));
+                }
+                if state.adopt_version(&loaded.manifest) {
+                    tracing::info!(
+                        version = v,
+                        watermark = ?state.watermark,
+                        "recovered watermark from the newest version"
+                    );
+                    state.save(&state_path)?;
+                }
+                let mut model = loaded.model;
+                if let Some(ftrl) = downcast_ftrl(&mut model) {
+                    ftrl.set_params(cfg.model.ftrl);
+                }
+                model
+            }
+            None => fresh_model(&cfg),
+        };
+        // Lineage for every retained version (idempotent): covers a crash after publish.
+        for v in registry.versions()? {
+            let m = registry.manifest(v)?;
+            if lineage.model_lineage(&cfg.model.name, v)?.is_none() {
+                lineage.record_cycle(&cycle_record_from_manifest(&m, &registry))?;
+            }
+        }
+        let name = cfg.model.name.clone();
+        if let Some(v) = latest {
+            metrics
+                .published_version
+                .get_or_create(&Metrics::model(&name))
+                .set(v as i64);
+        }
+        Ok(Self {
+            cfg,
+            registry,
+            lineage,
+            spans,
+            quarantine,
+            metrics,
+            transformer,
+            state,
+            model,
+            code_version: code_version.to_string(),
+        })
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The committed state.
+    pub fn state(&self) -> &TrainerState {
+        &self.state
+    }
+
+    /// The registry this trainer publishes to.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Ready spans not yet consumed.
+    pub fn pending(&self) -> Result<Vec<SpanFile>, TrainError> {
+        Ok(self.spans.after(self.state.watermark.as_deref())?)
+    }
+
+    /// Runs one cycle on the next pending span; `None` when there is none.
+    pub fn run_once(&mut self) -> Result<Option<CycleReport>, TrainError> {
+        let pending = self.pending()?;
+        let name = self.cfg.model.name.clone();
+        self.metrics
+            .pending_spans
+            .get_or_create(&Metrics::model(&name))
+            .set(pending.len() as i64);
+        let Some(span) = pending.into_iter().next() else {
+            return Ok(None);
+        };
+        let report = self.cycle(&span)?;
+        let left = self.pending()?.len();
+        self.metrics
+            .pending_spans
+            .get_or_create(&Metrics::model(&name))
+            .set(left as i64);
+        Ok(Some(report))
+    }
+
+    fn cycle(&mut self, span: &SpanFile) -> Result<CycleReport, TrainError> {
+        let started = Instant::now();
+        let started_ms = now_ms();
+        let model_name = self.cfg.model.name.clone();
+        let ml = Metrics::model(&model_name);
+        tracing::info!(span = %span.name, "cycle started");
+
+        // 1. Read and transform; bad records go to quarantine.
+        let mut qw = self.quarantine.begin(&span.name)?;
+        let mut examples: Vec<(u64, FeatureVector, f32)> = Vec::new();
+        for item in open_span(span)? {
+            match item {
+                Ok(rec) => match self.transformer.example(&rec.record) {
+                    Ok((x, y)) => examples.push((rec.line, x, y)),
+                    Err(e) => qw.add(rec.line, e.reason(), &e.to_string(), &rec.raw)?,
+                },
+                Err(bad) if bad.reason == reason::IO_ERROR => {
+                    return Err(TrainError::SpanRead {
+                        span: span.name.clone(),
+                        detail: bad.detail,
+                    });
+                }
+                Err(bad) => qw.add_bad(&bad)?,
+            }
+        }
+        let bad = qw.finish()?;
+        failpoint("after_read");
+        let bad_total: u64 = bad.values().sum();
+        for (reason, n) in &bad {
+            self.metrics
+                .quarantined
+                .get_or_create(&ReasonLabels {
+                    model: model_name.clone(),
+                    reason: reason.clone(),
+                })
+                .inc_by(*n);
+        }
+        let records = examples.len() as u64;
+        self.metrics.records_read.get_or_create(&ml).inc_by(records);
+        let parent_version = self.state.last_version;
+        let mut report = CycleReport {
+            span: span.name.clone(),
+            outcome: Outcome::Empty,
+            records,
+            bad: bad.clone(),
+            trained: 0,
+            progressive: None,
+            evaluation: None,
+            baseline: None,
+            gate: None,
+            parent_version,
+            version: None,
+            serving_version: parent_version,
+            seconds: 0.0,
+            note: String::new(),
+        };
+
+        let total = records + bad_total;
+        let bad_fraction = if total == 0 {
+            0.0
+        } else {
+            bad_total as f64 / total as f64
+        };
+        if bad_fraction > self.cfg.data.max_bad_fraction {
+            report.outcome = Outcome::HeldBack;
+            report.note = format!(
+                "held back: {bad_total} of {total} records bad ({:.1}% > max_bad_fraction {:.1}%); \
+                 see {}",
+                bad_fraction * 100.0,
+                self.cfg.data.max_bad_fraction * 100.0,
+                self.quarantine.path_for(&span.name).display()
+            );
+            tracing::error!(span = %span.name, "{}", report.note);
+        } else if records == 0 {
+            report.note = "no good record".into();
+            tracing::warn!(span = %span.name, "span has no good record");
+        } else {
+            self.train_and_gate(span, &examples, &mut report)?;
+        }
+
+        // Lineage first (idempotent), then the state commit.
+        let finished_ms = now_ms();
+        self.record_lineage(span, &report, started_ms, finished_ms)?;
+        failpoint("after_lineage");
+        self.state.commit_span(&span.name, report.version);
+        self.state.save(&self.cfg.state.dir.join(STATE_FILE))?;
+        failpoint("after_state");
+
+        if report.version.is_some() {
+            let protected: Vec<u64> = report.version.into_iter().collect();
+            let removed = self
+                .registry
+                .apply_retention(self.cfg.registry.keep_versions, &protected)?;
+            if !removed.is_empty() {
+                tracing::info!(?removed, "retention removed old versions");
+            }
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        self.metrics
+            .cycles
+            .get_or_create(&Metrics::outcome(&model_name, report.outcome.as_str()))
+            .inc();
+        self.metrics
+            .cycle_duration
+            .get_or_create(&ml)
+            .observe(report.seconds);
+        Ok(report)
+    }
+
+    fn train_and_gate(
+        &mut self,
+        span: &SpanFile,
+        examples: &[(u64, FeatureVector, f32)],
+        report: &mut CycleReport,
+    ) -> Result<(), TrainError> {
+        let model_name = self.cfg.model.name.clone();
+        let ml = Metrics::model(&model_name);
+        // 2. Progressive validation: the current model predicts the whole span first.
+        let mut progressive = EvalMetrics::new();
+        for (_, x, y) in examples {
+            progressive.add(self.model.predict(x), *y);
+        }
+        let progressive = progressive.summary();
+        self.metrics
+            .progressive_logloss
+            .get_or_create(&ml)
+            .set(progressive.logloss);
+        self.metrics
+            .progressive_auc
+            .get_or_create(&ml)
+            .set(progressive.auc);
+        report.progressive = Some(progressive);
+
+        // 3. Split by a hash of the record's line: deterministic, so a retried span splits alike.
+        let seed = self.cfg.training.seed;
+        let cut = (self.cfg.training.holdout_fraction * u64::MAX as f64) as u64;
+        let is_holdout =
+            |line: u64| xxhash_rust::xxh3::xxh3_64_with_seed(&line.to_le_bytes(), seed) < cut;
+
+        // 4. Train a copy (warm start from the current model, optimizer state included).
+        let mut candidate = self.model.clone();
+        let mut trained = 0u64;
+        for _ in 0..self.cfg.training.epochs {
+            for (line, x, y) in examples {
+                if !is_holdout(*line) {
+                    candidate.learn(x, *y);
+                    trained += 1;
+                }
+            }
+        }
+        report.trained = trained;
+        self.metrics
+            .examples_trained
+            .get_or_create(&ml)
+            .inc_by(trained);
+
+        // 5. Evaluate candidate and current (serving) model on the held-out slice.
+        let mut eval = EvalMetrics::new();
+        let mut base = EvalMetrics::new();
+        for (line, x, y) in examples {
+            if is_holdout(*line) {
+                eval.add(candidate.predict(x), *y);
+                base.add(self.model.predict(x), *y);
+            }
+        }
+        let evaluation = eval.summary();
+        let baseline = self.state.last_version.map(|_| base.summary());
+        let gate = evaluate_gate(
+            &self.cfg.gate,
+            &evaluation,
+            baseline.as_ref(),
+            candidate.is_finite(),
+        );
+        report.evaluation = Some(evaluation);
+        report.baseline = baseline;
+        report.note = gate.summary();
+        tracing::info!(span = %span.name, gate = %report.note, "gate decision");
+
+        if gate.passed {
+            // 6. Publish: the version directory (with the watermark in its manifest) is the commit.
+            let version = self.registry.latest()?.unwrap_or(0).max(self.state.last_version.unwrap_or(0)) + 1;
+            let manifest = Manifest {
+                format_version: MANIFEST_FORMAT_VERSION,
+                model_name: model_name.clone(),
+                version,
+                parent_version: self.state.last_version,
+                created_ms: now_ms(),
+                model_kind: self.cfg.model.kind,
+                feature_spec: self.cfg.features.clone(),
+                training: self.hyperparameters(),
+                spans: vec![span.name.clone()],
+                watermark: Some(span.name.clone()),
+                progressive: report.progressive,
+                evaluation: report.evaluation,
+                baseline: report.baseline,
+                gate: Some(gate.clone()),
+                code_version: self.code_version.clone(),
+                files: Default::default(),
+            };
+            let bytes = evergreen_model::save(candidate.as_ref(), self.cfg.features.fingerprint());
+            let dir = self.registry.publish(manifest, &bytes)?;
+            failpoint("after_publish");
+            tracing::info!(version, dir = %dir.display(), "published");
+            self.model = candidate;
+            report.outcome = Outcome::Published;
+            report.version = Some(version);
+            report.serving_version = Some(version);
+            self.metrics
+                .published_version
+                .get_or_create(&ml)
+                .set(version as i64);
+        } else {
+            report.outcome = Outcome::Rejected;
+        }
+        report.gate = Some(gate);
+        Ok(())
+    }
+
+    /// Hyperparameters recorded in manifests and lineage.
+    pub fn hyperparameters(&self) -> serde_json::Value {
+        serde_json::json!({
+            "model_kind": self.cfg.model.kind.name(),
+            "ftrl": self.cfg.model.ftrl,
+            "training": self.cfg.training,
+            "gate": self.cfg.gate,
+        })
+    }
+
+    fn record_lineage(
+        &mut self,
+        span: &SpanFile,
+        report: &CycleReport,
+        started_ms: i64,
+        finished_ms: i64,
+    ) -> Result<(), TrainError> {
+        let gate = match &report.gate {
+            Some(g) => GateRecord {
+                passed: g.passed,
+                checks_json: serde_json::to_string(&g.checks).expect("checks serialize"),
+                summary: report.note.clone(),
+            },
+            None => GateRecord {
+                passed: false,
+                checks_json: "[]".into(),
+                summary: format!("{}: {}", report.outcome.as_str(), report.note),
+            },
+        };
+        let rec = CycleRecord {
+            model_name: self.cfg.model.name.clone(),
+            span: SpanRef {
+                name: span.name.clone(),
+                uri: span.path.display().to_string(),
+                records: report.records,
+                bad_records: report.bad.values().sum(),
+            },
+            parent_version: report.parent_version,
+            published_version: report.version,
+            model_uri: report
+                .version
+                .map(|v| self.registry.version_dir(v).display().to_string()),
+            hyperparameters_json: self.hyperparameters().to_string(),
+            code_version: self.code_version.clone(),
+            progressive: metrics_record(report.progressive.as_ref()),
+            evaluation: metrics_record(report.evaluation.as_ref()),
+            gate,
+            started_ms,
+            finished_ms,
+        };
+        self.lineage.record_cycle(&rec)?;
+        Ok(())
+    }
+}
+
+fn fresh_model(cfg: &Config) -> Box<dyn Model> {
+    match cfg.model.kind {
+        ModelKind::Ftrl => Box::new(Ftrl::new(cfg.model.ftrl, cfg.features.dim())),
+    }
+}
+
+fn downcast_ftrl(model: &mut Box<dyn Model>) -> Option<&mut Ftrl> {
+    model.as_any_mut().downcast_mut::<Ftrl>()
+}
+
+fn cycle_record_from_manifest(m: &Manifest, registry: &Registry) -> CycleRecord {
+    let span = m.spans.first().cloned().unwrap_or_default();
+    CycleRecord {
+        model_name: m.model_name.clone(),
+        span: SpanRef {
+            name: span.clone(),
+            uri: span,
+            records: m.progressive.map(|p| p.examples).unwrap_or(0),
+            bad_records: 0,
+        },
+        parent_version: m.parent_version,
+        published_version: Some(m.version),
+        model_uri: Some(registry.version_dir(m.version).display().to_string()),
+        hyperparameters_json: m.training.to_string(),
+        code_version: m.code_version.clone(),
+        progressive: metrics_record(m.progressive.as_ref()),
+        evaluation: metrics_record(m.evaluation.as_ref()),
+        gate: GateRecord {
+            passed: true,
+            checks_json: m
+                .gate
+                .as_ref()
+                .map(|g| serde_json::to_string(&g.checks).expect("checks serialize"))
+                .unwrap_or_else(|| "[]".into()),
+            summary: m.gate.as_ref().map(|g| g.summary()).unwrap_or_default(),
+        },
+        started_ms: m.created_ms,
+        finished_ms: m.created_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,224 @@
+//! Trainer tests over temp directories: cycles, exactly-once recovery, bad spans.
+
+use super::*;
+use std::fs;
+use std::path::Path;
+
+fn config(root: &Path) -> Config {
+    let text = format!(
+        r#"
+version = 1
+[model]
+name = "m"
+[data]
+dir = "{root}/in"
+[features]
+hash_bits = 10
+label = {{ column = "y" }}
+[[features.numeric]]
+name = "a"
+[[features.numeric]]
+name = "b"
+[[features.categorical]]
+name = "c"
+[training]
+holdout_fraction = 0.25
+[gate]
+min_auc = 0.6
+max_auc_drop = 0.05
+max_logloss_increase = 0.05
+min_examples = 20
+[registry]
+base_path = "{root}/models"
+keep_versions = 3
+[state]
+dir = "{root}/state"
+"#,
+        root = root.display()
+    );
+    Config::parse(&text, Path::new("test.toml")).unwrap()
+}
+
+/// Deterministic synthetic span: y = 1 when a + noise > b.
+fn write_span(root: &Path, name: &str, rows: usize, seed: u64) {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((s >> 11) as f64) / ((1u64 << 53) as f64)
+    };
+    let mut text = String::from("a,b,c,y\n");
+    for _ in 0..rows {
+        let a = next();
+        let b = next();
+        let c = if next() < 0.5 { "x" } else { "z" };
+        let y = (a + 0.2 * (next() - 0.5) > b) as u8;
+        text.push_str(&format!("{a:.4},{b:.4},{c},{y}\n"));
+    }
+    fs::create_dir_all(root.join("in")).unwrap();
+    let tmp = root.join(format!(".{name}.tmp"));
+    fs::write(&tmp, text).unwrap();
+    fs::rename(tmp, root.join("in").join(name)).unwrap();
+}
+
+fn trainer(root: &Path) -> Trainer {
+    Trainer::open(config(root), Arc::new(Metrics::new()), "test").unwrap()
+}
+
+#[test]
+fn spans_become_versions_in_name_order() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    for i in 0..3 {
+        write_span(root, &format!("span-{i:03}.csv"), 400, i);
+    }
+    let mut t = trainer(root);
+    let mut reports = Vec::new();
+    while let Some(r) = t.run_once().unwrap() {
+        reports.push(r);
+    }
+    let spans: Vec<_> = reports.iter().map(|r| r.span.as_str()).collect();
+    assert_eq!(spans, ["span-000.csv", "span-001.csv", "span-002.csv"]);
+    assert_eq!(reports[0].outcome, Outcome::Published, "{}", reports[0].note);
+    assert_eq!(reports[0].version, Some(1));
+    assert!(reports[0].baseline.is_none(), "first cycle has no serving model");
+    let p = reports[1].progressive.unwrap();
+    assert!(p.auc > 0.8, "warm-started model predicts the next span well: {p:?}");
+    assert_eq!(t.state().watermark.as_deref(), Some("span-002.csv"));
+    let published = reports.iter().filter(|r| r.version.is_some()).count() as u64;
+    assert_eq!(t.registry().latest().unwrap(), Some(published));
+    // lineage links each published version to its span
+    let lineage = LineageStore::open(&t.config().lineage_path()).unwrap();
+    for r in reports.iter().filter(|r| r.version.is_some()) {
+        let l = lineage.model_lineage("m", r.version.unwrap()).unwrap().unwrap();
+        assert_eq!(l.spans[0].name, r.span);
+        assert_eq!(l.parent_version, r.parent_version);
+    }
+}
+
+#[test]
+fn restart_neither_skips_nor_repeats() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    write_span(root, "s1.csv", 300, 1);
+    write_span(root, "s2.csv", 300, 2);
+    let mut t = trainer(root);
+    assert_eq!(t.run_once().unwrap().unwrap().span, "s1.csv");
+    drop(t);
+    let mut t = trainer(root);
+    assert_eq!(t.run_once().unwrap().unwrap().span, "s2.csv");
+    assert!(t.run_once().unwrap().is_none());
+    drop(t);
+    let mut t = trainer(root);
+    assert!(t.run_once().unwrap().is_none(), "nothing is retrained after restart");
+    write_span(root, "s3.csv", 300, 3);
+    assert_eq!(t.run_once().unwrap().unwrap().span, "s3.csv");
+}
+
+#[test]
+fn crash_after_publish_before_state_commit_is_recovered_from_the_manifest() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    write_span(root, "s1.csv", 300, 1);
+    write_span(root, "s2.csv", 300, 2);
+    write_span(root, "s3.csv", 300, 3);
+    let mut t = trainer(root);
+    t.run_once().unwrap().unwrap();
+    let state_path = root.join("state").join(STATE_FILE);
+    let before = fs::read(&state_path).unwrap();
+    let r2 = t.run_once().unwrap().unwrap();
+    assert_eq!(r2.outcome, Outcome::Published, "{}", r2.note);
+    drop(t);
+    // Crash simulation: the version of s2 is on disk but the state commit never happened.
+    fs::write(&state_path, before).unwrap();
+    let mut t = trainer(root);
+    assert_eq!(t.state().watermark.as_deref(), Some("s2.csv"));
+    assert_eq!(t.state().last_version, r2.version);
+    let r3 = t.run_once().unwrap().unwrap();
+    assert_eq!(r3.span, "s3.csv", "s2 is not trained twice");
+    assert_eq!(r3.parent_version, r2.version);
+}
+
+#[test]
+fn bad_records_are_quarantined_and_a_poisoned_span_is_held_back() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    fs::create_dir_all(root.join("in")).unwrap();
+    // mostly good, a few bad rows
+    write_span(root, "a.csv", 200, 7);
+    let mut text = fs::read_to_string(root.join("in/a.csv")).unwrap();
+    text.push_str("0.5,oops,x,1\n0.1,0.2,x\n0.3,0.4,x,\n0.3,0.4,x,maybe\n");
+    fs::write(root.join("in/a.csv"), text).unwrap();
+    // poisoned: half the rows bad
+    let mut text = String::from("a,b,c,y\n");
+    for i in 0..50 {
+        text.push_str(if i % 2 == 0 { "0.1,0.2,x,1\n" } else { "x,y,z,1\n" });
+    }
+    fs::write(root.join("in/b.csv"), text).unwrap();
+    fs::write(root.join("in/c.csv"), "").unwrap();
+    let mut t = trainer(root);
+    let a = t.run_once().unwrap().unwrap();
+    assert_eq!(a.records, 200);
+    assert_eq!(a.bad.get("not_numeric"), Some(&1));
+    assert_eq!(a.bad.get("malformed_row"), Some(&1));
+    assert_eq!(a.bad.get("missing_label"), Some(&1));
+    assert_eq!(a.bad.get("bad_label"), Some(&1));
+    let q = fs::read_to_string(root.join("state/quarantine/a.csv.jsonl")).unwrap();
+    assert_eq!(q.lines().count(), 4);
+    assert!(q.contains("\"raw\":\"0.5,oops,x,1\""), "{q}");
+    let b = t.run_once().unwrap().unwrap();
+    assert_eq!(b.outcome, Outcome::HeldBack);
+    assert!(b.note.contains("max_bad_fraction"), "{}", b.note);
+    assert_eq!(b.version, None);
+    let c = t.run_once().unwrap().unwrap();
+    assert_eq!(c.outcome, Outcome::Empty);
+    assert_eq!(t.state().watermark.as_deref(), Some("c.csv"));
+    assert_eq!(t.registry().latest().unwrap(), Some(1), "only the good span published");
+}
+
+#[test]
+fn a_changed_feature_spec_refuses_to_warm_start() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    write_span(root, "s1.csv", 300, 1);
+    trainer(root).run_once().unwrap().unwrap();
+    let mut cfg = config(root);
+    cfg.features.hash_bits = 12;
+    let e = Trainer::open(cfg, Arc::new(Metrics::new()), "test").unwrap_err();
+    assert!(e.to_string().contains("feature spec"), "{e}");
+}
+
+#[test]
+fn a_degraded_candidate_is_rejected_and_the_model_is_unchanged() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    write_span(root, "s1.csv", 600, 1);
+    let mut t = trainer(root);
+    t.run_once().unwrap().unwrap();
+    // A span whose labels are inverted: the candidate gets worse on its own hold-out? No: it
+    // gets better there. Invert only the hold-out-independent signal by flipping labels and
+    // requiring an absolute AUC the flipped data cannot reach.
+    let text = fs::read_to_string(root.join("in/s1.csv")).unwrap();
+    let flipped: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 0 {
+                format!("{l}\n")
+            } else {
+                let (head, y) = l.rsplit_once(',').unwrap();
+                format!("{head},{}\n", if y == "1" { 0 } else { 1 })
+            }
+        })
+        .collect();
+    fs::write(root.join("in/s2.csv"), flipped).unwrap();
+    let r = t.run_once().unwrap().unwrap();
+    assert_eq!(r.outcome, Outcome::Rejected, "{}", r.note);
+    assert!(r.note.starts_with("FAIL"), "{}", r.note);
+    assert_eq!(r.version, None);
+    assert_eq!(t.registry().latest().unwrap(), Some(1));
+    assert_eq!(t.state().watermark.as_deref(), Some("s2.csv"));
+    let lineage = LineageStore::open(&t.config().lineage_path()).unwrap();
+    let consumers = lineage.span_consumers("s2.csv").unwrap();
+    assert_eq!(consumers.len(), 1);
+    assert!(!consumers[0].gate_passed);
+}
