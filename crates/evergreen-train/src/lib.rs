@@ -301,7 +301,16 @@ impl Trainer {
         let Some(span) = pending.into_iter().next() else {
             return Ok(None);
         };
-        let report = self.cycle(&span)?;
+        let report = match self.cycle(&span) {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics
+                    .cycles
+                    .get_or_create(&Metrics::outcome(&name, "failed"))
+                    .inc();
+                return Err(e);
+            }
+        };
         let left = self.pending()?.len();
         self.metrics
             .pending_spans

@@ -1,0 +1,65 @@
+//! `evergreen`: continuous training for online-learning models, in one binary.
+//!
+//! Subcommands: `run` (watch a data directory, train, gate, publish, optionally serve), `serve`
+//! (TensorFlow-Serving-compatible REST over an existing registry), `demo` (the whole loop on the
+//! shipped Elec2 stream), `validate` and `config example`, `lineage`.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Version string: crate version and git commit of the build.
+pub const CODE_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "+",
+    env!("EVERGREEN_GIT_COMMIT")
+);
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "evergreen",
+    version = CODE_VERSION,
+    about = "Continuous training for online-learning models: ingest spans, fine-tune, gate, publish, serve",
+    long_about = None
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Watch the data directory and run the continuous-training loop (and the server if configured).
+    Run(cmd::run::RunArgs),
+    /// Serve an existing model registry over TensorFlow Serving's REST API (no training).
+    Serve(cmd::serve::ServeArgs),
+    /// Run the whole loop on the shipped Elec2 stream: no config, no network needed.
+    Demo(cmd::demo::DemoArgs),
+    /// Check a config file and report the first problem with its key and file.
+    Validate(cmd::config::ValidateArgs),
+    /// Config helpers.
+    Config(cmd::config::ConfigArgs),
+    /// Query lineage: which spans, parent, hyperparameters and gate produced a version; which
+    /// versions consumed a span.
+    Lineage(cmd::lineage::LineageArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => cmd::run::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
+        Command::Demo(a) => cmd::demo::run(a),
+        Command::Validate(a) => cmd::config::validate(a),
+        Command::Config(a) => cmd::config::run(a),
+        Command::Lineage(a) => cmd::lineage::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
