@@ -268,22 +268,30 @@ impl Config {
         if let Err((k, m)) = self.model.ftrl.validate() {
             return Err(invalid(&format!("model.ftrl.{k}"), m));
         }
-        self.features.validate("features").map_err(|e| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key: e.key,
-            message: e.message,
-        })?;
+        self.features
+            .validate("features")
+            .map_err(|e| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: e.key,
+                message: e.message,
+            })?;
         if !(0.0..=1.0).contains(&self.data.max_bad_fraction) {
             return Err(invalid(
                 "data.max_bad_fraction",
-                format!("must be between 0 and 1 (got {})", self.data.max_bad_fraction),
+                format!(
+                    "must be between 0 and 1 (got {})",
+                    self.data.max_bad_fraction
+                ),
             ));
         }
         if self.data.poll_interval_ms == 0 {
             return Err(invalid("data.poll_interval_ms", "must be > 0".into()));
         }
         if self.training.epochs == 0 || self.training.epochs > 1000 {
-            return Err(invalid("training.epochs", "must be between 1 and 1000".into()));
+            return Err(invalid(
+                "training.epochs",
+                "must be between 1 and 1000".into(),
+            ));
         }
         let h = self.training.holdout_fraction;
         if !(h > 0.0 && h < 1.0) {
@@ -390,11 +398,19 @@ mod tests {
     #[test]
     fn invalid_values_name_their_key() {
         for (from, to, key) in [
-            ("holdout_fraction = 0.2", "holdout_fraction = 1.5", "training.holdout_fraction"),
+            (
+                "holdout_fraction = 0.2",
+                "holdout_fraction = 1.5",
+                "training.holdout_fraction",
+            ),
             ("version = 1", "version = 7", "version"),
             ("name = \"elec2\"", "name = \"../x\"", "model.name"),
             ("alpha = 0.05", "alpha = -1.0", "model.ftrl.alpha"),
-            ("max_auc_drop = 0.01", "max_auc_drop = -0.5", "gate.max_auc_drop"),
+            (
+                "max_auc_drop = 0.01",
+                "max_auc_drop = -0.5",
+                "gate.max_auc_drop",
+            ),
         ] {
             assert!(EXAMPLE.contains(from), "example lacks {from}");
             let e = parse(&EXAMPLE.replace(from, to)).unwrap_err();

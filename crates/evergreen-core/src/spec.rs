@@ -127,7 +127,10 @@ impl FeatureSpec {
         if self.hash_bits == 0 || self.hash_bits > MAX_HASH_BITS {
             return Err(err(
                 format!("{prefix}.hash_bits"),
-                format!("must be between 1 and {MAX_HASH_BITS} (got {})", self.hash_bits),
+                format!(
+                    "must be between 1 and {MAX_HASH_BITS} (got {})",
+                    self.hash_bits
+                ),
             ));
         }
         if self.label.column.trim().is_empty() {
@@ -180,7 +183,10 @@ impl FeatureSpec {
             }
             if let Some(b) = &c.buckets {
                 if b.is_empty() {
-                    return Err(err(format!("{k}.buckets"), "must list at least one boundary"));
+                    return Err(err(
+                        format!("{k}.buckets"),
+                        "must list at least one boundary",
+                    ));
                 }
                 if b.iter().any(|x| !x.is_finite()) || b.windows(2).any(|w| w[0] >= w[1]) {
                     return Err(err(
@@ -270,7 +276,10 @@ mod tests {
     #[test]
     fn bad_std_and_buckets_are_rejected() {
         let mut s = spec();
-        s.numeric[0].standardize = Some(Standardize { mean: 0.0, std: 0.0 });
+        s.numeric[0].standardize = Some(Standardize {
+            mean: 0.0,
+            std: 0.0,
+        });
         assert_eq!(
             s.validate("f").unwrap_err().key,
             "f.numeric[0].standardize.std"

@@ -44,7 +44,10 @@ impl FeatureVector {
 
     /// Iterates `(index, value)` pairs.
     pub fn iter(&self) -> impl Iterator<Item = (u32, f32)> + '_ {
-        self.indices.iter().copied().zip(self.values.iter().copied())
+        self.indices
+            .iter()
+            .copied()
+            .zip(self.values.iter().copied())
     }
 }
 
@@ -213,7 +216,11 @@ impl Transformer {
     }
 
     /// Numeric value of a column after default/log/standardize, `None` when missing.
-    fn numeric_value(&self, n: &CompiledNumeric, r: &RawRecord) -> Result<Option<f64>, TransformError> {
+    fn numeric_value(
+        &self,
+        n: &CompiledNumeric,
+        r: &RawRecord,
+    ) -> Result<Option<f64>, TransformError> {
         let col = &n.col;
         let raw = match r.get(&col.name) {
             None | Some(RawValue::Missing) => None,
@@ -410,7 +417,9 @@ mod tests {
     #[test]
     fn missing_values_contribute_nothing_and_skip_crosses() {
         let t = Transformer::new(spec()).unwrap();
-        let v = t.features(&rec(&[("site", RawValue::Str("b".into()))])).unwrap();
+        let v = t
+            .features(&rec(&[("site", RawValue::Str("b".into()))]))
+            .unwrap();
         assert_eq!(v.len(), 2); // bias + site
     }
 

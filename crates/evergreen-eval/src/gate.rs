@@ -239,7 +239,12 @@ mod tests {
         for (cand, baseline, name) in cases {
             let r = evaluate_gate(&cfg(), &cand, Some(baseline), true);
             assert!(!r.passed, "{name} should fail");
-            let failed: Vec<_> = r.checks.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
+            let failed: Vec<_> = r
+                .checks
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| c.name.as_str())
+                .collect();
             assert_eq!(failed, vec![name]);
         }
     }

@@ -50,7 +50,11 @@ impl Metrics {
     /// Adds one prediction `p` (probability of positive) for label `y` (0 or 1).
     pub fn add(&mut self, p: f64, y: f32) {
         let positive = y >= 0.5;
-        let pc = if p.is_nan() { p } else { p.clamp(EPS, 1.0 - EPS) };
+        let pc = if p.is_nan() {
+            p
+        } else {
+            p.clamp(EPS, 1.0 - EPS)
+        };
         self.logloss_sum -= if positive { pc.ln() } else { (1.0 - pc).ln() };
         if (p >= 0.5) == positive {
             self.correct += 1;

@@ -256,8 +256,12 @@ mod tests {
     #[test]
     fn renders_documented_names() {
         let m = Metrics::new();
-        m.cycles.get_or_create(&Metrics::outcome("m", "published")).inc();
-        m.progressive_auc.get_or_create(&Metrics::model("m")).set(0.75);
+        m.cycles
+            .get_or_create(&Metrics::outcome("m", "published"))
+            .inc();
+        m.progressive_auc
+            .get_or_create(&Metrics::model("m"))
+            .set(0.75);
         m.request_duration
             .get_or_create(&ApiLabels {
                 model: "m".into(),
@@ -275,7 +279,9 @@ mod tests {
             })
             .inc();
         m.serving_version.get_or_create(&ml).set(1);
-        m.version_loads.get_or_create(&Metrics::outcome("m", "loaded")).inc();
+        m.version_loads
+            .get_or_create(&Metrics::outcome("m", "loaded"))
+            .inc();
         m.cycle_duration.get_or_create(&ml).observe(1.0);
         m.examples_trained.get_or_create(&ml).inc();
         m.records_read.get_or_create(&ml).inc();
@@ -289,16 +295,28 @@ mod tests {
         m.published_version.get_or_create(&ml).set(1);
         m.pending_spans.get_or_create(&ml).set(0);
         let text = m.render();
-        assert!(text.contains("evergreen_training_cycles_total{model=\"m\",outcome=\"published\"} 1"), "{text}");
-        assert!(text.contains("evergreen_training_progressive_auc{model=\"m\"} 0.75"), "{text}");
-        assert!(text.contains("evergreen_serving_request_duration_seconds_bucket"), "{text}");
+        assert!(
+            text.contains("evergreen_training_cycles_total{model=\"m\",outcome=\"published\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("evergreen_training_progressive_auc{model=\"m\"} 0.75"),
+            "{text}"
+        );
+        assert!(
+            text.contains("evergreen_serving_request_duration_seconds_bucket"),
+            "{text}"
+        );
         assert!(text.trim_end().ends_with("# EOF"));
         // Every documented name is registered.
         let doc = include_str!("../../../docs/metrics.md");
         for line in doc.lines().filter(|l| l.starts_with("| `evergreen_")) {
             let name = line.split('`').nth(1).unwrap();
             let base = name.trim_end_matches("_total");
-            assert!(text.contains(&format!("# TYPE {base} ")), "{name} documented but not registered:\n{text}");
+            assert!(
+                text.contains(&format!("# TYPE {base} ")),
+                "{name} documented but not registered:\n{text}"
+            );
         }
     }
 }

@@ -10,7 +10,9 @@ fn main() {
     for i in 0..50 {
         m.learn(&x, (i % 3 == 0) as u8 as f32);
     }
-    let out = std::env::args().nth(1).unwrap_or_else(|| "test-data/ftrl-v1.bin".into());
+    let out = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "test-data/ftrl-v1.bin".into());
     std::fs::write(&out, save(&m, 1)).expect("write golden file");
     println!("wrote {out}");
 }

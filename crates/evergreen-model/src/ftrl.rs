@@ -214,7 +214,12 @@ mod tests {
 
     #[test]
     fn learns_a_separable_rule() {
-        let mut m = Ftrl::new(FtrlParams::default(), 16);
+        let params = FtrlParams {
+            alpha: 0.5,
+            l2: 0.0,
+            ..FtrlParams::default()
+        };
+        let mut m = Ftrl::new(params, 16);
         for _ in 0..500 {
             m.learn(&fv(&[0, 1]), 1.0);
             m.learn(&fv(&[0, 2]), 0.0);

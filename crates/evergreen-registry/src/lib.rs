@@ -146,7 +146,10 @@ impl Registry {
     }
 
     /// Opens an existing directory without creating it (for servers).
-    pub fn open_existing(base: impl Into<PathBuf>, model_name: &str) -> Result<Self, RegistryError> {
+    pub fn open_existing(
+        base: impl Into<PathBuf>,
+        model_name: &str,
+    ) -> Result<Self, RegistryError> {
         let base = base.into();
         fs::metadata(&base).map_err(io(&base))?;
         Ok(Self {
@@ -238,19 +241,25 @@ impl Registry {
                 source: ModelError::Checksum,
             });
         }
-        let (header, model) = evergreen_model::load(&bytes).map_err(|source| RegistryError::Model {
-            path: path.clone(),
-            source,
-        })?;
+        let (header, model) =
+            evergreen_model::load(&bytes).map_err(|source| RegistryError::Model {
+                path: path.clone(),
+                source,
+            })?;
         if header.spec_fingerprint != manifest.feature_spec.fingerprint() {
             return Err(RegistryError::Manifest {
                 path: mpath,
-                message: "model was trained with a different feature spec than the manifest declares"
-                    .into(),
+                message:
+                    "model was trained with a different feature spec than the manifest declares"
+                        .into(),
             });
         }
-        let transformer = Transformer::new(manifest.feature_spec.clone())
-            .map_err(|source| RegistryError::Spec { path: mpath, source })?;
+        let transformer = Transformer::new(manifest.feature_spec.clone()).map_err(|source| {
+            RegistryError::Spec {
+                path: mpath,
+                source,
+            }
+        })?;
         Ok(LoadedVersion {
             manifest,
             model,
@@ -260,7 +269,11 @@ impl Registry {
 
     /// Publishes a new immutable version. `manifest.version` names it; `manifest.files` is
     /// filled in here. Returns the version directory.
-    pub fn publish(&self, mut manifest: Manifest, model_bytes: &[u8]) -> Result<PathBuf, RegistryError> {
+    pub fn publish(
+        &self,
+        mut manifest: Manifest,
+        model_bytes: &[u8],
+    ) -> Result<PathBuf, RegistryError> {
         let version = manifest.version;
         let dest = self.version_dir(version);
         if dest.exists() {
@@ -306,7 +319,11 @@ impl Registry {
 
     /// Keeps the newest `keep` versions plus every version in `protected` (and every labelled
     /// version); removes the others. Returns the removed versions.
-    pub fn apply_retention(&self, keep: usize, protected: &[u64]) -> Result<Vec<u64>, RegistryError> {
+    pub fn apply_retention(
+        &self,
+        keep: usize,
+        protected: &[u64],
+    ) -> Result<Vec<u64>, RegistryError> {
         let versions = self.versions()?;
         let labels = self.labels()?;
         let keep = keep.max(1);

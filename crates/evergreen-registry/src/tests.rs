@@ -102,7 +102,8 @@ fn retention_keeps_newest_protected_and_labelled() {
     for v in 1..=6 {
         publish(&r, v);
     }
-    r.set_labels(&BTreeMap::from([("stable".to_string(), 2)])).unwrap();
+    r.set_labels(&BTreeMap::from([("stable".to_string(), 2)]))
+        .unwrap();
     let removed = r.apply_retention(2, &[3]).unwrap();
     assert_eq!(removed, vec![1, 4]);
     assert_eq!(r.versions().unwrap(), vec![2, 3, 5, 6]);

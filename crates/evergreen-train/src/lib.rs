@@ -184,7 +184,11 @@ impl std::fmt::Debug for Trainer {
 
 impl Trainer {
     /// Opens the trainer: recovers the watermark, the model to warm-start from, and lineage.
-    pub fn open(cfg: Config, metrics: Arc<Metrics>, code_version: &str) -> Result<Self, TrainError> {
+    pub fn open(
+        cfg: Config,
+        metrics: Arc<Metrics>,
+        code_version: &str,
+    ) -> Result<Self, TrainError> {
         std::fs::create_dir_all(&cfg.state.dir).map_err(|e| TrainError::State {
             path: cfg.state.dir.clone(),
             message: e.to_string(),
@@ -499,7 +503,12 @@ impl Trainer {
 
         if gate.passed {
             // 6. Publish: the version directory (with the watermark in its manifest) is the commit.
-            let version = self.registry.latest()?.unwrap_or(0).max(self.state.last_version.unwrap_or(0)) + 1;
+            let version = self
+                .registry
+                .latest()?
+                .unwrap_or(0)
+                .max(self.state.last_version.unwrap_or(0))
+                + 1;
             let manifest = Manifest {
                 format_version: MANIFEST_FORMAT_VERSION,
                 model_name: model_name.clone(),

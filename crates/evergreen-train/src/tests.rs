@@ -41,9 +41,13 @@ dir = "{root}/state"
 
 /// Deterministic synthetic span: y = 1 when a + noise > b.
 fn write_span(root: &Path, name: &str, rows: usize, seed: u64) {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = || {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((s >> 11) as f64) / ((1u64 << 53) as f64)
     };
     let mut text = String::from("a,b,c,y\n");
@@ -78,18 +82,32 @@ fn spans_become_versions_in_name_order() {
     }
     let spans: Vec<_> = reports.iter().map(|r| r.span.as_str()).collect();
     assert_eq!(spans, ["span-000.csv", "span-001.csv", "span-002.csv"]);
-    assert_eq!(reports[0].outcome, Outcome::Published, "{}", reports[0].note);
+    assert_eq!(
+        reports[0].outcome,
+        Outcome::Published,
+        "{}",
+        reports[0].note
+    );
     assert_eq!(reports[0].version, Some(1));
-    assert!(reports[0].baseline.is_none(), "first cycle has no serving model");
+    assert!(
+        reports[0].baseline.is_none(),
+        "first cycle has no serving model"
+    );
     let p = reports[1].progressive.unwrap();
-    assert!(p.auc > 0.8, "warm-started model predicts the next span well: {p:?}");
+    assert!(
+        p.auc > 0.8,
+        "warm-started model predicts the next span well: {p:?}"
+    );
     assert_eq!(t.state().watermark.as_deref(), Some("span-002.csv"));
     let published = reports.iter().filter(|r| r.version.is_some()).count() as u64;
     assert_eq!(t.registry().latest().unwrap(), Some(published));
     // lineage links each published version to its span
     let lineage = LineageStore::open(&t.config().lineage_path()).unwrap();
     for r in reports.iter().filter(|r| r.version.is_some()) {
-        let l = lineage.model_lineage("m", r.version.unwrap()).unwrap().unwrap();
+        let l = lineage
+            .model_lineage("m", r.version.unwrap())
+            .unwrap()
+            .unwrap();
         assert_eq!(l.spans[0].name, r.span);
         assert_eq!(l.parent_version, r.parent_version);
     }
@@ -109,7 +127,10 @@ fn restart_neither_skips_nor_repeats() {
     assert!(t.run_once().unwrap().is_none());
     drop(t);
     let mut t = trainer(root);
-    assert!(t.run_once().unwrap().is_none(), "nothing is retrained after restart");
+    assert!(
+        t.run_once().unwrap().is_none(),
+        "nothing is retrained after restart"
+    );
     write_span(root, "s3.csv", 300, 3);
     assert_eq!(t.run_once().unwrap().unwrap().span, "s3.csv");
 }
@@ -151,7 +172,11 @@ fn bad_records_are_quarantined_and_a_poisoned_span_is_held_back() {
     // poisoned: half the rows bad
     let mut text = String::from("a,b,c,y\n");
     for i in 0..50 {
-        text.push_str(if i % 2 == 0 { "0.1,0.2,x,1\n" } else { "x,y,z,1\n" });
+        text.push_str(if i % 2 == 0 {
+            "0.1,0.2,x,1\n"
+        } else {
+            "x,y,z,1\n"
+        });
     }
     fs::write(root.join("in/b.csv"), text).unwrap();
     fs::write(root.join("in/c.csv"), "").unwrap();
@@ -172,7 +197,11 @@ fn bad_records_are_quarantined_and_a_poisoned_span_is_held_back() {
     let c = t.run_once().unwrap().unwrap();
     assert_eq!(c.outcome, Outcome::Empty);
     assert_eq!(t.state().watermark.as_deref(), Some("c.csv"));
-    assert_eq!(t.registry().latest().unwrap(), Some(1), "only the good span published");
+    assert_eq!(
+        t.registry().latest().unwrap(),
+        Some(1),
+        "only the good span published"
+    );
 }
 
 #[test]

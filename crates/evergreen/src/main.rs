@@ -10,11 +10,8 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Version string: crate version and git commit of the build.
-pub const CODE_VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    "+",
-    env!("EVERGREEN_GIT_COMMIT")
-);
+pub const CODE_VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), "+", env!("EVERGREEN_GIT_COMMIT"));
 
 #[derive(Parser, Debug)]
 #[command(

@@ -43,15 +43,26 @@ fn example_config_validates_and_errors_name_key_and_file() {
     assert!(out.contains("ok"), "{out}");
 
     let bad = d.path().join("bad.toml");
-    std::fs::write(&bad, example.replace("epochs = 1", "epochs = 1\nepocks = 3")).unwrap();
+    std::fs::write(
+        &bad,
+        example.replace("epochs = 1", "epochs = 1\nepocks = 3"),
+    )
+    .unwrap();
     let (ok, _, err) = run(&["validate", bad.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("bad.toml") && err.contains("epocks"), "{err}");
 
-    std::fs::write(&bad, example.replace("hash_bits = 18", "hash_bits = \"many\"")).unwrap();
+    std::fs::write(
+        &bad,
+        example.replace("hash_bits = 18", "hash_bits = \"many\""),
+    )
+    .unwrap();
     let (ok, _, err) = run(&["validate", bad.to_str().unwrap()]);
     assert!(!ok);
-    assert!(err.contains("bad.toml") && err.contains("hash_bits"), "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("hash_bits"),
+        "{err}"
+    );
 
     std::fs::write(&bad, example.replace("label = { column = \"class\" }", "")).unwrap();
     let (ok, _, err) = run(&["validate", bad.to_str().unwrap()]);
@@ -100,15 +111,35 @@ fn bad_spans_are_quarantined_and_nothing_is_lost() {
     assert!(ok, "{err}");
     let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("span ")).collect();
     assert_eq!(lines.len(), 4, "{out}");
-    assert!(lines[0].starts_with("span a.csv  records 500  bad 3"), "{}", lines[0]);
-    assert!(lines[1].contains("records 0") && lines[1].contains("EMPTY"), "{}", lines[1]);
-    assert!(lines[2].starts_with("span c.jsonl  records 400  bad 1"), "{}", lines[2]);
+    assert!(
+        lines[0].starts_with("span a.csv  records 500  bad 3"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("records 0") && lines[1].contains("EMPTY"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with("span c.jsonl  records 400  bad 1"),
+        "{}",
+        lines[2]
+    );
     assert!(lines[3].contains("HELD_BACK"), "{}", lines[3]);
-    assert!(err.contains("max_bad_fraction"), "held-back span is a clear error: {err}");
+    assert!(
+        err.contains("max_bad_fraction"),
+        "held-back span is a clear error: {err}"
+    );
     let q = std::fs::read_to_string(root.join("state/quarantine/a.csv.jsonl")).unwrap();
     let reasons: Vec<String> = q
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["reason"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["reason"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(reasons, ["malformed_row", "not_numeric", "missing_label"]);
     assert!(root.join("state/quarantine/c.jsonl.jsonl").exists());

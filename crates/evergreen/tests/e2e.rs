@@ -35,10 +35,7 @@ fn spans_become_served_versions_with_zero_failed_requests() {
         .unwrap();
 
     // No version yet: a clear 503/404 JSON error, not a crash.
-    let r = client
-        .get(format!("{base}/v1/models/m"))
-        .send()
-        .unwrap();
+    let r = client.get(format!("{base}/v1/models/m")).send().unwrap();
     assert!(r.status() == 404 || r.status() == 503, "{}", r.status());
     assert!(r.json::<serde_json::Value>().unwrap()["error"].is_string());
 
@@ -46,7 +43,10 @@ fn spans_become_served_versions_with_zero_failed_requests() {
     write_span(&root.join("in"), "span-001.csv", &header, spans[0]);
     p.wait_out("cycle 1", |l| l.starts_with("span span-001.csv"));
     eventually("v1 served", || {
-        let r = client.get(format!("{base}/v1/models/m/versions/1")).send().ok()?;
+        let r = client
+            .get(format!("{base}/v1/models/m/versions/1"))
+            .send()
+            .ok()?;
         r.status().is_success().then_some(())
     });
 
@@ -80,7 +80,9 @@ fn spans_become_served_versions_with_zero_failed_requests() {
                         let body: serde_json::Value = r.json().unwrap();
                         by_version.insert(v, body["predictions"][0].as_f64().unwrap());
                     }
-                    Ok(r) => failures.push(format!("{} {}", r.status(), r.text().unwrap_or_default())),
+                    Ok(r) => {
+                        failures.push(format!("{} {}", r.status(), r.text().unwrap_or_default()))
+                    }
                     Err(e) => failures.push(e.to_string()),
                 }
             }
@@ -103,7 +105,10 @@ fn spans_become_served_versions_with_zero_failed_requests() {
     assert!(published.len() >= 4, "most spans publish: {:?}", p.seen_out);
     let newest = *published.last().unwrap();
     eventually("newest version served", || {
-        let r = client.get(format!("{base}/v1/models/m/versions/{newest}")).send().ok()?;
+        let r = client
+            .get(format!("{base}/v1/models/m/versions/{newest}"))
+            .send()
+            .ok()?;
         r.status().is_success().then_some(())
     });
     // Let every client observe the newest version before stopping them.
@@ -120,7 +125,10 @@ fn spans_become_served_versions_with_zero_failed_requests() {
     let mut total = 0;
     for c in clients {
         let (failures, by_version, count) = c.join().unwrap();
-        assert!(failures.is_empty(), "failed requests across swaps: {failures:?}");
+        assert!(
+            failures.is_empty(),
+            "failed requests across swaps: {failures:?}"
+        );
         total += count;
         all.extend(by_version);
     }
@@ -132,20 +140,58 @@ fn spans_become_served_versions_with_zero_failed_requests() {
 
     // Metrics are exported on both paths, with training and serving series.
     for path in ["/metrics", "/monitoring/prometheus/metrics"] {
-        let text = client.get(format!("{base}{path}")).send().unwrap().text().unwrap();
-        assert!(text.contains("evergreen_training_cycles_total{model=\"m\",outcome=\"published\"}"), "{text}");
-        assert!(text.contains("evergreen_serving_requests_total{model=\"m\""), "{text}");
-        assert!(text.contains("evergreen_training_progressive_auc{model=\"m\"}"), "{text}");
-        assert!(text.contains(&format!("evergreen_serving_model_version{{model=\"m\"}} {newest}")), "{text}");
+        let text = client
+            .get(format!("{base}{path}"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        assert!(
+            text.contains("evergreen_training_cycles_total{model=\"m\",outcome=\"published\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("evergreen_serving_requests_total{model=\"m\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("evergreen_training_progressive_auc{model=\"m\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "evergreen_serving_model_version{{model=\"m\"}} {newest}"
+            )),
+            "{text}"
+        );
     }
 
     // Bad requests: clear JSON errors with fitting codes; the server keeps serving.
     let cases: Vec<(&str, String, u16)> = vec![
-        ("/v1/models/nope:predict", r#"{"instances":[{}]}"#.into(), 404),
-        ("/v1/models/m/versions/999:predict", serde_json::json!({"instances":[probe]}).to_string(), 404),
+        (
+            "/v1/models/nope:predict",
+            r#"{"instances":[{}]}"#.into(),
+            404,
+        ),
+        (
+            "/v1/models/m/versions/999:predict",
+            serde_json::json!({"instances":[probe]}).to_string(),
+            404,
+        ),
         ("/v1/models/m:predict", "{not json".into(), 400),
-        ("/v1/models/m:predict", r#"{"instances":[{"nswprice":"cheap"}]}"#.into(), 400),
-        ("/v1/models/m:predict", format!(r#"{{"instances":[{{"nswprice":"{}"}}]}}"#, "9".repeat(70_000)), 413),
+        (
+            "/v1/models/m:predict",
+            r#"{"instances":[{"nswprice":"cheap"}]}"#.into(),
+            400,
+        ),
+        (
+            "/v1/models/m:predict",
+            format!(
+                r#"{{"instances":[{{"nswprice":"{}"}}]}}"#,
+                "9".repeat(70_000)
+            ),
+            413,
+        ),
     ];
     for (path, body, code) in cases {
         let r = client
@@ -156,12 +202,21 @@ fn spans_become_served_versions_with_zero_failed_requests() {
             .unwrap();
         assert_eq!(r.status().as_u16(), code, "{path}");
         let v: serde_json::Value = r.json().unwrap();
-        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{path}: {v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{path}: {v}"
+        );
     }
 
     // Clean shutdown on SIGTERM.
     let pid = p.child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let status = p.wait_exit();
     assert!(status.success(), "exit {status:?}; stderr {:?}", p.seen_err);
 
@@ -173,15 +228,32 @@ fn spans_become_served_versions_with_zero_failed_requests() {
         assert_eq!(l.parent_version, if *v == 1 { None } else { Some(v - 1) });
     }
     let out = std::process::Command::new(bin())
-        .args(["lineage", "--config", config.to_str().unwrap(), "model", "m", "2"])
+        .args([
+            "lineage",
+            "--config",
+            config.to_str().unwrap(),
+            "model",
+            "m",
+            "2",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("parent version:  1"), "{text}");
     assert!(text.contains("span-002.csv"), "{text}");
     let out = std::process::Command::new(bin())
-        .args(["lineage", "--config", config.to_str().unwrap(), "span", "span-003.csv"])
+        .args([
+            "lineage",
+            "--config",
+            config.to_str().unwrap(),
+            "span",
+            "span-003.csv",
+        ])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("consumed by model m"));

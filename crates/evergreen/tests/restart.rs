@@ -16,7 +16,12 @@ fn setup(root: &Path, rows_per_span: usize, extra: &str) -> std::path::PathBuf {
     let config = write_config(root, false, extra);
     let (header, rows) = elec2();
     for (i, chunk) in rows.chunks(rows_per_span).take(SPANS).enumerate() {
-        write_span(&root.join("in"), &format!("s{:02}.csv", i + 1), &header, chunk);
+        write_span(
+            &root.join("in"),
+            &format!("s{:02}.csv", i + 1),
+            &header,
+            chunk,
+        );
     }
     config
 }
@@ -31,11 +36,16 @@ fn check_exactly_once(root: &Path) {
     for v in &versions {
         let m = registry.manifest(*v).unwrap();
         for s in &m.spans {
-            assert!(trained.insert(s.clone()), "span {s} trained into two versions");
+            assert!(
+                trained.insert(s.clone()),
+                "span {s} trained into two versions"
+            );
         }
         assert_eq!(m.parent_version, if *v == 1 { None } else { Some(v - 1) });
     }
-    registry.load(*versions.last().unwrap()).expect("newest version intact");
+    registry
+        .load(*versions.last().unwrap())
+        .expect("newest version intact");
     let store = LineageStore::open(&root.join("state/lineage.sqlite")).unwrap();
     let cycles = store.cycles("m").unwrap();
     let names: Vec<&str> = cycles.iter().map(|c| c.span.name.as_str()).collect();
@@ -52,22 +62,32 @@ fn check_exactly_once(root: &Path) {
             .unwrap();
     assert_eq!(state["watermark"], "s05.csv");
     assert!(
-        std::fs::read_dir(root.join("models/m"))
+        std::fs::read_dir(root.join("models/m")).unwrap().all(|e| !e
             .unwrap()
-            .all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".tmp-")),
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".tmp-")),
         "no temporary directory left"
     );
 }
 
 fn run_once(config: &Path, env: &[(&str, &str)]) -> Proc {
-    let mut p = Proc::spawn(&["run", "--config", config.to_str().unwrap(), "--once"], env);
+    let mut p = Proc::spawn(
+        &["run", "--config", config.to_str().unwrap(), "--once"],
+        env,
+    );
     p.wait_exit();
     p
 }
 
 #[test]
 fn abort_at_every_point_of_a_cycle_then_restart() {
-    for point in ["after_read", "after_publish", "after_lineage", "after_state"] {
+    for point in [
+        "after_read",
+        "after_publish",
+        "after_lineage",
+        "after_state",
+    ] {
         let d = tempfile::tempdir().unwrap();
         let root = d.path();
         let config = setup(root, 600, "");
@@ -78,20 +98,42 @@ fn abort_at_every_point_of_a_cycle_then_restart() {
             &[("EVERGREEN_FAILPOINT", &fp)],
         );
         let status = p.wait_exit();
-        assert!(!status.success(), "{point}: the failpoint must kill the process");
         assert!(
-            p.seen_err.iter().any(|l| l.contains(&format!("failpoint {point}"))),
+            !status.success(),
+            "{point}: the failpoint must kill the process"
+        );
+        assert!(
+            p.seen_err
+                .iter()
+                .any(|l| l.contains(&format!("failpoint {point}"))),
             "{point}: {:?}",
             p.seen_err
         );
-        let first_run: Vec<String> = p.seen_out.iter().filter(|l| l.starts_with("span ")).cloned().collect();
-        assert_eq!(first_run.len(), 1, "{point}: one full cycle before the crash");
+        let first_run: Vec<String> = p
+            .seen_out
+            .iter()
+            .filter(|l| l.starts_with("span "))
+            .cloned()
+            .collect();
+        assert_eq!(
+            first_run.len(),
+            1,
+            "{point}: one full cycle before the crash"
+        );
         let mut p = run_once(&config, &[]);
-        let second_run: Vec<String> = p.seen_out.drain(..).filter(|l| l.starts_with("span ")).collect();
+        let second_run: Vec<String> = p
+            .seen_out
+            .drain(..)
+            .filter(|l| l.starts_with("span "))
+            .collect();
         // Cycle 2 publishes (lenient gate), so from `after_publish` on it is committed (the
         // version's manifest carries the watermark) and the restart starts at s03; a crash
         // after reading commits nothing and s02 is redone.
-        let first_after = if point == "after_read" { "s02.csv" } else { "s03.csv" };
+        let first_after = if point == "after_read" {
+            "s02.csv"
+        } else {
+            "s03.csv"
+        };
         assert!(
             second_run[0].starts_with(&format!("span {first_after}")),
             "{point}: restart resumed at {:?}",
@@ -123,7 +165,9 @@ fn sigkill_between_cycles_and_mid_cycle() {
         "the kill landed mid-cycle, so no cycle completed: {out}"
     );
     assert!(
-        p.seen_err.iter().any(|l| l.contains("cycle started") && l.contains("s02.csv")),
+        p.seen_err
+            .iter()
+            .any(|l| l.contains("cycle started") && l.contains("s02.csv")),
         "the restarted trainer resumed at s02, not s01: {:?}",
         p.seen_err
     );
@@ -150,6 +194,9 @@ fn sigkill_between_cycles_and_mid_cycle() {
         let r = reqwest::blocking::get(format!("{base}/v1/models/m")).ok()?;
         r.status().is_success().then(|| r.json().unwrap())
     });
-    assert_eq!(body["model_version_status"][0]["version"], newest.to_string());
+    assert_eq!(
+        body["model_version_status"][0]["version"],
+        newest.to_string()
+    );
     assert_eq!(body["model_version_status"][0]["state"], "AVAILABLE");
 }

@@ -92,7 +92,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
         .timeout(Duration::from_secs(10))
         .build()?;
 
-    let (header, body) = ELEC2.split_once('\n').context("embedded stream has a header")?;
+    let (header, body) = ELEC2
+        .split_once('\n')
+        .context("embedded stream has a header")?;
     let rows: Vec<&str> = body.lines().filter(|l| !l.is_empty()).collect();
     let spans: Vec<&[&str]> = rows.chunks(a.span_rows).collect();
     let limit = a.max_spans.unwrap_or(spans.len()).min(spans.len());
@@ -166,7 +168,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
             "stream finished; still watching {} and serving on {base_url} (Ctrl-C to stop)",
             trainer.config().data.dir.display()
         );
-        run_loop(&mut trainer, false, &stop, |r| println!("{}", cycle_line(r)))?;
+        run_loop(&mut trainer, false, &stop, |r| {
+            println!("{}", cycle_line(r))
+        })?;
     }
     rt.block_on(server.shutdown());
     Ok(())

@@ -78,12 +78,14 @@ pub fn run(a: LineageArgs) -> Result<()> {
     if !path.is_file() {
         bail!("lineage store {} does not exist", path.display());
     }
-    let store =
-        LineageStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let store = LineageStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
     match &a.command {
         LineageCommand::Model { name, version } => {
             let Some(l) = store.model_lineage(name, *version)? else {
-                bail!("no lineage for model {name:?} version {version} in {}", path.display());
+                bail!(
+                    "no lineage for model {name:?} version {version} in {}",
+                    path.display()
+                );
             };
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&l)?);

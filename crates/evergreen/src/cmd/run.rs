@@ -38,7 +38,9 @@ pub fn run(a: RunArgs) -> Result<()> {
         Some(s) => Some(start_server(&rt, trainer.config(), &s, metrics)?),
         None => None,
     };
-    let result = run_loop(&mut trainer, a.once, &stop, |r| println!("{}", cycle_line(r)));
+    let result = run_loop(&mut trainer, a.once, &stop, |r| {
+        println!("{}", cycle_line(r))
+    });
     if let Some(h) = server {
         rt.block_on(h.shutdown());
     }

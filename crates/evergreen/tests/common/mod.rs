@@ -15,10 +15,9 @@ pub fn bin() -> &'static str {
 
 /// The shipped Elec2 stream: header and rows.
 pub fn elec2() -> (String, Vec<String>) {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/elec2.csv"),
-    )
-    .unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/elec2.csv"))
+            .unwrap();
     let mut lines = text.lines().map(str::to_string);
     let header = lines.next().unwrap();
     (header, lines.collect())
@@ -172,7 +171,10 @@ impl Proc {
                         return line;
                     }
                 }
-                Err(_) => panic!("no stderr line {what}; stderr:\n{}", self.seen_err.join("\n")),
+                Err(_) => panic!(
+                    "no stderr line {what}; stderr:\n{}",
+                    self.seen_err.join("\n")
+                ),
             }
         }
     }
@@ -198,7 +200,10 @@ impl Proc {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("process did not exit; stderr:\n{}", self.seen_err.join("\n"));
+                panic!(
+                    "process did not exit; stderr:\n{}",
+                    self.seen_err.join("\n")
+                );
             }
             // Nothing to wait on but the child itself: poll its status.
             std::thread::sleep(Duration::from_millis(20));
@@ -209,11 +214,7 @@ impl Proc {
     pub fn rest_addr(&mut self) -> String {
         let line = self.wait_out("with the REST address", |l| l.contains("on http://"));
         let start = line.find("http://").unwrap();
-        line[start..]
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_string()
+        line[start..].split_whitespace().next().unwrap().to_string()
     }
 }
 

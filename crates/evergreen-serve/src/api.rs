@@ -1,0 +1,544 @@
+//! HTTP routes: TF Serving's v1 REST API (status, metadata, predict, classify, regress),
+//! metrics and health. Every error is JSON `{"error": "..."}`.
+
+use crate::error::ApiError;
+use crate::json::{self, Format};
+use crate::state::Snapshot;
+use crate::{Server, VERSION_HEADER};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use evergreen_core::RawRecord;
+use evergreen_metrics::{ApiLabels, RequestLabels};
+use evergreen_registry::{LoadedVersion, SharedVersion};
+use serde_json::{Map, Value, json};
+use std::time::Instant;
+
+/// Builds the router over `server`.
+pub(crate) fn router(server: Server) -> Router {
+    let limit = server.inner.opts.max_body_bytes;
+    Router::new()
+        .route("/v1/models", any(models_root))
+        .route("/v1/models/{*rest}", any(models))
+        .route("/metrics", get(metrics))
+        .route("/monitoring/prometheus/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(server)
+}
+
+/// The model APIs, also the metric label `api`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Api {
+    Status,
+    Metadata,
+    Predict,
+    Classify,
+    Regress,
+}
+
+impl Api {
+    fn as_str(self) -> &'static str {
+        match self {
+            Api::Status => "status",
+            Api::Metadata => "metadata",
+            Api::Predict => "predict",
+            Api::Classify => "classify",
+            Api::Regress => "regress",
+        }
+    }
+
+    fn from_verb(verb: &str) -> Option<Self> {
+        [Api::Predict, Api::Classify, Api::Regress]
+            .into_iter()
+            .find(|a| verb.eq_ignore_ascii_case(a.as_str()))
+    }
+}
+
+/// Which version a request names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    Latest,
+    Version(u64),
+    Label(String),
+}
+
+/// A parsed `/v1/models/...` path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Route {
+    pub(crate) model: String,
+    pub(crate) target: Target,
+    pub(crate) api: Api,
+}
+
+/// Parses the part of the path after `/v1/models/`, following TF Serving's patterns
+/// `<name>[/versions/<n>|/labels/<l>][/metadata]` and
+/// `<name>[/versions/<n>|/labels/<l>]:(predict|classify|regress)` (keywords case-insensitive).
+pub(crate) fn parse_route(rest: &str) -> Option<Route> {
+    let (head, mut api) = match rest.split_once(':') {
+        Some((head, verb)) => (head, Api::from_verb(verb)?),
+        None => (rest, Api::Status),
+    };
+    let mut segs: Vec<&str> = head.split('/').collect();
+    if api == Api::Status
+        && segs.len() > 1
+        && segs
+            .last()
+            .is_some_and(|s| s.eq_ignore_ascii_case("metadata"))
+    {
+        segs.pop();
+        api = Api::Metadata;
+    }
+    let (name, target) = match segs.as_slice() {
+        [name] => (*name, Target::Latest),
+        [name, kw, v]
+            if kw.eq_ignore_ascii_case("versions")
+                && !v.is_empty()
+                && v.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            (*name, Target::Version(v.parse().ok()?))
+        }
+        [name, kw, l] if kw.eq_ignore_ascii_case("labels") && !l.is_empty() => {
+            (*name, Target::Label((*l).to_string()))
+        }
+        _ => return None,
+    };
+    if name.is_empty() {
+        return None;
+    }
+    Some(Route {
+        model: name.to_string(),
+        target,
+        api,
+    })
+}
+
+/// Best guess of the API of a path that does not parse (for the metric label).
+fn guess_api(rest: &str) -> Api {
+    match rest.rsplit_once(':') {
+        Some((_, verb)) => Api::from_verb(verb).unwrap_or(Api::Predict),
+        None if rest.to_ascii_lowercase().ends_with("/metadata") => Api::Metadata,
+        None => Api::Status,
+    }
+}
+
+/// Outcome of a model API request: the answering version (when one was resolved) and the
+/// JSON body or error.
+struct Reply {
+    version: Option<u64>,
+    result: Result<Value, ApiError>,
+}
+
+impl Reply {
+    fn err(e: ApiError) -> Self {
+        Self {
+            version: None,
+            result: Err(e),
+        }
+    }
+}
+
+fn error_response(e: &ApiError) -> Response {
+    let mut resp = (e.status(), axum::Json(json!({ "error": e.to_string() }))).into_response();
+    if let ApiError::MethodNotAllowed { allow, .. } = e {
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    resp
+}
+
+async fn models_root(method: Method) -> Response {
+    error_response(&ApiError::NotFound(format!(
+        "Malformed request: {method} /v1/models: missing model name"
+    )))
+}
+
+async fn models(
+    State(server): State<Server>,
+    method: Method,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let start = Instant::now();
+    let path = uri.path();
+    let rest = path.strip_prefix("/v1/models/").unwrap_or_default();
+    let (reply, api, model) = match parse_route(rest) {
+        Some(route) => {
+            let model = if server.inner.models.contains_key(&route.model) {
+                route.model.clone()
+            } else {
+                String::new()
+            };
+            (handle(&server, &method, &route, body), route.api, model)
+        }
+        None => (
+            Reply::err(ApiError::NotFound(format!(
+                "Malformed request: {method} {path}"
+            ))),
+            guess_api(rest),
+            String::new(),
+        ),
+    };
+    let mut resp = match &reply.result {
+        Ok(v) => (StatusCode::OK, axum::Json(v)).into_response(),
+        Err(e) => error_response(e),
+    };
+    if let Some(v) = reply.version {
+        resp.headers_mut()
+            .insert(VERSION_HEADER, HeaderValue::from(v));
+    }
+    let metrics = &server.inner.metrics;
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            model: model.clone(),
+            version: reply.version.map(|v| v.to_string()).unwrap_or_default(),
+            api: api.as_str().to_string(),
+            code: resp.status().as_u16().to_string(),
+        })
+        .inc();
+    metrics
+        .request_duration
+        .get_or_create(&ApiLabels {
+            model,
+            api: api.as_str().to_string(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    resp
+}
+
+fn handle(
+    server: &Server,
+    method: &Method,
+    route: &Route,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let read_only = matches!(route.api, Api::Status | Api::Metadata);
+    let allowed = if read_only {
+        method == Method::GET || method == Method::HEAD
+    } else {
+        method == Method::POST
+    };
+    if !allowed {
+        return Reply::err(ApiError::MethodNotAllowed {
+            message: format!(
+                "Method {method} not allowed for the {} API (use {})",
+                route.api.as_str(),
+                if read_only { "GET" } else { "POST" }
+            ),
+            allow: if read_only { "GET, HEAD" } else { "POST" },
+        });
+    }
+    match route.api {
+        Api::Status => Reply {
+            version: None,
+            result: status(server, route),
+        },
+        Api::Metadata => match resolve(server, route) {
+            Ok((v, lv)) => Reply {
+                version: Some(v),
+                result: Ok(metadata(&route.model, v, &lv)),
+            },
+            Err(e) => Reply::err(e),
+        },
+        Api::Predict | Api::Classify | Api::Regress => {
+            let body = match body {
+                Ok(b) => b,
+                Err(rejection) => {
+                    return Reply::err(if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                        ApiError::PayloadTooLarge(format!(
+                            "request body exceeds the limit of {} bytes",
+                            server.inner.opts.max_body_bytes
+                        ))
+                    } else {
+                        ApiError::BadRequest(format!("cannot read request body: {rejection}"))
+                    });
+                }
+            };
+            match resolve(server, route) {
+                Ok((v, lv)) => Reply {
+                    version: Some(v),
+                    result: infer(route.api, &lv, &body),
+                },
+                Err(e) => Reply::err(e),
+            }
+        }
+    }
+}
+
+fn not_found_message(model: &str, target: &Target) -> String {
+    match target {
+        Target::Latest => format!("Servable not found for request: Latest({model})"),
+        Target::Version(v) => format!("Servable not found for request: Specific({model}, {v})"),
+        Target::Label(l) => format!("Unrecognized servable version label: {l}"),
+    }
+}
+
+/// The version a predict/metadata request names, from the snapshot loaded once, now.
+fn resolve(server: &Server, route: &Route) -> Result<(u64, SharedVersion), ApiError> {
+    let Some(model) = server.inner.models.get(&route.model) else {
+        return Err(ApiError::NotFound(not_found_message(
+            &route.model,
+            &route.target,
+        )));
+    };
+    let snap = model.snapshot.load_full();
+    let specific = |snap: &Snapshot, v: u64| {
+        snap.versions
+            .get(&v)
+            .map(|lv| (v, lv.clone()))
+            .ok_or_else(|| ApiError::NotFound(not_found_message(&route.model, &Target::Version(v))))
+    };
+    match &route.target {
+        Target::Latest => snap.latest().map(|(v, lv)| (v, lv.clone())).ok_or_else(|| {
+            ApiError::Unavailable(format!(
+                "Servable not found for request: Latest({}): no version of the model has been loaded yet",
+                route.model
+            ))
+        }),
+        Target::Version(v) => specific(&snap, *v),
+        Target::Label(l) => match snap.labels.get(l) {
+            Some(v) => specific(&snap, *v),
+            None => Err(ApiError::NotFound(not_found_message(
+                &route.model,
+                &route.target,
+            ))),
+        },
+    }
+}
+
+fn version_status(v: u64) -> Value {
+    json!({
+        "version": v.to_string(),
+        "state": "AVAILABLE",
+        "status": {"error_code": "OK", "error_message": ""}
+    })
+}
+
+/// `GET /v1/models/<name>[/versions/<n>|/labels/<l>]`, TF's messages on 404.
+fn status(server: &Server, route: &Route) -> Result<Value, ApiError> {
+    let none = || {
+        ApiError::NotFound(format!(
+            "Could not find any versions of model {}",
+            route.model
+        ))
+    };
+    let model = server.inner.models.get(&route.model).ok_or_else(none)?;
+    let snap = model.snapshot.load_full();
+    let missing = |v: u64| {
+        ApiError::NotFound(format!(
+            "Could not find version {v} of model {}",
+            route.model
+        ))
+    };
+    let versions: Vec<u64> = match &route.target {
+        Target::Latest => {
+            if snap.versions.is_empty() {
+                return Err(none());
+            }
+            snap.versions.keys().rev().copied().collect()
+        }
+        Target::Version(v) if snap.versions.contains_key(v) => vec![*v],
+        Target::Version(v) => return Err(missing(*v)),
+        Target::Label(l) => match snap.labels.get(l) {
+            Some(v) if snap.versions.contains_key(v) => vec![*v],
+            Some(v) => return Err(missing(*v)),
+            None => {
+                return Err(ApiError::NotFound(not_found_message(
+                    &route.model,
+                    &route.target,
+                )));
+            }
+        },
+    };
+    Ok(json!({
+        "model_version_status": versions.into_iter().map(version_status).collect::<Vec<_>>()
+    }))
+}
+
+fn tensor_info(name: &str, dtype: &str) -> Value {
+    json!({
+        "dtype": dtype,
+        "tensor_shape": {"dim": [{"size": "-1", "name": ""}], "unknown_rank": false},
+        "name": name
+    })
+}
+
+/// TF's `GetModelMetadata` shape for the `serving_default` signature, plus the manifest.
+fn metadata(model: &str, version: u64, lv: &LoadedVersion) -> Value {
+    let spec = lv.transformer.spec();
+    let mut inputs = Map::new();
+    for c in &spec.categorical {
+        inputs.insert(c.name.clone(), tensor_info(&c.name, "DT_STRING"));
+    }
+    for c in &spec.numeric {
+        inputs.insert(c.name.clone(), tensor_info(&c.name, "DT_FLOAT"));
+    }
+    let manifest = serde_json::to_value(&lv.manifest).unwrap_or(Value::Null);
+    json!({
+        "model_spec": {"name": model, "signature_name": "", "version": version.to_string()},
+        "metadata": {
+            "signature_def": {
+                "signature_def": {
+                    "serving_default": {
+                        "inputs": inputs,
+                        "outputs": {"probabilities": tensor_info("probabilities", "DT_FLOAT")},
+                        "method_name": "tensorflow/serving/predict"
+                    }
+                }
+            },
+            "evergreen": {"manifest": manifest}
+        }
+    })
+}
+
+/// Transforms each record with the version's own transformer and predicts with its model.
+fn score(lv: &LoadedVersion, records: &[RawRecord]) -> Result<Vec<f64>, ApiError> {
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let x = lv
+                .transformer
+                .features(r)
+                .map_err(|e| ApiError::BadRequest(format!("instance {i}: {e}")))?;
+            Ok(lv.model.predict(&x))
+        })
+        .collect()
+}
+
+fn infer(api: Api, lv: &LoadedVersion, body: &[u8]) -> Result<Value, ApiError> {
+    match api {
+        Api::Predict => {
+            let (format, records) = json::predict_request(body)?;
+            let p = score(lv, &records)?;
+            Ok(match format {
+                Format::Row => json!({ "predictions": p }),
+                Format::Columnar => json!({ "outputs": p }),
+            })
+        }
+        Api::Classify => {
+            let p = score(lv, &json::examples_request(body)?)?;
+            let results: Vec<Value> = p
+                .into_iter()
+                .map(|p| json!([["0", 1.0 - p], ["1", p]]))
+                .collect();
+            Ok(json!({ "results": results }))
+        }
+        Api::Regress => {
+            let p = score(lv, &json::examples_request(body)?)?;
+            Ok(json!({ "results": p }))
+        }
+        Api::Status | Api::Metadata => Err(ApiError::NotFound("not an inference API".into())),
+    }
+}
+
+async fn metrics(State(server): State<Server>) -> Response {
+    (
+        [(header::CONTENT_TYPE, evergreen_metrics::CONTENT_TYPE)],
+        server.inner.metrics.render(),
+    )
+        .into_response()
+}
+
+/// 200 when every model serves at least one version, else 503.
+async fn healthz(State(server): State<Server>) -> Response {
+    let mut ok = true;
+    let mut models = Map::new();
+    for (name, m) in &server.inner.models {
+        let snap = m.snapshot.load();
+        let versions: Vec<String> = snap.versions.keys().rev().map(|v| v.to_string()).collect();
+        ok &= !versions.is_empty();
+        models.insert(name.clone(), json!({ "versions": versions }));
+    }
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({"status": if ok { "ok" } else { "unavailable" }, "models": models});
+    (status, axum::Json(body)).into_response()
+}
+
+async fn not_found(method: Method, uri: Uri) -> Response {
+    error_response(&ApiError::NotFound(format!(
+        "Not found: {method} {}",
+        uri.path()
+    )))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    error_response(&ApiError::MethodNotAllowed {
+        message: format!("Method {method} not allowed for {}", uri.path()),
+        allow: "GET, HEAD",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(model: &str, target: Target, api: Api) -> Option<Route> {
+        Some(Route {
+            model: model.into(),
+            target,
+            api,
+        })
+    }
+
+    #[test]
+    fn routes_parse_like_tf_serving() {
+        assert_eq!(parse_route("m"), r("m", Target::Latest, Api::Status));
+        assert_eq!(
+            parse_route("m/versions/3"),
+            r("m", Target::Version(3), Api::Status)
+        );
+        assert_eq!(
+            parse_route("m/labels/stable/metadata"),
+            r("m", Target::Label("stable".into()), Api::Metadata)
+        );
+        assert_eq!(
+            parse_route("m/metadata"),
+            r("m", Target::Latest, Api::Metadata)
+        );
+        assert_eq!(
+            parse_route("metadata"),
+            r("metadata", Target::Latest, Api::Status)
+        );
+        assert_eq!(
+            parse_route("m:predict"),
+            r("m", Target::Latest, Api::Predict)
+        );
+        assert_eq!(
+            parse_route("m/Versions/12:Classify"),
+            r("m", Target::Version(12), Api::Classify)
+        );
+        assert_eq!(
+            parse_route("m/labels/canary:regress"),
+            r("m", Target::Label("canary".into()), Api::Regress)
+        );
+        for bad in [
+            "",
+            "m/",
+            "m:explain",
+            "m/versions/x",
+            "m/versions/",
+            "m/versions/99999999999999999999999",
+            "m/metadata:predict",
+            "m/versions/1/extra",
+            "m:predict:predict",
+            "/m",
+        ] {
+            assert_eq!(parse_route(bad), None, "{bad}");
+        }
+        assert_eq!(guess_api("m/x:classify"), Api::Classify);
+        assert_eq!(guess_api("m/x/metadata"), Api::Metadata);
+        assert_eq!(guess_api("m/x"), Api::Status);
+    }
+}

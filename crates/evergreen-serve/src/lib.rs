@@ -1,0 +1,223 @@
+//! The evergreen model server: TensorFlow Serving's v1 REST API over a registry of immutable,
+//! numbered versions, with hot reload.
+//!
+//! Each configured model has a base directory holding numbered version directories (TF
+//! Serving's `--model_base_path`). A watcher lists every base directory each `poll_interval`,
+//! loads (and verifies) new versions off the async runtime, and swaps an immutable
+//! snapshot of loaded versions into place atomically. A request loads the snapshot
+//! once when it starts and finishes on the version it started with, so a swap never fails or
+//! mixes a request. A version that fails to load is logged, counted and never replaces a
+//! working one. The routes and shapes are documented in `docs/rest-api.md`.
+
+mod api;
+mod error;
+mod json;
+mod state;
+
+use evergreen_metrics::Metrics;
+use state::ModelState;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest number of instances (or examples) one request may carry.
+pub const MAX_BATCH: usize = 10_000;
+
+/// Response header naming the version that answered a request.
+pub const VERSION_HEADER: &str = "x-evergreen-model-version";
+
+/// One served model: its name and the directory holding its numbered versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSource {
+    /// Model name, as used in request paths (`/v1/models/<name>`).
+    pub name: String,
+    /// Directory holding the numbered version directories (TF Serving's `--model_base_path`).
+    /// It need not exist yet: the model then has no version until one appears.
+    pub base_path: PathBuf,
+}
+
+/// Server settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeOptions {
+    /// The models to serve.
+    pub models: Vec<ModelSource>,
+    /// How often the watcher lists every base directory (default 200 ms).
+    pub poll_interval: Duration,
+    /// Largest accepted request body in bytes (default 4 MiB); larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Version policy "latest N" (default 1): serve the newest N loadable versions (plus any
+    /// version named by a label in `labels.json`).
+    pub num_versions: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            models: Vec::new(),
+            poll_interval: Duration::from_millis(200),
+            max_body_bytes: 4 << 20,
+            num_versions: 1,
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) opts: ServeOptions,
+    /// Models by name.
+    pub(crate) models: BTreeMap<String, ModelState>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// The model server. Cheap to clone: every clone shares the same models and metrics.
+#[derive(Clone)]
+pub struct Server {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("models", &self.inner.models.keys().collect::<Vec<_>>())
+            .field("opts", &self.inner.opts)
+            .finish()
+    }
+}
+
+impl Server {
+    /// Creates the server and does one synchronous reload pass, so that versions already on
+    /// disk are served from the first request. Does blocking file IO (call it at startup, or
+    /// from `spawn_blocking`). A model name listed twice is served once (first entry wins).
+    pub fn new(opts: ServeOptions, metrics: Arc<Metrics>) -> Self {
+        let mut models = BTreeMap::new();
+        for source in &opts.models {
+            if models.contains_key(&source.name) {
+                tracing::warn!(model = %source.name, "model listed twice; the first entry is served");
+                continue;
+            }
+            models.insert(
+                source.name.clone(),
+                ModelState::new(source.name.clone(), source.base_path.clone()),
+            );
+        }
+        let server = Self {
+            inner: Arc::new(Inner {
+                opts,
+                models,
+                metrics,
+            }),
+        };
+        server.reload_now();
+        server
+    }
+
+    /// One synchronous pass over every model's registry: loads new versions, drops versions no
+    /// longer wanted, updates labels and the `serving_version` gauge. Does blocking file IO.
+    pub fn reload_now(&self) {
+        let n = self.inner.opts.num_versions.max(1);
+        for model in self.inner.models.values() {
+            model.reload(n, &self.inner.metrics);
+        }
+    }
+
+    /// The HTTP routes (see `docs/rest-api.md`). The watcher is not part of the router: use
+    /// [`Server::run`], or call [`Server::reload_now`] yourself.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` completes, with the watcher polling every
+    /// `poll_interval`; then stops accepting, lets in-flight requests finish and stops the
+    /// watcher.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let watcher = tokio::spawn(self.clone().watch(stop_rx));
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, models = ?self.inner.models.keys().collect::<Vec<_>>(), "serving");
+        }
+        let result = axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        let _ = stop_tx.send(());
+        if let Err(e) = watcher.await {
+            tracing::warn!(error = %e, "version watcher ended abnormally");
+        }
+        result
+    }
+
+    async fn watch(self, mut stop: tokio::sync::oneshot::Receiver<()>) {
+        let period = self.inner.opts.poll_interval.max(Duration::from_millis(1));
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = interval.tick() => {
+                    let server = self.clone();
+                    if let Err(e) = tokio::task::spawn_blocking(move || server.reload_now()).await {
+                        tracing::warn!(error = %e, "reload pass failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A server running on a tokio task, as returned by [`spawn`].
+///
+/// Dropping the handle without calling [`ServerHandle::shutdown`] also starts a graceful
+/// shutdown (the shutdown channel closes), but does not wait for it.
+#[derive(Debug)]
+pub struct ServerHandle {
+    /// The bound address (the real port when port 0 was asked for).
+    pub addr: SocketAddr,
+    server: Server,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    join: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl ServerHandle {
+    /// The running server (e.g. to call [`Server::reload_now`]).
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// Stops accepting connections, waits for in-flight requests and the watcher to finish.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(());
+        match self.join.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "server task failed"),
+        }
+    }
+}
+
+/// Binds `addr` (port 0 picks a free port), creates the [`Server`] (initial load off the async
+/// threads) and runs it on a tokio task.
+pub async fn spawn(
+    opts: ServeOptions,
+    metrics: Arc<Metrics>,
+    addr: SocketAddr,
+) -> std::io::Result<ServerHandle> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::task::spawn_blocking(move || Server::new(opts, metrics))
+        .await
+        .map_err(std::io::Error::other)?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let join = tokio::spawn(server.clone().run(listener, async move {
+        let _ = rx.await;
+    }));
+    Ok(ServerHandle {
+        addr,
+        server,
+        shutdown: tx,
+        join,
+    })
+}

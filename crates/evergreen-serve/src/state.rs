@@ -1,0 +1,278 @@
+//! Per-model serving state: the atomically swapped snapshot of loaded versions, and the reload
+//! pass that keeps it in step with the registry directory.
+//!
+//! Rules of a pass: the newest `N` versions on disk that load (and verify) are served, plus any
+//! version a label names. A version already loaded is reused, never reloaded. A version that
+//! fails to load is logged and counted once per attempt; it is retried only after a back-off,
+//! at most [`RETRY_DELAYS`]`.len()` times, or at once when its files change. When no version on
+//! disk can be served, the versions already served stay (a failed load or a deleted directory
+//! never takes away a working version).
+
+use crate::error::LoadError;
+use arc_swap::ArcSwap;
+use evergreen_metrics::Metrics;
+use evergreen_registry::{MANIFEST_FILE, MODEL_FILE, Registry, SharedVersion};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Waits before the second and third attempt to load a version that failed; after the last,
+/// the version is retried only when its files change.
+pub(crate) const RETRY_DELAYS: [Duration; 2] = [Duration::from_secs(5), Duration::from_secs(30)];
+
+/// The versions of one model being served, immutable once published.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    /// Loaded versions.
+    pub(crate) versions: BTreeMap<u64, SharedVersion>,
+    /// Labels from `labels.json` as of the pass that built this snapshot.
+    pub(crate) labels: BTreeMap<String, u64>,
+}
+
+impl Snapshot {
+    /// The newest served version.
+    pub(crate) fn latest(&self) -> Option<(u64, &SharedVersion)> {
+        self.versions.iter().next_back().map(|(v, lv)| (*v, lv))
+    }
+}
+
+/// One model: name, base path, current snapshot and what the reload passes remember.
+pub(crate) struct ModelState {
+    pub(crate) name: String,
+    pub(crate) base_path: PathBuf,
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    memory: Mutex<Memory>,
+}
+
+#[derive(Default)]
+struct Memory {
+    failures: HashMap<u64, Failure>,
+    /// Problems reported by the last pass (so a persistent problem is logged once).
+    problems: Vec<String>,
+}
+
+struct Failure {
+    attempts: usize,
+    signature: Signature,
+    at: Instant,
+}
+
+/// What identifies the content of a version directory cheaply: the manifest's bytes and the
+/// model file's size and modification time.
+#[derive(Debug, PartialEq)]
+struct Signature {
+    manifest: Option<Vec<u8>>,
+    model: Option<(u64, Option<SystemTime>)>,
+}
+
+fn signature(dir: &Path) -> Signature {
+    Signature {
+        manifest: std::fs::read(dir.join(MANIFEST_FILE)).ok(),
+        model: std::fs::metadata(dir.join(MODEL_FILE))
+            .ok()
+            .map(|m| (m.len(), m.modified().ok())),
+    }
+}
+
+fn load_checked(registry: &Registry, version: u64) -> Result<SharedVersion, LoadError> {
+    let loaded = registry.load(version)?;
+    let spec_dim = loaded.transformer.spec().dim();
+    let model_dim = loaded.model.dim();
+    if model_dim != spec_dim {
+        return Err(LoadError::Dimension {
+            path: registry.version_dir(version).join(MODEL_FILE),
+            model_dim,
+            spec_dim,
+        });
+    }
+    Ok(Arc::new(loaded))
+}
+
+impl ModelState {
+    pub(crate) fn new(name: String, base_path: PathBuf) -> Self {
+        Self {
+            name,
+            base_path,
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            memory: Mutex::new(Memory::default()),
+        }
+    }
+
+    /// One reload pass (blocking IO). `keep` is the "latest N" policy, at least 1.
+    pub(crate) fn reload(&self, keep: usize, metrics: &Metrics) {
+        let mut memory = self.memory.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut problems = Vec::new();
+        self.pass(keep, metrics, &mut memory, &mut problems);
+        if problems != memory.problems {
+            for p in &problems {
+                tracing::warn!(model = %self.name, "{p}");
+            }
+            if problems.is_empty() {
+                tracing::info!(model = %self.name, base_path = %self.base_path.display(), "registry readable again");
+            }
+            memory.problems = problems;
+        }
+    }
+
+    fn pass(
+        &self,
+        keep: usize,
+        metrics: &Metrics,
+        memory: &mut Memory,
+        problems: &mut Vec<String>,
+    ) {
+        let registry = match Registry::open_existing(&self.base_path, &self.name) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!(
+                    "base path not readable; no new version can be loaded: {e}"
+                ));
+                return;
+            }
+        };
+        let on_disk = match registry.versions() {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(format!("cannot list versions: {e}"));
+                return;
+            }
+        };
+        let current = self.snapshot.load_full();
+        let labels = match registry.labels() {
+            Ok(l) => l,
+            Err(e) => {
+                problems.push(format!(
+                    "cannot read labels; keeping the previous ones: {e}"
+                ));
+                current.labels.clone()
+            }
+        };
+        memory
+            .failures
+            .retain(|v, _| on_disk.binary_search(v).is_ok());
+
+        let mut chosen = BTreeMap::new();
+        for &v in on_disk.iter().rev() {
+            if chosen.len() >= keep {
+                break;
+            }
+            if let Some(lv) = self.obtain(v, &current, memory, &registry, metrics) {
+                chosen.insert(v, lv);
+            }
+        }
+        for &v in labels.values() {
+            if chosen.contains_key(&v) || on_disk.binary_search(&v).is_err() {
+                continue;
+            }
+            if let Some(lv) = self.obtain(v, &current, memory, &registry, metrics) {
+                chosen.insert(v, lv);
+            }
+        }
+        if chosen.is_empty() {
+            // Nothing on disk can be served: keep serving what we have.
+            chosen = current.versions.clone();
+        }
+        let unchanged = chosen.keys().eq(current.versions.keys()) && labels == current.labels;
+        if !unchanged {
+            let served: Vec<u64> = chosen.keys().rev().copied().collect();
+            let dropped: Vec<u64> = current
+                .versions
+                .keys()
+                .filter(|v| !chosen.contains_key(v))
+                .copied()
+                .collect();
+            tracing::info!(model = %self.name, ?served, ?dropped, ?labels, "serving versions");
+            self.snapshot.store(Arc::new(Snapshot {
+                versions: chosen,
+                labels,
+            }));
+        }
+        if let Some((v, _)) = self.snapshot.load().latest() {
+            metrics
+                .serving_version
+                .get_or_create(&Metrics::model(&self.name))
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The loaded version `v`: reused from the current snapshot, or loaded now unless it failed
+    /// before and is neither due for a retry nor changed on disk.
+    fn obtain(
+        &self,
+        v: u64,
+        current: &Snapshot,
+        memory: &mut Memory,
+        registry: &Registry,
+        metrics: &Metrics,
+    ) -> Option<SharedVersion> {
+        if let Some(lv) = current.versions.get(&v) {
+            return Some(lv.clone());
+        }
+        let dir = registry.version_dir(v);
+        let before = signature(&dir);
+        let mut attempts = 0;
+        if let Some(f) = memory.failures.get(&v) {
+            if before != f.signature {
+                tracing::info!(model = %self.name, version = v, "files of a failed version changed; loading it again");
+            } else {
+                let due = RETRY_DELAYS
+                    .get(f.attempts - 1)
+                    .is_some_and(|d| f.at.elapsed() >= *d);
+                if !due {
+                    return None;
+                }
+                attempts = f.attempts;
+            }
+        }
+        let started = Instant::now();
+        match load_checked(registry, v) {
+            Ok(lv) => {
+                memory.failures.remove(&v);
+                metrics
+                    .version_loads
+                    .get_or_create(&Metrics::outcome(&self.name, "loaded"))
+                    .inc();
+                tracing::info!(
+                    model = %self.name,
+                    version = v,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "loaded version"
+                );
+                Some(lv)
+            }
+            Err(e) => {
+                if !dir.exists() {
+                    // Removed while we read it (retention): not a failure of the version.
+                    memory.failures.remove(&v);
+                    tracing::debug!(model = %self.name, version = v, "version removed while loading");
+                    return None;
+                }
+                metrics
+                    .version_loads
+                    .get_or_create(&Metrics::outcome(&self.name, "failed"))
+                    .inc();
+                let attempts = attempts + 1;
+                let retry = match RETRY_DELAYS.get(attempts - 1) {
+                    Some(d) => format!("retrying in {}s", d.as_secs()),
+                    None => "not retrying until its files change".to_string(),
+                };
+                tracing::warn!(
+                    model = %self.name,
+                    version = v,
+                    error = %e,
+                    "failed to load version; it is not served ({retry})"
+                );
+                memory.failures.insert(
+                    v,
+                    Failure {
+                        attempts,
+                        signature: before,
+                        at: Instant::now(),
+                    },
+                );
+                None
+            }
+        }
+    }
+}
