@@ -103,6 +103,8 @@ pub struct Metrics {
     pub published_version: Family<ModelLabels, Gauge>,
     /// `evergreen_data_pending_spans{model}`: ready spans not yet consumed.
     pub pending_spans: Family<ModelLabels, Gauge>,
+    /// `evergreen_data_late_spans_total{model}`: spans that appeared at or before the watermark.
+    pub late_spans: Family<ModelLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -205,6 +207,12 @@ impl Metrics {
             "Ready spans not yet consumed",
             pending_spans.clone(),
         );
+        let late_spans = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "evergreen_data_late_spans",
+            "Spans that appeared with a name at or before the watermark (never trained)",
+            late_spans.clone(),
+        );
         Self {
             registry,
             requests,
@@ -220,6 +228,7 @@ impl Metrics {
             progressive_auc,
             published_version,
             pending_spans,
+            late_spans,
         }
     }
 
@@ -294,6 +303,7 @@ mod tests {
         m.progressive_logloss.get_or_create(&ml).set(0.5);
         m.published_version.get_or_create(&ml).set(1);
         m.pending_spans.get_or_create(&ml).set(0);
+        m.late_spans.get_or_create(&ml).inc();
         let text = m.render();
         assert!(
             text.contains("evergreen_training_cycles_total{model=\"m\",outcome=\"published\"} 1"),

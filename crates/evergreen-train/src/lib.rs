@@ -26,7 +26,7 @@ pub use state::{STATE_FILE, TrainerState};
 
 use evergreen_config::Config;
 use evergreen_core::{FeatureVector, Transformer};
-use evergreen_data::{Quarantine, SpanDir, SpanFile, open_span, reason};
+use evergreen_data::{DataError, Quarantine, SpanDir, SpanFile, open_span, reason};
 use evergreen_eval::{GateResult, Metrics as EvalMetrics, Summary, evaluate_gate};
 use evergreen_lineage::{CycleRecord, GateRecord, LineageStore, MetricsRecord, SpanRef};
 use evergreen_metrics::{Metrics, ReasonLabels};
@@ -171,6 +171,12 @@ pub struct Trainer {
     state: TrainerState,
     model: Box<dyn Model>,
     code_version: String,
+    /// Lineage records of committed cycles whose recording failed; retried before each cycle.
+    lineage_backlog: Vec<CycleRecord>,
+    /// Span names at or before the watermark already seen (consumed, or reported as late).
+    known_before_watermark: std::collections::HashSet<String>,
+    /// False until the first listing: spans present at start are not "late".
+    late_check_armed: bool,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -250,7 +256,12 @@ impl Trainer {
         for v in registry.versions()? {
             let m = registry.manifest(v)?;
             if lineage.model_lineage(&cfg.model.name, v)?.is_none() {
-                lineage.record_cycle(&cycle_record_from_manifest(&m, &registry))?;
+                lineage.record_cycle(&cycle_record_from_manifest(
+                    &m,
+                    &registry,
+                    &spans,
+                    &quarantine,
+                ))?;
             }
         }
         let name = cfg.model.name.clone();
@@ -271,6 +282,9 @@ impl Trainer {
             state,
             model,
             code_version: code_version.to_string(),
+            lineage_backlog: Vec::new(),
+            known_before_watermark: Default::default(),
+            late_check_armed: false,
         })
     }
 
@@ -294,8 +308,41 @@ impl Trainer {
         Ok(self.spans.after(self.state.watermark.as_deref())?)
     }
 
+    /// Spans are taken in name order, so a span whose name sorts at or before the watermark when
+    /// it appears is never trained. Such late arrivals are reported once each (log and
+    /// `evergreen_data_late_spans_total`) instead of being skipped silently.
+    fn report_late_spans(&mut self) -> Result<(), TrainError> {
+        let Some(watermark) = self.state.watermark.clone() else {
+            return Ok(());
+        };
+        for s in self.spans.list()? {
+            if s.name.as_str() > watermark.as_str() {
+                break;
+            }
+            if self.known_before_watermark.insert(s.name.clone()) && self.late_check_armed {
+                tracing::warn!(
+                    span = %s.name,
+                    watermark = %watermark,
+                    "span arrived after the watermark and will not be trained: spans are taken \
+                     in name order; rename it so that it sorts after the watermark"
+                );
+                self.metrics
+                    .late_spans
+                    .get_or_create(&Metrics::model(&self.cfg.model.name))
+                    .inc();
+            }
+        }
+        self.late_check_armed = true;
+        Ok(())
+    }
+
     /// Runs one cycle on the next pending span; `None` when there is none.
     pub fn run_once(&mut self) -> Result<Option<CycleReport>, TrainError> {
+        while let Some(rec) = self.lineage_backlog.first() {
+            self.lineage.record_cycle(rec)?;
+            self.lineage_backlog.remove(0);
+        }
+        self.report_late_spans()?;
         let pending = self.pending()?;
         let name = self.cfg.model.name.clone();
         self.metrics
@@ -333,7 +380,21 @@ impl Trainer {
         // 1. Read and transform; bad records go to quarantine.
         let mut qw = self.quarantine.begin(&span.name)?;
         let mut examples: Vec<(u64, FeatureVector, f32)> = Vec::new();
-        for item in open_span(span)? {
+        // A span whose header is unusable is bad input, not a transient failure: it is held
+        // back (consumed, not trained) so that it does not block the spans behind it.
+        let (reader, header_error) = match open_span(span) {
+            Ok(r) => (Some(r), None),
+            Err(e @ (DataError::Header { .. } | DataError::DuplicateColumn { .. })) => {
+                let line = match &e {
+                    DataError::Header { line, .. } => *line,
+                    _ => 1,
+                };
+                qw.add(line, "bad_header", &e.to_string(), "")?;
+                (None, Some(e.to_string()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for item in reader.into_iter().flatten() {
             match item {
                 Ok(rec) => match self.transformer.example(&rec.record) {
                     Ok((x, y)) => examples.push((rec.line, x, y)),
@@ -386,7 +447,11 @@ impl Trainer {
         } else {
             bad_total as f64 / total as f64
         };
-        if bad_fraction > self.cfg.data.max_bad_fraction {
+        if let Some(e) = header_error {
+            report.outcome = Outcome::HeldBack;
+            report.note = format!("held back: {e}");
+            tracing::error!(span = %span.name, "{}", report.note);
+        } else if bad_fraction > self.cfg.data.max_bad_fraction {
             report.outcome = Outcome::HeldBack;
             report.note = format!(
                 "held back: {bad_total} of {total} records bad ({:.1}% > max_bad_fraction {:.1}%); \
@@ -403,22 +468,48 @@ impl Trainer {
             self.train_and_gate(span, &examples, &mut report)?;
         }
 
-        // Lineage first (idempotent), then the state commit.
-        let finished_ms = now_ms();
-        self.record_lineage(span, &report, started_ms, finished_ms)?;
-        failpoint("after_lineage");
-        self.state.commit_span(&span.name, report.version);
-        self.state.save(&self.cfg.state.dir.join(STATE_FILE))?;
-        failpoint("after_state");
-
-        if report.version.is_some() {
-            let protected: Vec<u64> = report.version.into_iter().collect();
-            let removed = self
-                .registry
-                .apply_retention(self.cfg.registry.keep_versions, &protected)?;
-            if !removed.is_empty() {
-                tracing::info!(?removed, "retention removed old versions");
+        self.known_before_watermark.insert(span.name.clone());
+        let state_path = self.cfg.state.dir.join(STATE_FILE);
+        let record = self.cycle_record(span, &report, started_ms, now_ms());
+        if let Some(version) = report.version {
+            // Already committed by the publish (the manifest carries the watermark, and the
+            // in-memory state moved with it): what follows must not fail the cycle, or the span
+            // would be retried and trained twice. Failures are logged and repaired: lineage is
+            // retried before the next cycle (and re-recorded from manifests at start), the state
+            // file is rewritten at the next commit.
+            if let Err(e) = self.lineage.record_cycle(&record) {
+                tracing::error!(span = %span.name, "lineage not recorded (will retry): {e}");
+                self.lineage_backlog.push(record);
             }
+            failpoint("after_lineage");
+            if let Err(e) = self.state.save(&state_path) {
+                tracing::error!(
+                    "state file not written (the manifest of v{version} carries the watermark): {e}"
+                );
+            }
+            failpoint("after_state");
+            match self
+                .registry
+                .apply_retention(self.cfg.registry.keep_versions, &[version])
+            {
+                Ok(removed) if !removed.is_empty() => {
+                    tracing::info!(?removed, "retention removed old versions")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("retention failed (will run again after the next publish): {e}")
+                }
+            }
+        } else {
+            // Not committed yet: lineage (idempotent per span) and then the state file, which is
+            // the commit. An error here commits nothing; the span is redone from scratch.
+            self.lineage.record_cycle(&record)?;
+            failpoint("after_lineage");
+            let mut next = self.state.clone();
+            next.commit_span(&span.name, None);
+            next.save(&state_path)?;
+            self.state = next;
+            failpoint("after_state");
         }
         report.seconds = started.elapsed().as_secs_f64();
         self.metrics
@@ -532,6 +623,7 @@ impl Trainer {
             failpoint("after_publish");
             tracing::info!(version, dir = %dir.display(), "published");
             self.model = candidate;
+            self.state.commit_span(&span.name, Some(version));
             report.outcome = Outcome::Published;
             report.version = Some(version);
             report.serving_version = Some(version);
@@ -556,13 +648,13 @@ impl Trainer {
         })
     }
 
-    fn record_lineage(
-        &mut self,
+    fn cycle_record(
+        &self,
         span: &SpanFile,
         report: &CycleReport,
         started_ms: i64,
         finished_ms: i64,
-    ) -> Result<(), TrainError> {
+    ) -> CycleRecord {
         let gate = match &report.gate {
             Some(g) => GateRecord {
                 passed: g.passed,
@@ -575,7 +667,7 @@ impl Trainer {
                 summary: format!("{}: {}", report.outcome.as_str(), report.note),
             },
         };
-        let rec = CycleRecord {
+        CycleRecord {
             model_name: self.cfg.model.name.clone(),
             span: SpanRef {
                 name: span.name.clone(),
@@ -595,9 +687,7 @@ impl Trainer {
             gate,
             started_ms,
             finished_ms,
-        };
-        self.lineage.record_cycle(&rec)?;
-        Ok(())
+        }
     }
 }
 
@@ -611,15 +701,26 @@ fn downcast_ftrl(model: &mut Box<dyn Model>) -> Option<&mut Ftrl> {
     model.as_any_mut().downcast_mut::<Ftrl>()
 }
 
-fn cycle_record_from_manifest(m: &Manifest, registry: &Registry) -> CycleRecord {
+/// Rebuilds the lineage record of a published cycle from its manifest (used when the process
+/// died between publish and lineage). The span's path and bad-record count come from the data
+/// directory and the quarantine file, as in a normal cycle.
+fn cycle_record_from_manifest(
+    m: &Manifest,
+    registry: &Registry,
+    spans: &SpanDir,
+    quarantine: &Quarantine,
+) -> CycleRecord {
     let span = m.spans.first().cloned().unwrap_or_default();
+    let bad_records = std::fs::read_to_string(quarantine.path_for(&span))
+        .map(|t| t.lines().count() as u64)
+        .unwrap_or(0);
     CycleRecord {
         model_name: m.model_name.clone(),
         span: SpanRef {
             name: span.clone(),
-            uri: span,
+            uri: spans.dir().join(&span).display().to_string(),
             records: m.progressive.map(|p| p.examples).unwrap_or(0),
-            bad_records: 0,
+            bad_records,
         },
         parent_version: m.parent_version,
         published_version: Some(m.version),

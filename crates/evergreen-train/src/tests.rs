@@ -251,3 +251,86 @@ fn a_degraded_candidate_is_rejected_and_the_model_is_unchanged() {
     assert_eq!(consumers.len(), 1);
     assert!(!consumers[0].gate_passed);
 }
+
+#[test]
+fn a_failure_after_publish_does_not_train_the_span_twice() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    for i in 1..=3 {
+        write_span(root, &format!("s{i}.csv"), 300, i);
+    }
+    let mut t = trainer(root);
+    assert_eq!(t.run_once().unwrap().unwrap().version, Some(1));
+    // Make the state file unwritable: rename onto a non-empty directory fails, even for root.
+    let state_path = root.join("state").join(STATE_FILE);
+    fs::remove_file(&state_path).unwrap();
+    fs::create_dir_all(state_path.join("blocker")).unwrap();
+    // The publish is the commit: the failed state write is logged, not a failed cycle.
+    let r2 = t.run_once().unwrap().unwrap();
+    assert_eq!(r2.span, "s2.csv");
+    assert_eq!(r2.version, Some(2));
+    let r3 = t.run_once().unwrap().unwrap();
+    assert_eq!(r3.span, "s3.csv", "s2 is not retrained in the same process");
+    assert_eq!(r3.parent_version, Some(2));
+}
+
+#[test]
+fn a_failed_state_commit_of_an_unpublished_span_commits_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    write_span(root, "s1.csv", 300, 1);
+    fs::write(root.join("in/s2.csv"), "").unwrap(); // empty: commits through the state file
+    let mut t = trainer(root);
+    t.run_once().unwrap().unwrap();
+    let state_path = root.join("state").join(STATE_FILE);
+    fs::remove_file(&state_path).unwrap();
+    fs::create_dir_all(state_path.join("blocker")).unwrap();
+    assert!(t.run_once().is_err(), "the commit failed");
+    assert_eq!(
+        t.state().watermark.as_deref(),
+        Some("s1.csv"),
+        "nothing committed"
+    );
+    fs::remove_dir_all(&state_path).unwrap();
+    let r = t.run_once().unwrap().unwrap();
+    assert_eq!(r.span, "s2.csv", "the span is redone");
+    assert_eq!(r.outcome, Outcome::Empty);
+    assert_eq!(t.state().watermark.as_deref(), Some("s2.csv"));
+}
+
+#[test]
+fn an_unusable_header_holds_the_span_back_without_blocking_the_stream() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    fs::create_dir_all(root.join("in")).unwrap();
+    fs::write(root.join("in/a.csv"), "a,a,c,y\n0.1,0.2,x,1\n").unwrap();
+    write_span(root, "b.csv", 300, 2);
+    let mut t = trainer(root);
+    let a = t.run_once().unwrap().unwrap();
+    assert_eq!(a.outcome, Outcome::HeldBack);
+    assert!(a.note.contains("duplicate column"), "{}", a.note);
+    let q = fs::read_to_string(root.join("state/quarantine/a.csv.jsonl")).unwrap();
+    assert!(q.contains("bad_header"), "{q}");
+    let b = t.run_once().unwrap().unwrap();
+    assert_eq!(b.span, "b.csv");
+    assert_eq!(b.outcome, Outcome::Published, "{}", b.note);
+}
+
+#[test]
+fn a_late_span_is_reported_not_silently_skipped() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    write_span(root, "s2.csv", 300, 2);
+    let metrics = Arc::new(Metrics::new());
+    let mut t = Trainer::open(config(root), metrics.clone(), "test").unwrap();
+    t.run_once().unwrap().unwrap();
+    assert!(t.run_once().unwrap().is_none());
+    write_span(root, "s1.csv", 300, 1); // sorts before the watermark s2.csv
+    assert!(t.run_once().unwrap().is_none(), "not trained");
+    assert!(t.run_once().unwrap().is_none());
+    let text = metrics.render();
+    assert!(
+        text.contains("evergreen_data_late_spans_total{model=\"m\"} 1"),
+        "reported exactly once: {text}"
+    );
+}
