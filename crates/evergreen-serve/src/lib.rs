@@ -25,6 +25,15 @@ use std::time::Duration;
 /// Largest number of instances (or examples) one request may carry.
 pub const MAX_BATCH: usize = 10_000;
 
+/// Parses a `:predict` request body (row or columnar) into raw records exactly as the server
+/// does before transforming them with the served version's feature spec. Exposed so that tests
+/// can prove training-time and serving-time feature vectors are identical.
+pub fn parse_predict_records(body: &[u8]) -> Result<Vec<evergreen_core::RawRecord>, String> {
+    json::predict_request(body)
+        .map(|(_, records)| records)
+        .map_err(|e| e.to_string())
+}
+
 /// Response header naming the version that answered a request.
 pub const VERSION_HEADER: &str = "x-evergreen-model-version";
 
