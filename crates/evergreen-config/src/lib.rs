@@ -160,7 +160,9 @@ impl Default for TrainingSection {
 pub struct RegistrySection {
     /// Base path; versions go to `<base_path>/<model.name>/<version>/`.
     pub base_path: PathBuf,
-    /// Keep the newest N versions (the serving and labelled ones are always kept).
+    /// Retention after each publish keeps the newest N versions, plus the versions the trainer
+    /// protects (the one it has just published) and every version named in `labels.json`;
+    /// every other version is removed.
     #[serde(default = "default_keep")]
     pub keep_versions: usize,
 }
@@ -200,7 +202,8 @@ impl Default for StateSection {
 pub struct ServeSection {
     /// REST port (TensorFlow Serving's `--rest_api_port`); 0 picks a free port.
     pub rest_api_port: u16,
-    /// Address to bind.
+    /// Address to bind: an IP address literal (IPv4 or IPv6, without brackets or port),
+    /// checked by validation.
     #[serde(default = "default_host")]
     pub host: String,
     /// Largest accepted request body.
@@ -210,6 +213,16 @@ pub struct ServeSection {
 
 fn default_host() -> String {
     "127.0.0.1".into()
+}
+
+impl ServeSection {
+    /// The socket address to bind, `host` and `rest_api_port`. Built from the parsed IP address
+    /// rather than from the text `host:port`, so that an IPv6 host such as `::1` works too.
+    /// Fails only for a `host` that validation would have rejected.
+    pub fn socket_addr(&self) -> Result<std::net::SocketAddr, std::net::AddrParseError> {
+        let ip: std::net::IpAddr = self.host.parse()?;
+        Ok(std::net::SocketAddr::new(ip, self.rest_api_port))
+    }
 }
 fn default_max_body() -> usize {
     4 << 20
@@ -306,10 +319,20 @@ impl Config {
         if self.registry.keep_versions == 0 {
             return Err(invalid("registry.keep_versions", "must be >= 1".into()));
         }
-        if let Some(s) = &self.serve
-            && s.max_body_bytes < 1024
-        {
-            return Err(invalid("serve.max_body_bytes", "must be >= 1024".into()));
+        if let Some(s) = &self.serve {
+            if s.host.parse::<std::net::IpAddr>().is_err() {
+                return Err(invalid(
+                    "serve.host",
+                    format!(
+                        "{:?} is not an IP address: expected an IP address literal such as \
+                         \"127.0.0.1\", \"0.0.0.0\" or \"::1\" (not a host name)",
+                        s.host
+                    ),
+                ));
+            }
+            if s.max_body_bytes < 1024 {
+                return Err(invalid("serve.max_body_bytes", "must be >= 1024".into()));
+            }
         }
         Ok(())
     }
@@ -371,7 +394,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named_with_file() {
-        let text = EXAMPLE.replace("epochs = 1", "epochs = 1\nepochz = 2");
+        let text = EXAMPLE.replace("epochs = 3", "epochs = 3\nepochz = 2");
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains("conf/evergreen.toml"), "{e}");
         assert!(e.contains("epochz"), "{e}");
@@ -379,7 +402,7 @@ mod tests {
 
     #[test]
     fn bad_type_is_named() {
-        let text = EXAMPLE.replace("epochs = 1", "epochs = \"one\"");
+        let text = EXAMPLE.replace("epochs = 3", "epochs = \"one\"");
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains("epochs"), "{e}");
         assert!(e.contains("conf/evergreen.toml"), "{e}");
@@ -405,7 +428,7 @@ mod tests {
             ),
             ("version = 1", "version = 7", "version"),
             ("name = \"elec2\"", "name = \"../x\"", "model.name"),
-            ("alpha = 0.05", "alpha = -1.0", "model.ftrl.alpha"),
+            ("alpha = 1.0", "alpha = -1.0", "model.ftrl.alpha"),
             (
                 "max_auc_drop = 0.01",
                 "max_auc_drop = -0.5",
@@ -418,6 +441,51 @@ mod tests {
                 ConfigError::Invalid { key: k, .. } => assert_eq!(k, key),
                 other => panic!("{from}: expected Invalid, got {other}"),
             }
+        }
+    }
+
+    #[test]
+    fn serve_host_must_be_an_ip_address() {
+        for bad in ["localhost", "", "127.0.0.1:8501", "[::1]", "256.0.0.1"] {
+            let text = EXAMPLE.replace("host = \"127.0.0.1\"", &format!("host = {bad:?}"));
+            match parse(&text).unwrap_err() {
+                ConfigError::Invalid { key, message, .. } => {
+                    assert_eq!(key, "serve.host", "{bad}");
+                    assert!(message.contains(&format!("{bad:?}")), "{message}");
+                    assert!(message.contains("IP address"), "{message}");
+                }
+                other => panic!("{bad}: expected Invalid, got {other}"),
+            }
+        }
+        for good in ["0.0.0.0", "::1", "::"] {
+            let text = EXAMPLE.replace("host = \"127.0.0.1\"", &format!("host = {good:?}"));
+            let c = parse(&text).unwrap();
+            let addr = c.serve.unwrap().socket_addr().unwrap();
+            assert_eq!(addr.ip().to_string(), good);
+            assert_eq!(addr.port(), 8501);
+        }
+    }
+
+    #[test]
+    fn gate_defaults_apply_inside_a_gate_table() {
+        let text = EXAMPLE
+            .replace("max_auc_drop = 0.01", "")
+            .replace("max_logloss_increase = 0.01", "");
+        let c = parse(&text).unwrap();
+        assert_eq!(c.gate.max_auc_drop, Some(0.01));
+        assert_eq!(c.gate.max_logloss_increase, Some(0.01));
+        assert_eq!(c.gate.min_auc, Some(0.55));
+    }
+
+    #[test]
+    fn label_negative_without_positive_is_named() {
+        let text = EXAMPLE.replace(
+            "label = { column = \"class\" }",
+            "label = { column = \"class\", negative = [\"DOWN\"] }",
+        );
+        match parse(&text).unwrap_err() {
+            ConfigError::Invalid { key, .. } => assert_eq!(key, "features.label.negative"),
+            other => panic!("expected Invalid, got {other}"),
         }
     }
 

@@ -44,11 +44,13 @@ fn default_true() -> bool {
 pub struct LabelSpec {
     /// Name of the label column.
     pub column: String,
-    /// Values (as text) that mean the positive class. Empty: `1`, `1.0`, `true` are positive and
-    /// `0`, `0.0`, `false`, `-1` negative; anything else is a bad label.
+    /// Values (as text, after trimming) that mean the positive class. Empty: exactly `1`, `1.0`,
+    /// `true`, `True` and `TRUE` are positive and exactly `0`, `0.0`, `-1`, `-1.0`, `false`,
+    /// `False` and `FALSE` negative; anything else is a bad label.
     #[serde(default)]
     pub positive: Vec<String>,
-    /// Values that mean the negative class (used with `positive`; empty means every other value).
+    /// Values that mean the negative class; only allowed together with `positive` (validation
+    /// rejects it alone). Empty means every value not in `positive` is negative.
     #[serde(default)]
     pub negative: Vec<String>,
 }
@@ -121,9 +123,25 @@ fn err(key: impl Into<String>, message: impl Into<String>) -> SpecError {
 }
 
 impl FeatureSpec {
-    /// Checks every rule the transform relies on. `prefix` is the key path of the spec in its file
-    /// (e.g. `features`), used in messages.
+    /// Checks every rule of a spec declared in a config: the rules the transform relies on, plus
+    /// rules that catch settings with no effect (`label.negative` without `label.positive`).
+    /// `prefix` is the key path of the spec in its file (e.g. `features`), used in messages.
     pub fn validate(&self, prefix: &str) -> Result<(), SpecError> {
+        self.validate_for_transform(prefix)?;
+        if self.label.positive.is_empty() && !self.label.negative.is_empty() {
+            return Err(err(
+                format!("{prefix}.label.negative"),
+                "is only used together with `positive`: also list the values of the positive \
+                 class in `positive`, or remove `negative` to use the default label values",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The rules the transform relies on (used by `Transformer::new`). Deliberately narrower than
+    /// [`FeatureSpec::validate`]: specs stored in already published versions were validated by
+    /// older builds, and one that an older build accepted must still load and serve.
+    pub(crate) fn validate_for_transform(&self, prefix: &str) -> Result<(), SpecError> {
         if self.hash_bits == 0 || self.hash_bits > MAX_HASH_BITS {
             return Err(err(
                 format!("{prefix}.hash_bits"),
@@ -239,7 +257,7 @@ impl FeatureSpec {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn spec() -> FeatureSpec {
@@ -288,6 +306,64 @@ mod tests {
         s.numeric[0].buckets = Some(vec![1.0, 1.0]);
         assert_eq!(s.validate("f").unwrap_err().key, "f.numeric[0].buckets");
     }
+
+    #[test]
+    fn negative_without_positive_is_rejected_with_key() {
+        let mut s = spec();
+        s.label.negative = vec!["DOWN".into()];
+        let e = s.validate("features").unwrap_err();
+        assert_eq!(e.key, "features.label.negative");
+        assert!(e.message.contains("positive"), "{e}");
+        s.label.positive = vec!["UP".into()];
+        s.validate("features").unwrap();
+    }
+
+    /// A spec using every kind of field, shared by the golden tests here and in `transform.rs`.
+    pub(crate) fn golden_spec() -> FeatureSpec {
+        serde_json::from_value(serde_json::json!({
+            "hash_bits": 16,
+            "label": {"column": "clicked", "positive": ["yes"], "negative": ["no"]},
+            "bias": true,
+            "categorical": [{"name": "site"}, {"name": "device"}],
+            "numeric": [
+                {"name": "price", "log": true, "standardize": {"mean": 1.5, "std": 0.75},
+                 "default": 0.0},
+                {"name": "hour", "buckets": [6.0, 12.0, 18.0]}
+            ],
+            "cross": [{"columns": ["site", "hour"]}, {"columns": ["site", "device"]}]
+        }))
+        .unwrap()
+    }
+
+    /// Golden: every stored model records `FeatureSpec::fingerprint()` of the spec it was trained
+    /// with (model header), and `Registry::load` refuses a model whose fingerprint differs from
+    /// that of the spec in its manifest. The fingerprint is xxh3 of the spec's compact JSON, so
+    /// any change to `FeatureSpec`'s serialized form (a renamed or reordered field, or a new field
+    /// that is always serialized) changes the fingerprint of every existing spec and makes every
+    /// stored model unloadable. A new field must therefore be
+    /// `#[serde(default, skip_serializing_if = ...)]` so that existing specs serialize, and
+    /// fingerprint, exactly as before. If this test fails, do not update the constant: fix the
+    /// serialized form.
+    #[test]
+    fn golden_fingerprint_is_stable() {
+        let s = golden_spec();
+        s.validate("features").unwrap();
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            GOLDEN_JSON,
+            "serialized form of FeatureSpec changed"
+        );
+        assert_eq!(s.fingerprint(), GOLDEN_FINGERPRINT);
+    }
+
+    const GOLDEN_JSON: &str = concat!(
+        r#"{"hash_bits":16,"label":{"column":"clicked","positive":["yes"],"negative":["no"]},"#,
+        r#""bias":true,"categorical":[{"name":"site"},{"name":"device"}],"#,
+        r#""numeric":[{"name":"price","log":true,"standardize":{"mean":1.5,"std":0.75},"#,
+        r#""default":0.0},{"name":"hour","log":false,"buckets":[6.0,12.0,18.0]}],"#,
+        r#""cross":[{"columns":["site","hour"]},{"columns":["site","device"]}]}"#
+    );
+    const GOLDEN_FINGERPRINT: u64 = 0x1ac9_2f12_1d7a_3f0f;
 
     #[test]
     fn fingerprint_changes_with_spec() {

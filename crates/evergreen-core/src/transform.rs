@@ -152,9 +152,11 @@ fn column_seed(kind: &str, name: &str) -> u64 {
 }
 
 impl Transformer {
-    /// Validates and compiles a spec.
+    /// Validates and compiles a spec. Only the rules the transform relies on are checked here, not
+    /// the config-only rules of [`FeatureSpec::validate`], so that a spec stored in a version
+    /// published by an older build keeps loading.
     pub fn new(spec: FeatureSpec) -> Result<Self, SpecError> {
-        spec.validate("features")?;
+        spec.validate_for_transform("features")?;
         let mask = (1u64 << spec.hash_bits) - 1;
         let bias_index = (column_seed("bias", "") & mask) as u32;
         let categorical_seeds = spec
@@ -464,6 +466,66 @@ mod tests {
         assert_eq!(l("UP").unwrap(), 1.0);
         assert_eq!(l("DOWN").unwrap(), 0.0);
         assert!(l("SIDEWAYS").is_err());
+    }
+
+    /// Golden: the hashing recipe (`docs/formats.md`, "Feature hashing") is part of the model
+    /// format. A model's weights are indexed by these buckets, and the trainer that wrote it and
+    /// every server that will ever load it must compute the same indices for the same record.
+    /// If this test fails, the change breaks every stored model: do not update the constants,
+    /// restore the recipe (a new recipe needs a new, opt-in spec field).
+    #[test]
+    fn golden_hashed_indices_are_stable() {
+        let t = Transformer::new(crate::spec::tests::golden_spec()).unwrap();
+        let r = rec(&[
+            ("site", RawValue::Str("example.com".into())),
+            ("device", RawValue::Num(3.0)),
+            ("price", RawValue::Str("3.25".into())),
+            ("hour", RawValue::Num(13.0)),
+            ("clicked", RawValue::Str("yes".into())),
+        ]);
+        let (v, y) = t.example(&r).unwrap();
+        assert_eq!(y, 1.0);
+        // bias, site, device, price, hour bucket 2, cross site×hour, cross site×device
+        assert_eq!(v.indices, GOLDEN_INDICES);
+        let price = ((3.25f64.ln_1p() - 1.5) / 0.75) as f32;
+        assert_eq!(v.values.len(), GOLDEN_INDICES.len());
+        for (i, x) in v.values.iter().enumerate() {
+            let want = if i == 3 { price } else { 1.0 };
+            assert!((x - want).abs() <= 1e-6, "value {i}: {x} != {want}");
+        }
+    }
+
+    const GOLDEN_INDICES: [u32; 7] = [35468, 61692, 13780, 18507, 36180, 31860, 31379];
+
+    #[test]
+    fn stored_spec_with_negative_only_still_compiles_with_default_values() {
+        // Older builds accepted `negative` without `positive` (and ignored it); versions they
+        // published must keep loading, with the default label values.
+        let mut s = spec();
+        s.label.negative = vec!["DOWN".into()];
+        assert!(s.validate("features").is_err());
+        let t = Transformer::new(s).unwrap();
+        let l = |v: &str| t.label(&rec(&[("y", RawValue::Str(v.into()))]));
+        assert_eq!(l("1").unwrap(), 1.0);
+        assert_eq!(l("0").unwrap(), 0.0);
+        assert!(l("DOWN").is_err());
+    }
+
+    #[test]
+    fn default_label_values_are_exactly_the_documented_ones() {
+        let t = Transformer::new(spec()).unwrap();
+        let l = |v: &str| t.label(&rec(&[("y", RawValue::Str(v.into()))]));
+        for v in ["1", "1.0", "true", "True", "TRUE", " 1 "] {
+            assert_eq!(l(v).unwrap(), 1.0, "{v}");
+        }
+        for v in ["0", "0.0", "-1", "-1.0", "false", "False", "FALSE"] {
+            assert_eq!(l(v).unwrap(), 0.0, "{v}");
+        }
+        for v in ["yes", "no", "tRUE", "2", "1.00", "+1"] {
+            assert_eq!(l(v).unwrap_err().reason(), "bad_label", "{v}");
+        }
+        assert_eq!(t.label(&rec(&[("y", RawValue::Num(1.0))])).unwrap(), 1.0);
+        assert_eq!(t.label(&rec(&[("y", RawValue::Num(-1.0))])).unwrap(), 0.0);
     }
 
     proptest::proptest! {

@@ -4,7 +4,14 @@
 use crate::Summary;
 use serde::{Deserialize, Serialize};
 
-/// Gate thresholds (every one optional except the minimum slice size).
+/// Gate thresholds.
+///
+/// The absolute checks (`min_auc`, `max_logloss`) are off unless set. The relative checks
+/// (`max_auc_drop`, `max_logloss_increase`) default to `0.01` whether or not a `[gate]` table
+/// is present (serde's per-field defaults equal [`GateConfig::default`]). To switch a relative
+/// check off in a config file, set a very large margin: `max_auc_drop = 1.0` can never fail
+/// (AUC lies in `[0, 1]`); `max_logloss_increase = 1.0` only stops a badly broken candidate, and
+/// `35` or more can never fail (logloss is clipped at `-ln(1e-15)`, about 34.5).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GateConfig {
@@ -14,11 +21,14 @@ pub struct GateConfig {
     /// Candidate logloss must be at most this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_logloss: Option<f64>,
-    /// Candidate AUC may be below the serving model's by at most this.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Candidate AUC may be below the serving model's by at most this (default `0.01`). `None`
+    /// (not expressible in TOML) is serialized as `null`, not omitted, so that it round-trips
+    /// instead of coming back as the default.
+    #[serde(default = "default_relative_margin")]
     pub max_auc_drop: Option<f64>,
-    /// Candidate logloss may exceed the serving model's by at most this.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Candidate logloss may exceed the serving model's by at most this (default `0.01`);
+    /// serialized like `max_auc_drop`.
+    #[serde(default = "default_relative_margin")]
     pub max_logloss_increase: Option<f64>,
     /// The held-out slice must have at least this many examples.
     #[serde(default = "default_min_examples")]
@@ -29,13 +39,18 @@ fn default_min_examples() -> u64 {
     1
 }
 
+/// Default margin of both relative checks.
+fn default_relative_margin() -> Option<f64> {
+    Some(0.01)
+}
+
 impl Default for GateConfig {
     fn default() -> Self {
         Self {
             min_auc: None,
             max_logloss: None,
-            max_auc_drop: Some(0.01),
-            max_logloss_increase: Some(0.01),
+            max_auc_drop: default_relative_margin(),
+            max_logloss_increase: default_relative_margin(),
             min_examples: default_min_examples(),
         }
     }
@@ -247,6 +262,43 @@ mod tests {
                 .collect();
             assert_eq!(failed, vec![name]);
         }
+    }
+
+    #[test]
+    fn defaults_do_not_depend_on_the_table_being_present() {
+        let empty: GateConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(empty, GateConfig::default());
+        assert_eq!(empty.max_auc_drop, Some(0.01));
+        assert_eq!(empty.max_logloss_increase, Some(0.01));
+        assert_eq!(empty.min_auc, None);
+        assert_eq!(empty.max_logloss, None);
+        assert_eq!(empty.min_examples, 1);
+        // A table that sets only other keys keeps the relative defaults.
+        let partial: GateConfig = serde_json::from_str(r#"{"min_auc": 0.6}"#).unwrap();
+        assert_eq!(partial.max_auc_drop, Some(0.01));
+        assert_eq!(partial.max_logloss_increase, Some(0.01));
+        // Round trips keep the values, an unset relative check included.
+        let off = GateConfig {
+            max_auc_drop: None,
+            ..GateConfig::default()
+        };
+        for cfg in [GateConfig::default(), off] {
+            let json = serde_json::to_string(&cfg).unwrap();
+            let back: GateConfig = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, cfg, "{json}");
+        }
+    }
+
+    #[test]
+    fn a_large_relative_margin_effectively_disables_the_check() {
+        let cfg = GateConfig {
+            max_auc_drop: Some(1.0),
+            max_logloss_increase: Some(1.0),
+            ..GateConfig::default()
+        };
+        // Much worse than the serving model, but within the (huge) margins.
+        let r = evaluate_gate(&cfg, &s(0.6, 0.9, 100), Some(&s(0.95, 0.2, 100)), true);
+        assert!(r.passed, "{}", r.summary());
     }
 
     #[test]

@@ -219,6 +219,54 @@ mod tests {
         assert!((p - expected).abs() < 1e-12, "{p} vs {expected}");
     }
 
+    #[test]
+    fn out_of_range_hyperparameters_are_refused_despite_a_valid_checksum() {
+        let ok = FtrlParams::default();
+        let bad = [
+            FtrlParams {
+                alpha: f64::NAN,
+                ..ok
+            },
+            FtrlParams { alpha: 0.0, ..ok },
+            FtrlParams { alpha: -0.1, ..ok },
+            FtrlParams {
+                alpha: f64::INFINITY,
+                ..ok
+            },
+            FtrlParams { beta: -1.0, ..ok },
+            FtrlParams {
+                beta: f64::NAN,
+                ..ok
+            },
+            FtrlParams {
+                l1: f64::INFINITY,
+                ..ok
+            },
+            FtrlParams { l1: -0.5, ..ok },
+            FtrlParams { l2: f64::NAN, ..ok },
+            FtrlParams {
+                l2: f64::NEG_INFINITY,
+                ..ok
+            },
+        ];
+        for params in bad {
+            // `save` writes a correct checksum over whatever state the model holds.
+            let bytes = save(&Ftrl::new(params, 8), 1);
+            assert_eq!(
+                load(&bytes).unwrap_err(),
+                ModelError::Body("ftrl"),
+                "{params:?} loaded"
+            );
+        }
+        let edge = FtrlParams {
+            alpha: 1e-12,
+            beta: 0.0,
+            l1: 0.0,
+            l2: 0.0,
+        };
+        load(&save(&Ftrl::new(edge, 8), 1)).expect("boundary values load");
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {

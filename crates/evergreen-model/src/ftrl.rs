@@ -112,6 +112,10 @@ impl Ftrl {
             .sum()
     }
 
+    /// Decodes a body written by `encode`. `None` (reported as `ModelError::Body("ftrl")`) when
+    /// the layout is wrong or a hyperparameter breaks the rules of [`FtrlParams::validate`]
+    /// (non-finite, or out of range), so that a corrupt file whose checksum was recomputed
+    /// cannot produce NaN predictions.
     pub(crate) fn decode(body: &[u8]) -> Option<Self> {
         let mut r = crate::format::Reader::new(body);
         let params = FtrlParams {
@@ -120,6 +124,7 @@ impl Ftrl {
             l1: r.f64()?,
             l2: r.f64()?,
         };
+        params.validate().ok()?;
         let examples = r.u64()?;
         let dim = usize::try_from(r.u64()?).ok()?;
         if dim.checked_mul(8)? != r.remaining() {

@@ -3,8 +3,9 @@
 //!
 //! Publish writes `model.bin` and `manifest.json` into `<base>/.tmp-<version>-<pid>/`, fsyncs
 //! both files and the directory, renames it to `<base>/<version>` and fsyncs `<base>`. A reader
-//! lists only directories whose whole name is a number and that hold a manifest; it verifies the
-//! model's checksums before use. A crash at any point leaves either no version or a complete one
+//! lists only directories named by a version number in canonical form (`1`, `2`, ..., never `0`
+//! or `007`) that hold a manifest; it verifies the manifest, the model's checksums and its
+//! dimension before use. A crash at any point leaves either no version or a complete one
 //! (plus a stale `.tmp-*` directory that the next publisher removes). Retention renames a victim
 //! to `.deleting-<version>` before removing it, so no reader sees a half-deleted version.
 
@@ -46,6 +47,14 @@ pub enum RegistryError {
         /// What is wrong.
         message: String,
     },
+    /// `labels.json` unreadable (not a JSON object of label names to version numbers).
+    #[error("{path}: invalid labels file: {message}")]
+    Labels {
+        /// Labels file path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// Model file failed verification.
     #[error("{path}: {source}")]
     Model {
@@ -53,6 +62,17 @@ pub enum RegistryError {
         path: PathBuf,
         /// Why it failed.
         source: ModelError,
+    },
+    /// The model was built for another number of hash buckets than its stored spec produces
+    /// (using it would index out of bounds).
+    #[error("{path}: model has {model_dim} buckets but its feature spec produces {spec_dim}")]
+    Dimension {
+        /// Model file path.
+        path: PathBuf,
+        /// Buckets of the model.
+        model_dim: usize,
+        /// Buckets of the spec (`2^hash_bits`).
+        spec_dim: usize,
     },
     /// The stored feature spec is unusable.
     #[error("{path}: stored feature spec invalid: {source}")]
@@ -173,18 +193,19 @@ impl Registry {
         self.base.join(version.to_string())
     }
 
-    /// Complete versions, ascending. A complete version is a directory named by a number that
-    /// holds a manifest (publish renames whole directories, so none is half-written).
+    /// Complete versions, ascending. A complete version is a directory named by a version number
+    /// in canonical decimal form (ASCII digits, no sign, no leading zero, not `0`: exactly what
+    /// [`Registry::version_dir`] produces, so each listed version maps back to its directory)
+    /// that holds a manifest (publish renames whole directories, so none is half-written).
     pub fn versions(&self) -> Result<Vec<u64>, RegistryError> {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.base).map_err(io(&self.base))? {
             let entry = entry.map_err(io(&self.base))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
+            let Some(v) = parse_version_name(name) else {
                 continue;
-            }
-            let Ok(v) = name.parse::<u64>() else { continue };
+            };
             if entry.path().join(MANIFEST_FILE).is_file() {
                 out.push(v);
             }
@@ -198,7 +219,8 @@ impl Registry {
         Ok(self.versions()?.last().copied())
     }
 
-    /// Reads a version's manifest.
+    /// Reads a version's manifest, and checks that its `format_version` is one this build reads
+    /// (1 to [`MANIFEST_FORMAT_VERSION`]) and that its `version` is the directory's.
     pub fn manifest(&self, version: u64) -> Result<Manifest, RegistryError> {
         let path = self.version_dir(version).join(MANIFEST_FILE);
         let bytes = fs::read(&path).map_err(|e| {
@@ -215,13 +237,37 @@ impl Registry {
                 }
             }
         })?;
-        serde_json::from_slice(&bytes).map_err(|e| RegistryError::Manifest {
-            path,
-            message: e.to_string(),
-        })
+        let invalid = |message: String| RegistryError::Manifest {
+            path: path.clone(),
+            message,
+        };
+        // The format version first, so that a manifest written by a newer build is reported as
+        // such rather than as a parse error of a field that changed.
+        #[derive(serde::Deserialize)]
+        struct Probe {
+            format_version: u32,
+        }
+        let probe: Probe = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+        if probe.format_version == 0 || probe.format_version > MANIFEST_FORMAT_VERSION {
+            return Err(invalid(format!(
+                "manifest format version {} is not one this build reads (1 to {MANIFEST_FORMAT_VERSION})",
+                probe.format_version
+            )));
+        }
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+        if manifest.version != version {
+            return Err(invalid(format!(
+                "manifest says version {} but lies in the directory of version {version}",
+                manifest.version
+            )));
+        }
+        Ok(manifest)
     }
 
-    /// Loads and verifies a version: manifest checksums, model checksum, spec fingerprint.
+    /// Loads and verifies a version: the manifest (see [`Registry::manifest`]), the model file's
+    /// size and checksum recorded in it, the model file's own checks, the spec fingerprint, the
+    /// stored spec, and that the model's dimension is the spec's `2^hash_bits`.
     pub fn load(&self, version: u64) -> Result<LoadedVersion, RegistryError> {
         let manifest = self.manifest(version)?;
         let dir = self.version_dir(version);
@@ -260,6 +306,26 @@ impl Registry {
                 source,
             }
         })?;
+        // Checked after the spec validated (hash_bits in range, so dim() cannot overflow).
+        // The fingerprint alone does not guarantee this: a crafted model with the right
+        // fingerprint and a valid checksum could be smaller than the spec's index range.
+        let spec_dim = transformer.spec().dim();
+        let model_dim = model.dim();
+        if model_dim != spec_dim {
+            return Err(RegistryError::Dimension {
+                path,
+                model_dim,
+                spec_dim,
+            });
+        }
+        // The trainer never publishes a non-finite model (the gate rejects it); a file that
+        // holds one anyway is refused rather than served as NaN predictions.
+        if !model.is_finite() {
+            return Err(RegistryError::Model {
+                path,
+                source: ModelError::Body("non-finite parameters"),
+            });
+        }
         Ok(LoadedVersion {
             manifest,
             model,
@@ -276,6 +342,12 @@ impl Registry {
     ) -> Result<PathBuf, RegistryError> {
         let version = manifest.version;
         let dest = self.version_dir(version);
+        if version == 0 {
+            return Err(RegistryError::Manifest {
+                path: dest.join(MANIFEST_FILE),
+                message: "version 0 cannot be published: versions start at 1".into(),
+            });
+        }
         if dest.exists() {
             return Err(RegistryError::Exists {
                 version,
@@ -317,8 +389,9 @@ impl Registry {
         Ok(())
     }
 
-    /// Keeps the newest `keep` versions plus every version in `protected` (and every labelled
-    /// version); removes the others. Returns the removed versions.
+    /// Retention: keeps the newest `keep` versions (at least 1), every version in `protected`
+    /// (the trainer protects the version it has just published) and every version named in
+    /// `labels.json`; removes every other version. Returns the removed versions, ascending.
     pub fn apply_retention(
         &self,
         keep: usize,
@@ -349,7 +422,7 @@ impl Registry {
     pub fn labels(&self) -> Result<BTreeMap<String, u64>, RegistryError> {
         let path = self.base.join(LABELS_FILE);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| RegistryError::Manifest {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| RegistryError::Labels {
                 path,
                 message: e.to_string(),
             }),
@@ -363,6 +436,16 @@ impl Registry {
         let json = serde_json::to_vec_pretty(labels).expect("labels serialize");
         write_atomic(&self.base.join(LABELS_FILE), &json)
     }
+}
+
+/// The version named by a directory, if the name is a version number in canonical decimal form
+/// (what `version.to_string()` writes) and at least 1. Names such as `007`, `+7` or `0` are not
+/// versions: `version_dir` would map their number to another directory.
+fn parse_version_name(name: &str) -> Option<u64> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) || name.starts_with('0') {
+        return None;
+    }
+    name.parse::<u64>().ok()
 }
 
 /// A shared, loaded version (what servers hold).

@@ -109,3 +109,126 @@ fn retention_keeps_newest_protected_and_labelled() {
     assert_eq!(r.versions().unwrap(), vec![2, 3, 5, 6]);
     assert_eq!(r.labels().unwrap()["stable"], 2);
 }
+
+/// Writes a copy of version `from`'s files into a directory named `name`, with the manifest
+/// changed by `edit`.
+fn copy_version(r: &Registry, from: u64, name: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let src = r.version_dir(from);
+    let dst = r.base().join(name);
+    fs::create_dir(&dst).unwrap();
+    fs::copy(src.join(MODEL_FILE), dst.join(MODEL_FILE)).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&fs::read(src.join(MANIFEST_FILE)).unwrap()).unwrap();
+    edit(&mut m);
+    fs::write(dst.join(MANIFEST_FILE), serde_json::to_vec(&m).unwrap()).unwrap();
+}
+
+#[test]
+fn only_canonical_version_names_are_listed() {
+    let d = tempfile::tempdir().unwrap();
+    let r = Registry::open(d.path(), "m").unwrap();
+    publish(&r, 1);
+    for name in ["0", "00", "01", "007", "+2", "2 "] {
+        copy_version(&r, 1, name, |_| {});
+    }
+    assert_eq!(r.versions().unwrap(), vec![1]);
+    for v in r.versions().unwrap() {
+        assert_eq!(r.load(v).unwrap().manifest.version, v);
+    }
+}
+
+#[test]
+fn version_zero_cannot_be_published() {
+    let d = tempfile::tempdir().unwrap();
+    let r = Registry::open(d.path(), "m").unwrap();
+    let m = Ftrl::new(FtrlParams::default(), spec().dim());
+    let bytes = evergreen_model::save(&m, spec().fingerprint());
+    let e = r.publish(manifest(0), &bytes).unwrap_err();
+    assert!(matches!(e, RegistryError::Manifest { .. }), "{e}");
+    assert!(!d.path().join("0").exists());
+}
+
+#[test]
+fn manifest_version_must_match_its_directory() {
+    let d = tempfile::tempdir().unwrap();
+    let r = Registry::open(d.path(), "m").unwrap();
+    publish(&r, 1);
+    copy_version(&r, 1, "3", |_| {}); // manifest still says 1
+    assert_eq!(r.versions().unwrap(), vec![1, 3]);
+    for e in [r.manifest(3).unwrap_err(), r.load(3).unwrap_err()] {
+        assert!(matches!(e, RegistryError::Manifest { .. }), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains(&r.version_dir(3).join(MANIFEST_FILE).display().to_string()),
+            "{text}"
+        );
+        assert!(text.contains("version 1"), "{text}");
+    }
+}
+
+#[test]
+fn manifest_format_version_must_be_readable() {
+    let d = tempfile::tempdir().unwrap();
+    let r = Registry::open(d.path(), "m").unwrap();
+    publish(&r, 1);
+    for (v, format) in [(2u64, MANIFEST_FORMAT_VERSION + 1), (3, 0)] {
+        copy_version(&r, 1, &v.to_string(), |m| {
+            m["version"] = v.into();
+            m["format_version"] = format.into();
+            // A newer format may change fields: the version check must come first.
+            if format > MANIFEST_FORMAT_VERSION {
+                m.as_object_mut().unwrap().remove("spans");
+            }
+        });
+        for e in [r.manifest(v).unwrap_err(), r.load(v).unwrap_err()] {
+            assert!(matches!(e, RegistryError::Manifest { .. }), "{e}");
+            let text = e.to_string();
+            assert!(text.contains("manifest.json"), "{text}");
+            assert!(
+                text.contains(&format!("manifest format version {format}")),
+                "{text}"
+            );
+        }
+    }
+    r.load(1).unwrap();
+}
+
+#[test]
+fn model_dimension_must_match_the_spec() {
+    let d = tempfile::tempdir().unwrap();
+    let r = Registry::open(d.path(), "m").unwrap();
+    // Right fingerprint, valid checksums, but fewer buckets than the spec's 2^8.
+    let m = Ftrl::new(FtrlParams::default(), 16);
+    let bytes = evergreen_model::save(&m, spec().fingerprint());
+    r.publish(manifest(1), &bytes).unwrap();
+    let e = r.load(1).unwrap_err();
+    match &e {
+        RegistryError::Dimension {
+            path,
+            model_dim,
+            spec_dim,
+        } => {
+            assert_eq!(path, &r.version_dir(1).join(MODEL_FILE));
+            assert_eq!((*model_dim, *spec_dim), (16, 256));
+        }
+        other => panic!("expected Dimension, got {other}"),
+    }
+    assert!(e.to_string().contains("model.bin"), "{e}");
+}
+
+#[test]
+fn malformed_labels_file_is_reported_as_labels() {
+    let d = tempfile::tempdir().unwrap();
+    let r = Registry::open(d.path(), "m").unwrap();
+    publish(&r, 1);
+    for text in ["{\"stable\": \"one\"}", "[1]", "{"] {
+        fs::write(d.path().join(LABELS_FILE), text).unwrap();
+        let e = r.labels().unwrap_err();
+        assert!(matches!(e, RegistryError::Labels { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("invalid labels file"), "{msg}");
+        assert!(!msg.contains("manifest"), "{msg}");
+        assert!(msg.contains(LABELS_FILE), "{msg}");
+        assert!(r.apply_retention(1, &[]).is_err());
+    }
+}

@@ -45,7 +45,7 @@ fn example_config_validates_and_errors_name_key_and_file() {
     let bad = d.path().join("bad.toml");
     std::fs::write(
         &bad,
-        example.replace("epochs = 1", "epochs = 1\nepocks = 3"),
+        example.replace("epochs = 3", "epochs = 3\nepocks = 3"),
     )
     .unwrap();
     let (ok, _, err) = run(&["validate", bad.to_str().unwrap()]);

@@ -20,7 +20,11 @@ fn training_and_serving_feature_vectors_are_identical() {
         .args(["run", "--config", config.to_str().unwrap(), "--once"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The transformer of the stored version, as the server builds it.
     let version = Registry::open(root.join("models/m"), "m")
         .unwrap()

@@ -62,8 +62,8 @@ pub fn start_server(
         max_body_bytes: s.max_body_bytes,
         ..ServeOptions::default()
     };
-    let addr: std::net::SocketAddr = format!("{}:{}", s.host, s.rest_api_port)
-        .parse()
+    let addr = s
+        .socket_addr()
         .with_context(|| format!("serve.host {:?} is not an IP address", s.host))?;
     let handle = rt
         .block_on(evergreen_serve::spawn(opts, metrics, addr))
