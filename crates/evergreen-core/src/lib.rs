@@ -11,6 +11,6 @@ pub mod transform;
 pub use record::{RawRecord, RawValue};
 pub use spec::{
     CategoricalColumn, CrossColumn, FeatureSpec, LabelSpec, NumericColumn, NumericTransform,
-    SpecError,
+    SparseColumn, SpecError,
 };
 pub use transform::{FeatureVector, TransformError, Transformer};

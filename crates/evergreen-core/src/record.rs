@@ -1,5 +1,6 @@
 //! Raw records: the values of one example before the feature transform.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// One raw value as a source or a request delivered it.
@@ -7,20 +8,40 @@ use std::fmt;
 pub enum RawValue {
     /// Absent, empty or JSON `null`.
     Missing,
-    /// A number (JSON number, or NaN/Infinity token).
+    /// A floating-point number (JSON number, tf.Example float, NaN/Infinity token).
     Num(f64),
+    /// A 64-bit integer (tf.Example int64): kept exact, so large ids hash without rounding.
+    Int(i64),
     /// A string (every CSV cell arrives as a string; numeric columns parse it).
     Str(String),
+    /// Bytes that need not be UTF-8 (tf.Example bytes_list).
+    Bytes(Vec<u8>),
+    /// Several values of one feature (tf.Example lists): a categorical column becomes multi-hot,
+    /// a numeric column accepts exactly one value.
+    List(Vec<RawValue>),
+    /// Named, weighted sparse features (a VW namespace, LibSVM/LibFFM `index:value` pairs).
+    Weighted(Vec<(String, f64)>),
 }
 
 impl RawValue {
-    /// Canonical text of the value, used for hashing categorical values: a JSON number `3` and a
-    /// CSV cell `"3"` hash the same.
-    pub fn canonical_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+    /// Canonical bytes of a scalar value, used for hashing categorical values: a JSON number `3`,
+    /// an int64 `3` and a CSV cell `"3"` hash the same, and so do `Str("a")` and `Bytes(b"a")`.
+    /// `None` for missing values, lists and weighted features.
+    pub fn canonical_bytes(&self) -> Option<Cow<'_, [u8]>> {
         match self {
-            RawValue::Missing => None,
-            RawValue::Str(s) => Some(std::borrow::Cow::Borrowed(s.as_str())),
-            RawValue::Num(x) => Some(std::borrow::Cow::Owned(format!("{x}"))),
+            RawValue::Missing | RawValue::List(_) | RawValue::Weighted(_) => None,
+            RawValue::Str(s) => Some(Cow::Borrowed(s.as_bytes())),
+            RawValue::Bytes(b) => Some(Cow::Borrowed(b.as_slice())),
+            RawValue::Num(x) => Some(Cow::Owned(format!("{x}").into_bytes())),
+            RawValue::Int(i) => Some(Cow::Owned(i.to_string().into_bytes())),
+        }
+    }
+
+    /// Canonical text of a scalar value (bytes decoded lossily), see [`Self::canonical_bytes`].
+    pub fn canonical_text(&self) -> Option<Cow<'_, str>> {
+        match self.canonical_bytes()? {
+            Cow::Borrowed(b) => Some(String::from_utf8_lossy(b)),
+            Cow::Owned(b) => Some(Cow::Owned(String::from_utf8_lossy(&b).into_owned())),
         }
     }
 }
@@ -30,7 +51,29 @@ impl fmt::Display for RawValue {
         match self {
             RawValue::Missing => f.write_str("<missing>"),
             RawValue::Num(x) => write!(f, "{x}"),
+            RawValue::Int(i) => write!(f, "{i}"),
             RawValue::Str(s) => write!(f, "{s:?}"),
+            RawValue::Bytes(b) => write!(f, "{:?}", String::from_utf8_lossy(b)),
+            RawValue::List(v) => {
+                f.write_str("[")?;
+                for (i, x) in v.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{x}")?;
+                }
+                f.write_str("]")
+            }
+            RawValue::Weighted(v) => {
+                f.write_str("{")?;
+                for (i, (k, x)) in v.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{k:?}: {x}")?;
+                }
+                f.write_str("}")
+            }
         }
     }
 }
@@ -105,6 +148,20 @@ mod tests {
         assert_eq!(RawValue::Num(0.5).canonical_text().unwrap(), "0.5");
         assert_eq!(RawValue::Str("3".into()).canonical_text().unwrap(), "3");
         assert!(RawValue::Missing.canonical_text().is_none());
+        assert_eq!(RawValue::Int(3).canonical_bytes().unwrap(), &b"3"[..]);
+        assert_eq!(
+            RawValue::Int(i64::MIN).canonical_text().unwrap(),
+            "-9223372036854775808"
+        );
+        assert_eq!(
+            RawValue::Bytes(b"3".to_vec()).canonical_bytes(),
+            RawValue::Str("3".into()).canonical_bytes()
+        );
+        assert!(
+            RawValue::List(vec![RawValue::Int(1)])
+                .canonical_bytes()
+                .is_none()
+        );
     }
 
     #[test]

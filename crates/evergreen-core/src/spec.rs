@@ -29,6 +29,19 @@ pub struct FeatureSpec {
     /// Crosses of categorical (or bucketized numeric) columns.
     #[serde(default)]
     pub cross: Vec<CrossColumn>,
+    /// Sparse columns of named, weighted features (VW namespaces, LibSVM/LibFFM fields): each
+    /// `name:value` pair becomes one hashed feature with that value. Skipped when empty so the
+    /// fingerprint of specs without sparse columns is unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sparse: Vec<SparseColumn>,
+}
+
+/// A sparse column: a record field holding named, weighted features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparseColumn {
+    /// Column (field) name: a VW namespace, `features` for LibSVM, `field_<n>` for LibFFM.
+    pub name: String,
 }
 
 fn default_hash_bits() -> u8 {
@@ -154,10 +167,10 @@ impl FeatureSpec {
         if self.label.column.trim().is_empty() {
             return Err(err(format!("{prefix}.label.column"), "must not be empty"));
         }
-        if self.categorical.is_empty() && self.numeric.is_empty() {
+        if self.categorical.is_empty() && self.numeric.is_empty() && self.sparse.is_empty() {
             return Err(err(
                 prefix,
-                "declares no feature: add at least one [[features.categorical]] or [[features.numeric]]",
+                "declares no feature: add at least one [[features.categorical]], [[features.numeric]] or [[features.sparse]]",
             ));
         }
         let mut seen = std::collections::HashSet::new();
@@ -171,6 +184,12 @@ impl FeatureSpec {
                     .iter()
                     .enumerate()
                     .map(|(i, c)| (format!("{prefix}.numeric[{i}].name"), &c.name)),
+            )
+            .chain(
+                self.sparse
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("{prefix}.sparse[{i}].name"), &c.name)),
             );
         for (key, name) in names {
             if name.trim().is_empty() {

@@ -6,6 +6,7 @@
 
 use crate::record::{RawRecord, RawValue};
 use crate::spec::{FeatureSpec, NumericColumn, SpecError};
+use std::borrow::Cow;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// A sparse feature vector over `2^hash_bits` buckets. Indices may repeat (hash collisions).
@@ -79,6 +80,33 @@ pub enum TransformError {
         /// The offending value.
         value: f64,
     },
+    /// A column that takes one value held several.
+    #[error("column {column:?}: expected one value, got {len}")]
+    NotScalar {
+        /// Column name.
+        column: String,
+        /// Number of values.
+        len: usize,
+    },
+    /// A value of the wrong kind for its column (e.g. weighted sparse features in a numeric
+    /// column, or a nested list).
+    #[error("column {column:?}: {found} value where {expected} was expected")]
+    WrongKind {
+        /// Column name.
+        column: String,
+        /// What the column takes.
+        expected: &'static str,
+        /// What it held.
+        found: &'static str,
+    },
+    /// A cross of multi-valued columns would produce more features than allowed.
+    #[error("cross {columns:?}: {count} combinations exceed the limit of {MAX_CROSS_PRODUCT}")]
+    CrossTooLarge {
+        /// Crossed columns.
+        columns: String,
+        /// Combinations it would produce.
+        count: usize,
+    },
     /// The label column is absent or empty.
     #[error("label column {column:?} is missing")]
     MissingLabel {
@@ -104,7 +132,88 @@ impl TransformError {
             TransformError::LogDomain { .. } => "log_domain",
             TransformError::MissingLabel { .. } => "missing_label",
             TransformError::BadLabel { .. } => "bad_label",
+            TransformError::NotScalar { .. } => "not_scalar",
+            TransformError::WrongKind { .. } => "wrong_kind",
+            TransformError::CrossTooLarge { .. } => "cross_too_large",
         }
+    }
+}
+
+/// Most features one cross of multi-valued columns may produce for one record.
+pub const MAX_CROSS_PRODUCT: usize = 1024;
+
+fn kind_name(v: &RawValue) -> &'static str {
+    match v {
+        RawValue::Missing => "missing",
+        RawValue::Num(_) => "float",
+        RawValue::Int(_) => "int64",
+        RawValue::Str(_) => "string",
+        RawValue::Bytes(_) => "bytes",
+        RawValue::List(_) => "list",
+        RawValue::Weighted(_) => "weighted sparse",
+    }
+}
+
+/// The scalar values of a categorical column: one for a scalar, each element of a list.
+fn categorical_values<'a>(
+    column: &str,
+    v: Option<&'a RawValue>,
+) -> Result<Vec<Cow<'a, [u8]>>, TransformError> {
+    let wrong = |found: &RawValue| TransformError::WrongKind {
+        column: column.to_string(),
+        expected: "a categorical value or a list of them",
+        found: kind_name(found),
+    };
+    let mut out = Vec::new();
+    match v {
+        None | Some(RawValue::Missing) => {}
+        Some(RawValue::List(items)) => {
+            for item in items {
+                match item {
+                    RawValue::Missing => {}
+                    RawValue::List(_) | RawValue::Weighted(_) => return Err(wrong(item)),
+                    scalar => {
+                        let b = scalar.canonical_bytes().expect("scalar");
+                        if !b.is_empty() {
+                            out.push(b);
+                        }
+                    }
+                }
+            }
+        }
+        Some(w @ RawValue::Weighted(_)) => return Err(wrong(w)),
+        Some(scalar) => {
+            let b = scalar.canonical_bytes().expect("scalar");
+            if !b.is_empty() {
+                out.push(b);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The one value of a column that takes a scalar: a one-element list counts as its element, an
+/// empty list as missing.
+fn scalar_of<'a>(
+    column: &str,
+    v: Option<&'a RawValue>,
+) -> Result<Option<&'a RawValue>, TransformError> {
+    match v {
+        None | Some(RawValue::Missing) => Ok(None),
+        Some(RawValue::List(items)) => match items.as_slice() {
+            [] => Ok(None),
+            [one] => scalar_of(column, Some(one)),
+            many => Err(TransformError::NotScalar {
+                column: column.to_string(),
+                len: many.len(),
+            }),
+        },
+        Some(w @ RawValue::Weighted(_)) => Err(TransformError::WrongKind {
+            column: column.to_string(),
+            expected: "one value",
+            found: kind_name(w),
+        }),
+        Some(v) => Ok(Some(v)),
     }
 }
 
@@ -133,6 +242,7 @@ pub struct Transformer {
     categorical_seeds: Vec<u64>,
     numeric: Vec<CompiledNumeric>,
     crosses: Vec<CompiledCross>,
+    sparse_seeds: Vec<u64>,
 }
 
 impl std::fmt::Debug for Transformer {
@@ -198,6 +308,11 @@ impl Transformer {
                 }
             })
             .collect();
+        let sparse_seeds = spec
+            .sparse
+            .iter()
+            .map(|c| column_seed("sparse", &c.name))
+            .collect();
         Ok(Self {
             spec,
             mask,
@@ -205,6 +320,7 @@ impl Transformer {
             categorical_seeds,
             numeric,
             crosses,
+            sparse_seeds,
         })
     }
 
@@ -224,19 +340,31 @@ impl Transformer {
         r: &RawRecord,
     ) -> Result<Option<f64>, TransformError> {
         let col = &n.col;
-        let raw = match r.get(&col.name) {
+        let parse = |text: &str| -> Result<Option<f64>, TransformError> {
+            let t = text.trim();
+            if t.is_empty() {
+                Ok(None)
+            } else {
+                t.parse::<f64>()
+                    .map(Some)
+                    .map_err(|_| TransformError::NotNumeric {
+                        column: col.name.clone(),
+                        value: text.to_string(),
+                    })
+            }
+        };
+        let raw = match scalar_of(&col.name, r.get(&col.name))? {
             None | Some(RawValue::Missing) => None,
             Some(RawValue::Num(x)) => Some(*x),
-            Some(RawValue::Str(s)) => {
-                let t = s.trim();
-                if t.is_empty() {
-                    None
-                } else {
-                    Some(t.parse::<f64>().map_err(|_| TransformError::NotNumeric {
-                        column: col.name.clone(),
-                        value: s.clone(),
-                    })?)
-                }
+            Some(RawValue::Int(i)) => Some(*i as f64),
+            Some(RawValue::Str(s)) => parse(s)?,
+            Some(RawValue::Bytes(b)) => parse(&String::from_utf8_lossy(b))?,
+            Some(other) => {
+                return Err(TransformError::WrongKind {
+                    column: col.name.clone(),
+                    expected: "a number",
+                    found: kind_name(other),
+                });
             }
         };
         let Some(mut x) = raw.or(col.default) else {
@@ -275,12 +403,15 @@ impl Transformer {
         if self.spec.bias {
             out.push(self.bias_index, 1.0);
         }
+        // Canonical values per categorical column, kept for crosses.
+        let mut cat_values: Vec<Vec<Cow<'_, [u8]>>> =
+            Vec::with_capacity(self.categorical_seeds.len());
         for (c, seed) in self.spec.categorical.iter().zip(&self.categorical_seeds) {
-            if let Some(text) = r.get(&c.name).and_then(RawValue::canonical_text)
-                && !text.is_empty()
-            {
-                out.push(self.bucket(xxh3_64_with_seed(text.as_bytes(), *seed)), 1.0);
+            let values = categorical_values(&c.name, r.get(&c.name))?;
+            for v in &values {
+                out.push(self.bucket(xxh3_64_with_seed(v, *seed)), 1.0);
             }
+            cat_values.push(values);
         }
         // Bucket index per numeric column, kept for crosses.
         let mut buckets: Vec<Option<usize>> = vec![None; self.numeric.len()];
@@ -300,31 +431,74 @@ impl Transformer {
                 None => out.push(self.bucket(n.seed), x as f32),
             }
         }
-        'cross: for x in &self.crosses {
-            let mut h = x.seed;
+        for (x, spec) in self.crosses.iter().zip(&self.spec.cross) {
+            // Each part contributes one or more values; the cross is their cartesian product.
+            let mut count = 1usize;
             for part in &x.parts {
-                match *part {
-                    Part::Categorical(i) => {
-                        let Some(text) = r
-                            .get(&self.spec.categorical[i].name)
-                            .and_then(RawValue::canonical_text)
-                        else {
-                            continue 'cross;
-                        };
-                        if text.is_empty() {
-                            continue 'cross;
+                let n = match *part {
+                    Part::Categorical(i) => cat_values[i].len(),
+                    Part::Numeric(i) => buckets[i].is_some() as usize,
+                };
+                count = count.saturating_mul(n);
+            }
+            if count == 0 {
+                continue;
+            }
+            if count > MAX_CROSS_PRODUCT {
+                return Err(TransformError::CrossTooLarge {
+                    columns: spec.columns.join(","),
+                    count,
+                });
+            }
+            let mut hashes = vec![x.seed];
+            for part in &x.parts {
+                let mut next = Vec::with_capacity(hashes.len());
+                for h in &hashes {
+                    match *part {
+                        Part::Categorical(i) => {
+                            for v in &cat_values[i] {
+                                next.push(xxh3_64_with_seed(v, *h));
+                            }
                         }
-                        h = xxh3_64_with_seed(text.as_bytes(), h);
+                        Part::Numeric(i) => {
+                            let k = buckets[i].expect("counted above");
+                            next.push(xxh3_64_with_seed(
+                                &(k as u64).to_le_bytes(),
+                                h ^ 0x9e37_79b9_7f4a_7c15,
+                            ));
+                        }
                     }
-                    Part::Numeric(i) => {
-                        let Some(k) = buckets[i] else {
-                            continue 'cross;
-                        };
-                        h = xxh3_64_with_seed(&(k as u64).to_le_bytes(), h ^ 0x9e37_79b9_7f4a_7c15);
+                }
+                hashes = next;
+            }
+            for h in hashes {
+                out.push(self.bucket(h), 1.0);
+            }
+        }
+        for (c, seed) in self.spec.sparse.iter().zip(&self.sparse_seeds) {
+            match r.get(&c.name) {
+                None | Some(RawValue::Missing) => {}
+                Some(RawValue::Weighted(pairs)) => {
+                    for (name, v) in pairs {
+                        if !v.is_finite() {
+                            return Err(TransformError::NonFinite {
+                                column: format!("{}:{name}", c.name),
+                                value: *v,
+                            });
+                        }
+                        out.push(
+                            self.bucket(xxh3_64_with_seed(name.as_bytes(), *seed)),
+                            *v as f32,
+                        );
+                    }
+                }
+                Some(other) => {
+                    // Plain values (or lists of them) count as features of weight 1.
+                    for v in categorical_values(&c.name, Some(other))? {
+                        out.push(self.bucket(xxh3_64_with_seed(&v, *seed)), 1.0);
                     }
                 }
             }
-            out.push(self.bucket(h), 1.0);
         }
         Ok(out)
     }
@@ -333,11 +507,20 @@ impl Transformer {
     pub fn label(&self, r: &RawRecord) -> Result<f32, TransformError> {
         let l = &self.spec.label;
         let column = || l.column.clone();
-        let text = match r.get(&l.column) {
+        let text = match scalar_of(&l.column, r.get(&l.column))? {
             None | Some(RawValue::Missing) => {
                 return Err(TransformError::MissingLabel { column: column() });
             }
-            Some(v) => v.canonical_text().expect("not missing").trim().to_string(),
+            Some(v) => match v.canonical_text() {
+                Some(t) => t.trim().to_string(),
+                None => {
+                    return Err(TransformError::WrongKind {
+                        column: column(),
+                        expected: "one label value",
+                        found: kind_name(v),
+                    });
+                }
+            },
         };
         if text.is_empty() {
             return Err(TransformError::MissingLabel { column: column() });
@@ -526,6 +709,79 @@ mod tests {
         }
         assert_eq!(t.label(&rec(&[("y", RawValue::Num(1.0))])).unwrap(), 1.0);
         assert_eq!(t.label(&rec(&[("y", RawValue::Num(-1.0))])).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn lists_ints_bytes_and_sparse_columns() {
+        let spec: FeatureSpec = serde_json::from_value(serde_json::json!({
+            "hash_bits": 16,
+            "bias": false,
+            "label": {"column": "y"},
+            "categorical": [{"name": "tags"}, {"name": "user"}],
+            "numeric": [{"name": "price"}],
+            "cross": [{"columns": ["tags", "user"]}],
+            "sparse": [{"name": "ns"}]
+        }))
+        .unwrap();
+        let t = Transformer::new(spec).unwrap();
+        let r = rec(&[
+            (
+                "tags",
+                RawValue::List(vec![
+                    RawValue::Bytes(b"a".to_vec()),
+                    RawValue::Str("b".into()),
+                    RawValue::Bytes(vec![]),
+                ]),
+            ),
+            ("user", RawValue::Int(9_007_199_254_740_993)), // 2^53 + 1: exact as int64
+            ("price", RawValue::List(vec![RawValue::Num(2.5)])),
+            (
+                "ns",
+                RawValue::Weighted(vec![("f1".into(), 0.5), ("f2".into(), 2.0)]),
+            ),
+            ("y", RawValue::List(vec![RawValue::Int(1)])),
+        ]);
+        let (v, y) = t.example(&r).unwrap();
+        assert_eq!(y, 1.0);
+        // 2 tags + user + price + 2 crosses (a×user, b×user) + 2 sparse
+        assert_eq!(v.len(), 8, "{v:?}");
+        assert_eq!(&v.values[3..4], &[2.5]);
+        assert_eq!(&v.values[6..], &[0.5, 2.0]);
+        // An int64 id and its text hash alike; a neighbouring id does not collide by rounding.
+        let as_text = rec(&[("user", RawValue::Str("9007199254740993".into()))]);
+        let neighbour = rec(&[("user", RawValue::Int(9_007_199_254_740_992))]);
+        let only_user = |r: &RawRecord| t.features(r).unwrap().indices;
+        assert_eq!(
+            only_user(&as_text),
+            only_user(&rec(&[("user", RawValue::Int(9_007_199_254_740_993))]))
+        );
+        assert_ne!(only_user(&as_text), only_user(&neighbour));
+    }
+
+    #[test]
+    fn shape_and_kind_errors_are_typed() {
+        let t = Transformer::new(spec()).unwrap();
+        let two = RawValue::List(vec![RawValue::Num(1.0), RawValue::Num(2.0)]);
+        let e = t.features(&rec(&[("price", two)])).unwrap_err();
+        assert_eq!(e.reason(), "not_scalar");
+        let w = RawValue::Weighted(vec![("a".into(), 1.0)]);
+        let e = t.features(&rec(&[("price", w.clone())])).unwrap_err();
+        assert_eq!(e.reason(), "wrong_kind");
+        let e = t.features(&rec(&[("site", w)])).unwrap_err();
+        assert_eq!(e.reason(), "wrong_kind");
+        let many: Vec<RawValue> = (0..2000).map(|i| RawValue::Int(i)).collect();
+        let e = t
+            .features(&rec(&[
+                ("site", RawValue::List(many)),
+                ("hour", RawValue::Num(3.0)),
+            ]))
+            .unwrap_err();
+        assert!(
+            matches!(e, TransformError::CrossTooLarge { count: 2000, .. }),
+            "{e}"
+        );
+        let e = t.label(&rec(&[("y", RawValue::List(vec![]))])).unwrap_err();
+        assert_eq!(e.reason(), "missing_label");
     }
 
     proptest::proptest! {
