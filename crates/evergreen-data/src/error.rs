@@ -41,6 +41,14 @@ pub enum DataError {
         /// The underlying error.
         source: io::Error,
     },
+    /// The format is declared but its reader is not available in this build.
+    #[error("{}: reading {format} spans is not implemented yet", path.display())]
+    Unsupported {
+        /// The span file.
+        path: PathBuf,
+        /// The format.
+        format: &'static str,
+    },
     /// The CSV header line could not be used.
     #[error("unreadable CSV header in {} at line {line}: {detail}", path.display())]
     Header {

@@ -36,6 +36,8 @@ mod error;
 mod quarantine;
 mod reader;
 mod span;
+mod sparse_text;
+pub mod tfrecord;
 
 pub use error::DataError;
 pub use quarantine::{Quarantine, QuarantineWriter};

@@ -80,6 +80,10 @@ pub fn open_span(file: &SpanFile) -> Result<SpanReader, DataError> {
             buf: Vec::new(),
             line: 0,
         }),
+        Format::Tfrecord => Inner::Other(crate::tfrecord::open_rows(handle, &file.path)?),
+        Format::Vw => Inner::Other(crate::sparse_text::open_vw(handle, &file.path)?),
+        Format::Libsvm => Inner::Other(crate::sparse_text::open_libsvm(handle, &file.path)?),
+        Format::Libffm => Inner::Other(crate::sparse_text::open_libffm(handle, &file.path)?),
     };
     Ok(SpanReader {
         span: file.name.clone(),
@@ -103,6 +107,7 @@ enum Inner {
     Done,
     Csv(Box<CsvRows>),
     Jsonl(JsonlLines),
+    Other(Box<dyn RowSource>),
 }
 
 impl SpanReader {
@@ -150,8 +155,15 @@ impl fmt::Debug for SpanReader {
     }
 }
 
+/// A format reader: produces one step at a time. CSV and JSON Lines are built in; the other
+/// formats implement this in their own module.
+pub(crate) trait RowSource: Send {
+    /// The next record, bad record, failure or end.
+    fn step(&mut self) -> Step;
+}
+
 /// What one step of a format reader produced.
-enum Step {
+pub(crate) enum Step {
     End,
     Record(SourceRecord),
     Bad {
@@ -175,6 +187,7 @@ impl Iterator for SpanReader {
             Inner::Done => return None,
             Inner::Csv(rows) => rows.step(),
             Inner::Jsonl(lines) => lines.step(),
+            Inner::Other(rows) => rows.step(),
         };
         match step {
             Step::End => {

@@ -16,12 +16,43 @@ pub enum Format {
     Csv,
     /// JSON Lines: one JSON object per line.
     Jsonl,
+    /// TFRecord framing of serialized `tf.train.Example` protos, plain or gzip-compressed
+    /// (detected from the content).
+    Tfrecord,
+    /// Vowpal Wabbit text format.
+    Vw,
+    /// LibSVM text format (`label index:value ...`).
+    Libsvm,
+    /// LibFFM text format (`label field:index:value ...`).
+    Libffm,
 }
 
 impl Format {
     /// The format a file name's extension implies (case-insensitive): `.csv` → [`Format::Csv`];
-    /// `.jsonl`, `.ndjson`, `.json` → [`Format::Jsonl`]; anything else → `None`.
+    /// `.jsonl`, `.ndjson`, `.json` → [`Format::Jsonl`]; `.tfrecord`, `.tfrecords` (optionally
+    /// followed by `.gz`/`.gzip`) → [`Format::Tfrecord`]; `.vw` → [`Format::Vw`]; `.libsvm`,
+    /// `.svm` → [`Format::Libsvm`]; `.libffm`, `.ffm` → [`Format::Libffm`]; anything else → `None`.
     pub fn from_path(p: &Path) -> Option<Format> {
+        let name = p.file_name()?.to_str()?.to_ascii_lowercase();
+        for (suffixes, format) in [
+            (
+                &[
+                    ".tfrecord",
+                    ".tfrecords",
+                    ".tfrecord.gz",
+                    ".tfrecords.gz",
+                    ".tfrecord.gzip",
+                ][..],
+                Format::Tfrecord,
+            ),
+            (&[".vw"][..], Format::Vw),
+            (&[".libsvm", ".svm"][..], Format::Libsvm),
+            (&[".libffm", ".ffm"][..], Format::Libffm),
+        ] {
+            if suffixes.iter().any(|s| name.ends_with(s)) {
+                return Some(format);
+            }
+        }
         let ext = p.extension()?.to_str()?;
         if ext.eq_ignore_ascii_case("csv") {
             Some(Format::Csv)
@@ -40,6 +71,10 @@ impl Format {
         match self {
             Format::Csv => "csv",
             Format::Jsonl => "jsonl",
+            Format::Tfrecord => "tfrecord",
+            Format::Vw => "vw",
+            Format::Libsvm => "libsvm",
+            Format::Libffm => "libffm",
         }
     }
 }
