@@ -37,6 +37,8 @@ enum Command {
     Validate(cmd::config::ValidateArgs),
     /// Config helpers.
     Config(cmd::config::ConfigArgs),
+    /// Data tools: inspect any supported span file.
+    Data(cmd::data::DataArgs),
     /// Query lineage: which spans, parent, hyperparameters and gate produced a version; which
     /// versions consumed a span.
     Lineage(cmd::lineage::LineageArgs),
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => cmd::demo::run(a),
         Command::Validate(a) => cmd::config::validate(a),
         Command::Config(a) => cmd::config::run(a),
+        Command::Data(a) => cmd::data::run(a),
         Command::Lineage(a) => cmd::lineage::run(a),
     };
     match result {

@@ -17,7 +17,9 @@ fn run(args: &[&str]) -> (bool, String, String) {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["run", "serve", "demo", "validate", "config", "lineage"] {
+    for sub in [
+        "run", "serve", "demo", "validate", "config", "lineage", "data",
+    ] {
         let (ok, out, _) = run(&[sub, "--help"]);
         assert!(ok, "{sub} --help");
         assert!(out.contains("Usage:"), "{sub}: {out}");
@@ -147,4 +149,40 @@ fn bad_spans_are_quarantined_and_nothing_is_lost() {
     let (ok, out, _) = run(&["run", "--config", config.to_str().unwrap(), "--once"]);
     assert!(ok);
     assert!(!out.contains("span "), "{out}");
+}
+
+#[test]
+fn data_inspect_reports_schema_balance_missing_and_bad_reasons() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("x.jsonl");
+    std::fs::write(
+        &f,
+        "{\"label\":1,\"site\":\"a\",\"price\":2.5}\n{\"label\":0,\"site\":\"b\"}\nnot json\n{\"label\":0,\"site\":\"a\",\"price\":0.5}\n",
+    )
+    .unwrap();
+    let (ok, out, err) = run(&["data", "inspect", f.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("records: 3 good, 1 bad"), "{out}");
+    assert!(out.contains("bad malformed_json: 1"), "{out}");
+    assert!(
+        out.contains("label \"label\": 0: 2 (66.7%), 1: 1 (33.3%)"),
+        "{out}"
+    );
+    let price = out.lines().find(|l| l.starts_with("price")).unwrap();
+    assert!(price.contains("33.3%"), "missing rate of price: {price}");
+    assert!(
+        price.contains("0.5000") && price.contains("2.5000"),
+        "{price}"
+    );
+    let (ok, out, _) = run(&["data", "inspect", "--json", f.to_str().unwrap()]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["features"]["site"]["distinct"], 2);
+    let (ok, _, err) = run(&[
+        "data",
+        "inspect",
+        d.path().join("nope.bin").to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("nope.bin"), "{err}");
 }

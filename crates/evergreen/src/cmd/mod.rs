@@ -1,6 +1,7 @@
 //! One module per subcommand, plus shared helpers.
 
 pub mod config;
+pub mod data;
 pub mod demo;
 pub mod lineage;
 pub mod run;
