@@ -101,6 +101,11 @@ pub struct DataSection {
     /// Force a format instead of inferring it from the extension.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<Format>,
+    /// TFX-style span pattern relative to `dir` (`{SPAN}`, `{VERSION}`, `{YYYY}{MM}{DD}`, `*`,
+    /// `?`; e.g. `span-{SPAN}/v{VERSION}/*.tfrecord.gz`). Without it every file of `dir` is a
+    /// span, taken in name order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
     /// Take a span only once `<span>.ready` exists.
     #[serde(default)]
     pub ready_marker: bool,
@@ -296,6 +301,11 @@ impl Config {
                     self.data.max_bad_fraction
                 ),
             ));
+        }
+        if let Some(p) = &self.data.pattern
+            && let Err(e) = evergreen_data::SpanPattern::parse(p, Path::new("."))
+        {
+            return Err(invalid("data.pattern", e.to_string()));
         }
         if self.data.poll_interval_ms == 0 {
             return Err(invalid("data.poll_interval_ms", "must be > 0".into()));

@@ -41,6 +41,14 @@ pub enum DataError {
         /// The underlying error.
         source: io::Error,
     },
+    /// A span pattern that cannot be used.
+    #[error("span pattern {pattern:?}: {message}")]
+    Pattern {
+        /// The pattern as written.
+        pattern: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The format is declared but its reader is not available in this build.
     #[error("{}: reading {format} spans is not implemented yet", path.display())]
     Unsupported {

@@ -26,7 +26,7 @@ pub use state::{STATE_FILE, TrainerState};
 
 use evergreen_config::Config;
 use evergreen_core::{FeatureVector, Transformer};
-use evergreen_data::{DataError, Quarantine, SpanDir, SpanFile, open_span, reason};
+use evergreen_data::{DataError, Quarantine, SpanDir, SpanFile, SpanPattern, open_span, reason};
 use evergreen_eval::{GateResult, Metrics as EvalMetrics, Summary, evaluate_gate};
 use evergreen_lineage::{CycleRecord, GateRecord, LineageStore, MetricsRecord, SpanRef};
 use evergreen_metrics::{Metrics, ReasonLabels};
@@ -132,6 +132,66 @@ pub struct CycleReport {
     pub note: String,
 }
 
+/// One span to consume: a single file (directory mode) or the shards of one span number
+/// (pattern mode).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    /// Identifier: the file name in directory mode, `span-<zero-padded number>` in pattern
+    /// mode. Identifiers sort in consumption order; the watermark is one of them.
+    pub id: String,
+    /// Where it lives (the file, or the directory holding its shards).
+    pub uri: PathBuf,
+    /// Its files, read in this order.
+    pub shards: Vec<SpanFile>,
+}
+
+/// Where spans come from: a flat directory (each file a span) or a TFX-style pattern.
+#[derive(Debug)]
+enum SpanSource {
+    Dir(SpanDir),
+    Pattern {
+        pattern: SpanPattern,
+        ready_marker: bool,
+        format: Option<evergreen_data::Format>,
+    },
+}
+
+impl SpanSource {
+    fn list(&self) -> Result<Vec<Span>, TrainError> {
+        Ok(match self {
+            SpanSource::Dir(d) => d
+                .list()?
+                .into_iter()
+                .map(|f| Span {
+                    id: f.name.clone(),
+                    uri: f.path.clone(),
+                    shards: vec![f],
+                })
+                .collect(),
+            SpanSource::Pattern {
+                pattern,
+                ready_marker,
+                format,
+            } => pattern
+                .discover(*ready_marker, *format)?
+                .into_iter()
+                .map(|s| Span {
+                    id: s.id(),
+                    uri: s.uri(),
+                    shards: s.shards,
+                })
+                .collect(),
+        })
+    }
+
+    fn dir(&self) -> &std::path::Path {
+        match self {
+            SpanSource::Dir(d) => d.dir(),
+            SpanSource::Pattern { pattern, .. } => pattern.base(),
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -164,7 +224,7 @@ pub struct Trainer {
     cfg: Config,
     registry: Registry,
     lineage: LineageStore,
-    spans: SpanDir,
+    spans: SpanSource,
     quarantine: Quarantine,
     metrics: Arc<Metrics>,
     transformer: Transformer,
@@ -210,7 +270,18 @@ impl Trainer {
         }
         let mut lineage = LineageStore::open(&lineage_path)?;
         let transformer = Transformer::new(cfg.features.clone())?;
-        let spans = SpanDir::new(&cfg.data.dir, cfg.data.ready_marker, cfg.data.format);
+        let spans = match &cfg.data.pattern {
+            Some(p) => SpanSource::Pattern {
+                pattern: SpanPattern::parse(p, &cfg.data.dir)?,
+                ready_marker: cfg.data.ready_marker,
+                format: cfg.data.format,
+            },
+            None => SpanSource::Dir(SpanDir::new(
+                &cfg.data.dir,
+                cfg.data.ready_marker,
+                cfg.data.format,
+            )),
+        };
         let quarantine = Quarantine::new(cfg.quarantine_dir());
         let state_path = cfg.state.dir.join(STATE_FILE);
         let mut state = TrainerState::load(&state_path, &cfg.model.name)?;
@@ -304,8 +375,12 @@ impl Trainer {
     }
 
     /// Ready spans not yet consumed.
-    pub fn pending(&self) -> Result<Vec<SpanFile>, TrainError> {
-        Ok(self.spans.after(self.state.watermark.as_deref())?)
+    pub fn pending(&self) -> Result<Vec<Span>, TrainError> {
+        let mut spans = self.spans.list()?;
+        if let Some(w) = self.state.watermark.as_deref() {
+            spans.retain(|s| s.id.as_str() > w);
+        }
+        Ok(spans)
     }
 
     /// Spans are taken in name order, so a span whose name sorts at or before the watermark when
@@ -316,12 +391,12 @@ impl Trainer {
             return Ok(());
         };
         for s in self.spans.list()? {
-            if s.name.as_str() > watermark.as_str() {
+            if s.id.as_str() > watermark.as_str() {
                 break;
             }
-            if self.known_before_watermark.insert(s.name.clone()) && self.late_check_armed {
+            if self.known_before_watermark.insert(s.id.clone()) && self.late_check_armed {
                 tracing::warn!(
-                    span = %s.name,
+                    span = %s.id,
                     watermark = %watermark,
                     "span arrived after the watermark and will not be trained: spans are taken \
                      in name order; rename it so that it sorts after the watermark"
@@ -370,43 +445,66 @@ impl Trainer {
         Ok(Some(report))
     }
 
-    fn cycle(&mut self, span: &SpanFile) -> Result<CycleReport, TrainError> {
+    fn cycle(&mut self, span: &Span) -> Result<CycleReport, TrainError> {
         let started = Instant::now();
         let started_ms = now_ms();
         let model_name = self.cfg.model.name.clone();
         let ml = Metrics::model(&model_name);
-        tracing::info!(span = %span.name, "cycle started");
+        tracing::info!(span = %span.id, shards = span.shards.len(), "cycle started");
 
-        // 1. Read and transform; bad records go to quarantine.
-        let mut qw = self.quarantine.begin(&span.name)?;
+        // 1. Read and transform every shard; bad records go to quarantine. The position of an
+        //    example is (shard index, record number), kept for the holdout split.
+        let mut qw = self.quarantine.begin(&span.id)?;
         let mut examples: Vec<(u64, FeatureVector, f32)> = Vec::new();
-        // A span whose header is unusable is bad input, not a transient failure: it is held
-        // back (consumed, not trained) so that it does not block the spans behind it.
-        let (reader, header_error) = match open_span(span) {
-            Ok(r) => (Some(r), None),
-            Err(e @ (DataError::Header { .. } | DataError::DuplicateColumn { .. })) => {
-                let line = match &e {
-                    DataError::Header { line, .. } => *line,
-                    _ => 1,
-                };
-                qw.add(line, "bad_header", &e.to_string(), "")?;
-                (None, Some(e.to_string()))
-            }
-            Err(e) => return Err(e.into()),
-        };
-        for item in reader.into_iter().flatten() {
-            match item {
-                Ok(rec) => match self.transformer.example(&rec.record) {
-                    Ok((x, y)) => examples.push((rec.line, x, y)),
-                    Err(e) => qw.add(rec.line, e.reason(), &e.to_string(), &rec.raw)?,
-                },
-                Err(bad) if bad.reason == reason::IO_ERROR => {
-                    return Err(TrainError::SpanRead {
-                        span: span.name.clone(),
-                        detail: bad.detail,
-                    });
+        let mut header_error = None;
+        let multi = span.shards.len() > 1;
+        for (shard_index, shard) in span.shards.iter().enumerate() {
+            let prefix = if multi {
+                format!("shard {}: ", shard.name)
+            } else {
+                String::new()
+            };
+            // A shard whose header is unusable is bad input, not a transient failure: the span
+            // is held back (consumed, not trained) so that it does not block the spans behind it.
+            let reader = match open_span(shard) {
+                Ok(r) => r,
+                Err(e @ (DataError::Header { .. } | DataError::DuplicateColumn { .. })) => {
+                    let line = match &e {
+                        DataError::Header { line, .. } => *line,
+                        _ => 1,
+                    };
+                    qw.add(line, "bad_header", &format!("{prefix}{e}"), "")?;
+                    header_error = Some(e.to_string());
+                    continue;
                 }
-                Err(bad) => qw.add_bad(&bad)?,
+                Err(e) => return Err(e.into()),
+            };
+            let key = |line: u64| ((shard_index as u64) << 40) | line;
+            for item in reader {
+                match item {
+                    Ok(rec) => match self.transformer.example(&rec.record) {
+                        Ok((x, y)) => examples.push((key(rec.line), x, y)),
+                        Err(e) => qw.add(
+                            rec.line,
+                            e.reason(),
+                            &format!("{prefix}{e}"),
+                            &rec.raw,
+                        )?,
+                    },
+                    Err(bad) if bad.reason == reason::IO_ERROR => {
+                        return Err(TrainError::SpanRead {
+                            span: span.id.clone(),
+                            detail: bad.detail,
+                        });
+                    }
+                    Err(bad) if multi => qw.add(
+                        bad.line,
+                        bad.reason,
+                        &format!("{prefix}{}", bad.detail),
+                        &bad.raw,
+                    )?,
+                    Err(bad) => qw.add_bad(&bad)?,
+                }
             }
         }
         let bad = qw.finish()?;
@@ -425,7 +523,7 @@ impl Trainer {
         self.metrics.records_read.get_or_create(&ml).inc_by(records);
         let parent_version = self.state.last_version;
         let mut report = CycleReport {
-            span: span.name.clone(),
+            span: span.id.clone(),
             outcome: Outcome::Empty,
             records,
             bad: bad.clone(),
@@ -450,7 +548,7 @@ impl Trainer {
         if let Some(e) = header_error {
             report.outcome = Outcome::HeldBack;
             report.note = format!("held back: {e}");
-            tracing::error!(span = %span.name, "{}", report.note);
+            tracing::error!(span = %span.id, "{}", report.note);
         } else if bad_fraction > self.cfg.data.max_bad_fraction {
             report.outcome = Outcome::HeldBack;
             report.note = format!(
@@ -458,17 +556,17 @@ impl Trainer {
                  see {}",
                 bad_fraction * 100.0,
                 self.cfg.data.max_bad_fraction * 100.0,
-                self.quarantine.path_for(&span.name).display()
+                self.quarantine.path_for(&span.id).display()
             );
-            tracing::error!(span = %span.name, "{}", report.note);
+            tracing::error!(span = %span.id, "{}", report.note);
         } else if records == 0 {
             report.note = "no good record".into();
-            tracing::warn!(span = %span.name, "span has no good record");
+            tracing::warn!(span = %span.id, "span has no good record");
         } else {
             self.train_and_gate(span, &examples, &mut report)?;
         }
 
-        self.known_before_watermark.insert(span.name.clone());
+        self.known_before_watermark.insert(span.id.clone());
         let state_path = self.cfg.state.dir.join(STATE_FILE);
         let record = self.cycle_record(span, &report, started_ms, now_ms());
         if let Some(version) = report.version {
@@ -478,7 +576,7 @@ impl Trainer {
             // retried before the next cycle (and re-recorded from manifests at start), the state
             // file is rewritten at the next commit.
             if let Err(e) = self.lineage.record_cycle(&record) {
-                tracing::error!(span = %span.name, "lineage not recorded (will retry): {e}");
+                tracing::error!(span = %span.id, "lineage not recorded (will retry): {e}");
                 self.lineage_backlog.push(record);
             }
             failpoint("after_lineage");
@@ -506,7 +604,7 @@ impl Trainer {
             self.lineage.record_cycle(&record)?;
             failpoint("after_lineage");
             let mut next = self.state.clone();
-            next.commit_span(&span.name, None);
+            next.commit_span(&span.id, None);
             next.save(&state_path)?;
             self.state = next;
             failpoint("after_state");
@@ -525,7 +623,7 @@ impl Trainer {
 
     fn train_and_gate(
         &mut self,
-        span: &SpanFile,
+        span: &Span,
         examples: &[(u64, FeatureVector, f32)],
         report: &mut CycleReport,
     ) -> Result<(), TrainError> {
@@ -590,7 +688,7 @@ impl Trainer {
         report.evaluation = Some(evaluation);
         report.baseline = baseline;
         report.note = gate.summary();
-        tracing::info!(span = %span.name, gate = %report.note, "gate decision");
+        tracing::info!(span = %span.id, gate = %report.note, "gate decision");
 
         if gate.passed {
             // 6. Publish: the version directory (with the watermark in its manifest) is the commit.
@@ -609,8 +707,8 @@ impl Trainer {
                 model_kind: self.cfg.model.kind,
                 feature_spec: self.cfg.features.clone(),
                 training: self.hyperparameters(),
-                spans: vec![span.name.clone()],
-                watermark: Some(span.name.clone()),
+                spans: vec![span.id.clone()],
+                watermark: Some(span.id.clone()),
                 progressive: report.progressive,
                 evaluation: report.evaluation,
                 baseline: report.baseline,
@@ -623,7 +721,7 @@ impl Trainer {
             failpoint("after_publish");
             tracing::info!(version, dir = %dir.display(), "published");
             self.model = candidate;
-            self.state.commit_span(&span.name, Some(version));
+            self.state.commit_span(&span.id, Some(version));
             report.outcome = Outcome::Published;
             report.version = Some(version);
             report.serving_version = Some(version);
@@ -650,7 +748,7 @@ impl Trainer {
 
     fn cycle_record(
         &self,
-        span: &SpanFile,
+        span: &Span,
         report: &CycleReport,
         started_ms: i64,
         finished_ms: i64,
@@ -670,8 +768,8 @@ impl Trainer {
         CycleRecord {
             model_name: self.cfg.model.name.clone(),
             span: SpanRef {
-                name: span.name.clone(),
-                uri: span.path.display().to_string(),
+                name: span.id.clone(),
+                uri: span.uri.display().to_string(),
                 records: report.records,
                 bad_records: report.bad.values().sum(),
             },
@@ -707,7 +805,7 @@ fn downcast_ftrl(model: &mut Box<dyn Model>) -> Option<&mut Ftrl> {
 fn cycle_record_from_manifest(
     m: &Manifest,
     registry: &Registry,
-    spans: &SpanDir,
+    spans: &SpanSource,
     quarantine: &Quarantine,
 ) -> CycleRecord {
     let span = m.spans.first().cloned().unwrap_or_default();

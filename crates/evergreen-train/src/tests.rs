@@ -334,3 +334,38 @@ fn a_late_span_is_reported_not_silently_skipped() {
         "reported exactly once: {text}"
     );
 }
+
+#[test]
+fn pattern_mode_reads_shard_directories_and_the_newest_version() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let mut cfg = config(root);
+    cfg.data.pattern = Some("span-{SPAN}/v{VERSION}/*.csv".into());
+    // span 1: v1 (stale, poisoned) and v2 with two shards; span 2: one shard
+    let shard = |rel: &str, rows: usize, seed: u64| {
+        let dir = root.join("in").join(rel);
+        fs::create_dir_all(dir.parent().unwrap()).unwrap();
+        write_span(root, "tmp.csv", rows, seed);
+        fs::rename(root.join("in/tmp.csv"), dir).unwrap();
+    };
+    fs::create_dir_all(root.join("in/span-1/v1")).unwrap();
+    fs::write(root.join("in/span-1/v1/part-0.csv"), "a,b,c,y\nx,x,x,x\n").unwrap();
+    shard("span-1/v2/part-0.csv", 200, 1);
+    shard("span-1/v2/part-1.csv", 200, 2);
+    shard("span-2/v1/part-0.csv", 300, 3);
+    let mut t = Trainer::open(cfg.clone(), Arc::new(Metrics::new()), "test").unwrap();
+    let r1 = t.run_once().unwrap().unwrap();
+    assert_eq!(r1.span, evergreen_data::span_id(1));
+    assert_eq!(r1.records, 400, "both shards of the newest version");
+    assert_eq!(r1.bad.values().sum::<u64>(), 0, "the stale version is not read");
+    assert_eq!(r1.outcome, Outcome::Published, "{}", r1.note);
+    let r2 = t.run_once().unwrap().unwrap();
+    assert_eq!(r2.span, evergreen_data::span_id(2));
+    assert!(t.run_once().unwrap().is_none());
+    // restart: nothing pending
+    let mut t = Trainer::open(cfg, Arc::new(Metrics::new()), "test").unwrap();
+    assert!(t.run_once().unwrap().is_none());
+    let lineage = LineageStore::open(&t.config().lineage_path()).unwrap();
+    let l = lineage.model_lineage("m", 1).unwrap().unwrap();
+    assert_eq!(l.spans[0].uri, root.join("in/span-1/v2").display().to_string());
+}
