@@ -32,6 +32,7 @@
 //! booleans as strings, `null` as missing, and the bare tokens `NaN`, `Infinity`, `-Infinity` as
 //! numbers.
 
+mod discovery;
 mod error;
 mod quarantine;
 mod reader;
@@ -39,6 +40,7 @@ mod span;
 mod sparse_text;
 pub mod tfrecord;
 
+pub use discovery::{DiscoveredSpan, SpanPattern, span_id};
 pub use error::DataError;
 pub use quarantine::{Quarantine, QuarantineWriter};
 pub use reader::{BadRecord, SourceRecord, SpanReader, open_span, reason};
