@@ -58,6 +58,9 @@ pub struct Config {
     pub data: DataSection,
     /// The feature spec (saved inside every model version).
     pub features: FeatureSpec,
+    /// Input pipeline (parallel reading and transform).
+    #[serde(default)]
+    pub pipeline: PipelineSection,
     /// Training settings.
     #[serde(default)]
     pub training: TrainingSection,
@@ -125,6 +128,73 @@ fn default_bad_fraction() -> f64 {
 }
 fn default_poll_ms() -> u64 {
     500
+}
+
+/// `[pipeline]`: how spans are read (see `evergreen_data::pipeline`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    /// Shards read in parallel (tf.data's `cycle_length`); 0 = number of cores.
+    #[serde(default)]
+    pub cycle_length: usize,
+    /// Transform worker threads; 0 = number of cores.
+    #[serde(default)]
+    pub workers: usize,
+    /// Records per chunk handed between threads.
+    #[serde(default = "default_chunk")]
+    pub chunk: usize,
+    /// Chunks buffered between stages (prefetch depth).
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// Deliver examples in a deterministic order (a retried span trains identically). Turning
+    /// it off delivers examples as soon as they are ready.
+    #[serde(default = "default_true")]
+    pub ordered: bool,
+}
+
+fn default_chunk() -> usize {
+    256
+}
+fn default_queue() -> usize {
+    8
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        Self {
+            cycle_length: 0,
+            workers: 0,
+            chunk: default_chunk(),
+            queue: default_queue(),
+            ordered: true,
+        }
+    }
+}
+
+impl PipelineSection {
+    /// The pipeline options these settings give on this machine.
+    pub fn options(&self) -> evergreen_data::pipeline::PipelineOptions {
+        let d = evergreen_data::pipeline::PipelineOptions::default();
+        evergreen_data::pipeline::PipelineOptions {
+            cycle_length: if self.cycle_length == 0 {
+                d.cycle_length
+            } else {
+                self.cycle_length
+            },
+            workers: if self.workers == 0 {
+                d.workers
+            } else {
+                self.workers
+            },
+            batch_size: d.batch_size,
+            chunk: self.chunk,
+            queue: self.queue,
+            ordered: self.ordered,
+        }
+    }
 }
 
 /// `[training]`.
@@ -306,6 +376,28 @@ impl Config {
             && let Err(e) = evergreen_data::SpanPattern::parse(p, Path::new("."))
         {
             return Err(invalid("data.pattern", e.to_string()));
+        }
+        for (key, v, max) in [
+            ("pipeline.cycle_length", self.pipeline.cycle_length, 64),
+            ("pipeline.workers", self.pipeline.workers, 256),
+        ] {
+            if v > max {
+                return Err(invalid(
+                    key,
+                    format!("must be at most {max} (got {v}; 0 = cores)"),
+                ));
+            }
+        }
+        for (key, v) in [
+            ("pipeline.chunk", self.pipeline.chunk),
+            ("pipeline.queue", self.pipeline.queue),
+        ] {
+            if v == 0 || v > 1 << 20 {
+                return Err(invalid(
+                    key,
+                    format!("must be between 1 and {} (got {v})", 1 << 20),
+                ));
+            }
         }
         if self.data.poll_interval_ms == 0 {
             return Err(invalid("data.poll_interval_ms", "must be > 0".into()));

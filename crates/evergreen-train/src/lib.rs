@@ -26,7 +26,8 @@ pub use state::{STATE_FILE, TrainerState};
 
 use evergreen_config::Config;
 use evergreen_core::{FeatureVector, Transformer};
-use evergreen_data::{DataError, Quarantine, SpanDir, SpanFile, SpanPattern, open_span, reason};
+use evergreen_data::pipeline::{Item, Pipeline, Rejected};
+use evergreen_data::{Quarantine, SpanDir, SpanFile, SpanPattern};
 use evergreen_eval::{GateResult, Metrics as EvalMetrics, Summary, evaluate_gate};
 use evergreen_lineage::{CycleRecord, GateRecord, LineageStore, MetricsRecord, SpanRef};
 use evergreen_metrics::{Metrics, ReasonLabels};
@@ -227,7 +228,7 @@ pub struct Trainer {
     spans: SpanSource,
     quarantine: Quarantine,
     metrics: Arc<Metrics>,
-    transformer: Transformer,
+    transformer: Arc<Transformer>,
     state: TrainerState,
     model: Box<dyn Model>,
     code_version: String,
@@ -269,7 +270,7 @@ impl Trainer {
             })?;
         }
         let mut lineage = LineageStore::open(&lineage_path)?;
-        let transformer = Transformer::new(cfg.features.clone())?;
+        let transformer = Arc::new(Transformer::new(cfg.features.clone())?);
         let spans = match &cfg.data.pattern {
             Some(p) => SpanSource::Pattern {
                 pattern: SpanPattern::parse(p, &cfg.data.dir)?,
@@ -458,52 +459,73 @@ impl Trainer {
         let mut examples: Vec<(u64, FeatureVector, f32)> = Vec::new();
         let mut header_error = None;
         let multi = span.shards.len() > 1;
-        for (shard_index, shard) in span.shards.iter().enumerate() {
-            let prefix = if multi {
-                format!("shard {}: ", shard.name)
+        let shard_name = |i: usize| -> String {
+            if multi {
+                format!("shard {}: ", span.shards[i].name)
             } else {
                 String::new()
-            };
-            // A shard whose header is unusable is bad input, not a transient failure: the span
-            // is held back (consumed, not trained) so that it does not block the spans behind it.
-            let reader = match open_span(shard) {
-                Ok(r) => r,
-                Err(e @ (DataError::Header { .. } | DataError::DuplicateColumn { .. })) => {
-                    let line = match &e {
-                        DataError::Header { line, .. } => *line,
-                        _ => 1,
-                    };
-                    qw.add(line, "bad_header", &format!("{prefix}{e}"), "")?;
-                    header_error = Some(e.to_string());
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let key = |line: u64| ((shard_index as u64) << 40) | line;
-            for item in reader {
-                match item {
-                    Ok(rec) => match self.transformer.example(&rec.record) {
-                        Ok((x, y)) => examples.push((key(rec.line), x, y)),
-                        Err(e) => qw.add(
-                            rec.line,
-                            e.reason(),
-                            &format!("{prefix}{e}"),
-                            &rec.raw,
-                        )?,
-                    },
-                    Err(bad) if bad.reason == reason::IO_ERROR => {
-                        return Err(TrainError::SpanRead {
-                            span: span.id.clone(),
-                            detail: bad.detail,
-                        });
-                    }
-                    Err(bad) if multi => qw.add(
+            }
+        };
+        // The parallel pipeline reads the shards, decodes and transforms on worker threads, and
+        // delivers examples in a deterministic order (so a retried span trains identically).
+        let pipeline = Pipeline::start(
+            span.shards.clone(),
+            self.transformer.clone(),
+            self.cfg.pipeline.options(),
+        );
+        for item in pipeline {
+            match item {
+                Item::Batch(batch) => examples.extend(
+                    batch
+                        .into_iter()
+                        .map(|e| (((e.shard as u64) << 40) | e.position, e.features, e.label)),
+                ),
+                Item::Rejected(Rejected::Parse(bad)) if multi => {
+                    let shard = span
+                        .shards
+                        .iter()
+                        .position(|s| s.name == bad.span)
+                        .unwrap_or(0);
+                    qw.add(
                         bad.line,
                         bad.reason,
-                        &format!("{prefix}{}", bad.detail),
+                        &format!("{}{}", shard_name(shard), bad.detail),
                         &bad.raw,
-                    )?,
-                    Err(bad) => qw.add_bad(&bad)?,
+                    )?
+                }
+                Item::Rejected(Rejected::Parse(bad)) => qw.add_bad(&bad)?,
+                Item::Rejected(Rejected::Transform {
+                    shard,
+                    position,
+                    error,
+                    raw,
+                }) => qw.add(
+                    position,
+                    error.reason(),
+                    &format!("{}{error}", shard_name(shard)),
+                    &raw,
+                )?,
+                Item::ShardDone { .. } => {}
+                Item::Failed {
+                    shard,
+                    error,
+                    bad_input: true,
+                } => {
+                    // An unusable header is bad input, not a transient failure: the span is held
+                    // back (consumed, not trained) so that it does not block the spans behind it.
+                    qw.add(
+                        1,
+                        "bad_header",
+                        &format!("{}{error}", shard_name(shard)),
+                        "",
+                    )?;
+                    header_error = Some(error);
+                }
+                Item::Failed { error, .. } => {
+                    return Err(TrainError::SpanRead {
+                        span: span.id.clone(),
+                        detail: error,
+                    });
                 }
             }
         }

@@ -357,7 +357,11 @@ fn pattern_mode_reads_shard_directories_and_the_newest_version() {
     let r1 = t.run_once().unwrap().unwrap();
     assert_eq!(r1.span, evergreen_data::span_id(1));
     assert_eq!(r1.records, 400, "both shards of the newest version");
-    assert_eq!(r1.bad.values().sum::<u64>(), 0, "the stale version is not read");
+    assert_eq!(
+        r1.bad.values().sum::<u64>(),
+        0,
+        "the stale version is not read"
+    );
     assert_eq!(r1.outcome, Outcome::Published, "{}", r1.note);
     let r2 = t.run_once().unwrap().unwrap();
     assert_eq!(r2.span, evergreen_data::span_id(2));
@@ -367,5 +371,8 @@ fn pattern_mode_reads_shard_directories_and_the_newest_version() {
     assert!(t.run_once().unwrap().is_none());
     let lineage = LineageStore::open(&t.config().lineage_path()).unwrap();
     let l = lineage.model_lineage("m", 1).unwrap().unwrap();
-    assert_eq!(l.spans[0].uri, root.join("in/span-1/v2").display().to_string());
+    assert_eq!(
+        l.spans[0].uri,
+        root.join("in/span-1/v2").display().to_string()
+    );
 }

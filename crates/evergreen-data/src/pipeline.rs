@@ -1,0 +1,599 @@
+//! The parallel input pipeline: shards read in parallel, records decoded on the reader threads,
+//! feature transform on a worker pool, batches assembled in order-stable or order-free mode,
+//! bounded channels end to end.
+//!
+//! ```text
+//!  shards ─▶ cycle_length reader threads ─▶ sequencer ─▶ [bounded] ─▶ workers (transform)
+//!            (framing + decode, chunks)    (round robin)              │
+//!                                                                     ▼ [bounded]
+//!                                         consumer: reorder (ordered mode) ─▶ batches
+//! ```
+//!
+//! Reader `i` owns shards `i, i + cycle_length, ...` in turn, and the sequencer takes one chunk
+//! from each busy reader in turn, so the order of chunks (and with `ordered`, of examples) is a
+//! function of the inputs alone, like tf.data's deterministic `interleave`. Every channel is
+//! bounded, so memory is bounded by `(cycle_length * 2 + queue + workers + queue) * chunk`
+//! records whatever the size of the input; a slow consumer stops the readers (backpressure).
+//! Dropping the [`Pipeline`] stops every thread.
+
+use crate::{BadRecord, DataError, SpanFile, open_span};
+use crossbeam_channel::{Receiver, Sender, bounded};
+use evergreen_core::{FeatureVector, TransformError, Transformer};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+/// Pipeline settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipelineOptions {
+    /// Shards read at the same time (tf.data's `cycle_length`).
+    pub cycle_length: usize,
+    /// Transform worker threads.
+    pub workers: usize,
+    /// Examples per batch.
+    pub batch_size: usize,
+    /// Records per chunk handed between threads.
+    pub chunk: usize,
+    /// Chunks buffered between stages (prefetch depth).
+    pub queue: usize,
+    /// Deliver examples in a deterministic order (else as soon as they are ready).
+    pub ordered: bool,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            cycle_length: cores.clamp(1, 8),
+            workers: cores.clamp(1, 16),
+            batch_size: 128,
+            chunk: 256,
+            queue: 8,
+            ordered: true,
+        }
+    }
+}
+
+/// One transformed example and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    /// Index of its shard in the input list.
+    pub shard: usize,
+    /// Its record (line) number in the shard, 1-based.
+    pub position: u64,
+    /// Hashed features.
+    pub features: FeatureVector,
+    /// Label (0 or 1).
+    pub label: f32,
+}
+
+/// A record set aside, with why.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rejected {
+    /// The reader could not parse it.
+    Parse(BadRecord),
+    /// It parsed but could not be transformed.
+    Transform {
+        /// Index of its shard.
+        shard: usize,
+        /// Record number.
+        position: u64,
+        /// Why.
+        error: TransformError,
+        /// Original text (empty for binary formats).
+        raw: String,
+    },
+}
+
+/// What the pipeline delivers.
+#[derive(Debug)]
+pub enum Item {
+    /// A batch of examples (the last one of the input may be short).
+    Batch(Vec<Example>),
+    /// A record set aside; see [`Rejected`].
+    Rejected(Rejected),
+    /// A shard was read to its end: `records` good or bad records, `bytes` its size.
+    ShardDone {
+        /// Index of the shard.
+        shard: usize,
+        /// Records (good and bad) it held.
+        records: u64,
+    },
+    /// A shard could not be opened or read (IO error); its remaining records are missing, so
+    /// the caller must treat the input as failed and retry it.
+    Failed {
+        /// Index of the shard.
+        shard: usize,
+        /// The error.
+        error: String,
+        /// Whether the error is about the content (an unusable header) rather than IO.
+        bad_input: bool,
+    },
+}
+
+enum Chunk {
+    Records {
+        shard: usize,
+        records: Vec<Result<crate::SourceRecord, BadRecord>>,
+    },
+    Done {
+        shard: usize,
+        records: u64,
+    },
+    Failed {
+        shard: usize,
+        error: String,
+        bad_input: bool,
+    },
+}
+
+enum Output {
+    Examples(Vec<Example>, Vec<Rejected>),
+    Done {
+        shard: usize,
+        records: u64,
+    },
+    Failed {
+        shard: usize,
+        error: String,
+        bad_input: bool,
+    },
+}
+
+/// A running pipeline; iterate it for [`Item`]s.
+pub struct Pipeline {
+    out: Receiver<(u64, Output)>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    ordered: bool,
+    next_seq: u64,
+    pending: BTreeMap<u64, Output>,
+    batch: Vec<Example>,
+    batch_size: usize,
+    ready: std::collections::VecDeque<Item>,
+    finished: bool,
+}
+
+fn reader_thread(
+    shards: Arc<Vec<SpanFile>>,
+    mine: Vec<usize>,
+    chunk: usize,
+    tx: Sender<Chunk>,
+    stop: Arc<AtomicBool>,
+) {
+    for shard in mine {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let reader = match open_span(&shards[shard]) {
+            Ok(r) => r,
+            Err(e) => {
+                let bad_input = matches!(
+                    e,
+                    DataError::Header { .. } | DataError::DuplicateColumn { .. }
+                );
+                let _ = tx.send(Chunk::Failed {
+                    shard,
+                    error: e.to_string(),
+                    bad_input,
+                });
+                continue;
+            }
+        };
+        let mut buf = Vec::with_capacity(chunk);
+        let mut count = 0u64;
+        for item in reader {
+            if let Err(bad) = &item
+                && bad.reason == crate::reason::IO_ERROR
+            {
+                if !buf.is_empty()
+                    && tx
+                        .send(Chunk::Records {
+                            shard,
+                            records: std::mem::take(&mut buf),
+                        })
+                        .is_err()
+                {
+                    return;
+                }
+                let _ = tx.send(Chunk::Failed {
+                    shard,
+                    error: bad.detail.clone(),
+                    bad_input: false,
+                });
+                count = u64::MAX;
+                break;
+            }
+            count += 1;
+            buf.push(item);
+            if buf.len() == chunk {
+                let records = std::mem::replace(&mut buf, Vec::with_capacity(chunk));
+                if tx.send(Chunk::Records { shard, records }).is_err() {
+                    return;
+                }
+            }
+        }
+        if count == u64::MAX {
+            continue;
+        }
+        if !buf.is_empty()
+            && tx
+                .send(Chunk::Records {
+                    shard,
+                    records: buf,
+                })
+                .is_err()
+        {
+            return;
+        }
+        if tx
+            .send(Chunk::Done {
+                shard,
+                records: count,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+impl Pipeline {
+    /// Starts reading `shards` (in this order) through `transformer`.
+    pub fn start(
+        shards: Vec<SpanFile>,
+        transformer: Arc<Transformer>,
+        opts: PipelineOptions,
+    ) -> Self {
+        let cycle = opts.cycle_length.max(1).min(shards.len().max(1));
+        let workers = opts.workers.max(1);
+        let chunk = opts.chunk.max(1);
+        let queue = opts.queue.max(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let shards = Arc::new(shards);
+        let mut threads = Vec::new();
+
+        // Readers, each with its own small channel so the sequencer can take turns.
+        let mut reader_rx = Vec::new();
+        for i in 0..cycle {
+            let (tx, rx) = bounded::<Chunk>(2);
+            let mine: Vec<usize> = (i..shards.len()).step_by(cycle).collect();
+            let (shards, stop) = (shards.clone(), stop.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("evergreen-read-{i}"))
+                    .spawn(move || reader_thread(shards, mine, chunk, tx, stop))
+                    .expect("spawn reader thread"),
+            );
+            reader_rx.push(rx);
+        }
+
+        // Sequencer: round robin over busy readers, numbering chunks.
+        let (work_tx, work_rx) = bounded::<(u64, Chunk)>(queue);
+        {
+            let stop = stop.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("evergreen-sequence".into())
+                    .spawn(move || {
+                        let mut live: Vec<Receiver<Chunk>> = reader_rx;
+                        let mut seq = 0u64;
+                        let mut i = 0;
+                        while !live.is_empty() {
+                            if stop.load(Ordering::Relaxed) {
+                                return;
+                            }
+                            let idx = i % live.len();
+                            match live[idx].recv() {
+                                Ok(c) => {
+                                    if work_tx.send((seq, c)).is_err() {
+                                        return;
+                                    }
+                                    seq += 1;
+                                    i = idx + 1;
+                                }
+                                Err(_) => {
+                                    live.remove(idx);
+                                    i = idx;
+                                }
+                            }
+                        }
+                    })
+                    .expect("spawn sequencer thread"),
+            );
+        }
+
+        // Workers: transform.
+        let (out_tx, out_rx) = bounded::<(u64, Output)>(queue);
+        for w in 0..workers {
+            let (rx, tx, t, stop) = (
+                work_rx.clone(),
+                out_tx.clone(),
+                transformer.clone(),
+                stop.clone(),
+            );
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("evergreen-transform-{w}"))
+                    .spawn(move || {
+                        while let Ok((seq, c)) = rx.recv() {
+                            if stop.load(Ordering::Relaxed) {
+                                return;
+                            }
+                            let out = match c {
+                                Chunk::Records { shard, records } => {
+                                    let mut good = Vec::with_capacity(records.len());
+                                    let mut bad = Vec::new();
+                                    for r in records {
+                                        match r {
+                                            Ok(rec) => match t.example(&rec.record) {
+                                                Ok((features, label)) => good.push(Example {
+                                                    shard,
+                                                    position: rec.line,
+                                                    features,
+                                                    label,
+                                                }),
+                                                Err(error) => bad.push(Rejected::Transform {
+                                                    shard,
+                                                    position: rec.line,
+                                                    error,
+                                                    raw: rec.raw,
+                                                }),
+                                            },
+                                            Err(b) => bad.push(Rejected::Parse(b)),
+                                        }
+                                    }
+                                    Output::Examples(good, bad)
+                                }
+                                Chunk::Done { shard, records } => Output::Done { shard, records },
+                                Chunk::Failed {
+                                    shard,
+                                    error,
+                                    bad_input,
+                                } => Output::Failed {
+                                    shard,
+                                    error,
+                                    bad_input,
+                                },
+                            };
+                            if tx.send((seq, out)).is_err() {
+                                return;
+                            }
+                        }
+                    })
+                    .expect("spawn transform thread"),
+            );
+        }
+        drop(out_tx);
+        Self {
+            out: out_rx,
+            stop,
+            threads,
+            ordered: opts.ordered,
+            next_seq: 0,
+            pending: BTreeMap::new(),
+            batch: Vec::with_capacity(opts.batch_size.max(1)),
+            batch_size: opts.batch_size.max(1),
+            ready: Default::default(),
+            finished: false,
+        }
+    }
+
+    fn absorb(&mut self, out: Output) {
+        match out {
+            Output::Examples(good, bad) => {
+                for r in bad {
+                    self.ready.push_back(Item::Rejected(r));
+                }
+                for e in good {
+                    self.batch.push(e);
+                    if self.batch.len() == self.batch_size {
+                        let full =
+                            std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
+                        self.ready.push_back(Item::Batch(full));
+                    }
+                }
+            }
+            Output::Done { shard, records } => {
+                self.ready.push_back(Item::ShardDone { shard, records })
+            }
+            Output::Failed {
+                shard,
+                error,
+                bad_input,
+            } => self.ready.push_back(Item::Failed {
+                shard,
+                error,
+                bad_input,
+            }),
+        }
+    }
+}
+
+impl Iterator for Pipeline {
+    type Item = Item;
+
+    fn next(&mut self) -> Option<Item> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                return Some(item);
+            }
+            if self.finished {
+                return None;
+            }
+            match self.out.recv() {
+                Ok((seq, out)) => {
+                    if self.ordered {
+                        self.pending.insert(seq, out);
+                        while let Some(o) = self.pending.remove(&self.next_seq) {
+                            self.next_seq += 1;
+                            self.absorb(o);
+                        }
+                    } else {
+                        self.absorb(out);
+                    }
+                }
+                Err(_) => {
+                    // Every worker is done: flush what is left.
+                    let rest = std::mem::take(&mut self.pending);
+                    for (_, o) in rest {
+                        self.absorb(o);
+                    }
+                    if !self.batch.is_empty() {
+                        let last = std::mem::take(&mut self.batch);
+                        self.ready.push_back(Item::Batch(last));
+                    }
+                    self.finished = true;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Threads blocked on a full channel wake when we drain the output (workers), or when
+        // the stage after them exits and their send fails (sequencer, readers).
+        for t in std::mem::take(&mut self.threads) {
+            while !t.is_finished() {
+                let _ = self.out.recv_timeout(std::time::Duration::from_millis(1));
+            }
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Format;
+    use evergreen_core::FeatureSpec;
+
+    fn transformer() -> Arc<Transformer> {
+        let spec: FeatureSpec = serde_json::from_value(serde_json::json!({
+            "hash_bits": 12, "label": {"column": "y"},
+            "numeric": [{"name": "x"}], "categorical": [{"name": "c"}]
+        }))
+        .unwrap();
+        Arc::new(Transformer::new(spec).unwrap())
+    }
+
+    fn shards(dir: &std::path::Path, n: usize, rows: usize) -> Vec<SpanFile> {
+        (0..n)
+            .map(|s| {
+                let path = dir.join(format!("s{s}.csv"));
+                let mut text = String::from("x,c,y\n");
+                for r in 0..rows {
+                    if r % 97 == 13 {
+                        text.push_str("oops,a,1\n");
+                    } else {
+                        text.push_str(&format!("{}.5,c{},{}\n", s * 100_000 + r, r % 7, r % 2));
+                    }
+                }
+                std::fs::write(&path, text).unwrap();
+                SpanFile {
+                    name: format!("s{s}.csv"),
+                    size: std::fs::metadata(&path).unwrap().len(),
+                    path,
+                    format: Format::Csv,
+                }
+            })
+            .collect()
+    }
+
+    fn collect(p: Pipeline) -> (Vec<(usize, u64)>, usize, Vec<usize>, usize) {
+        let mut order = Vec::new();
+        let (mut bad, mut done, mut batches) = (0, Vec::new(), 0);
+        for item in p {
+            match item {
+                Item::Batch(b) => {
+                    batches += 1;
+                    order.extend(b.iter().map(|e| (e.shard, e.position)));
+                }
+                Item::Rejected(_) => bad += 1,
+                Item::ShardDone { shard, .. } => done.push(shard),
+                Item::Failed { error, .. } => panic!("{error}"),
+            }
+        }
+        (order, bad, done, batches)
+    }
+
+    #[test]
+    fn every_record_exactly_once_and_ordered_mode_is_deterministic() {
+        let d = tempfile::tempdir().unwrap();
+        let files = shards(d.path(), 5, 1000);
+        let opts = PipelineOptions {
+            cycle_length: 3,
+            workers: 3,
+            batch_size: 64,
+            chunk: 50,
+            queue: 2,
+            ordered: true,
+        };
+        let (a, bad_a, done_a, batches) =
+            collect(Pipeline::start(files.clone(), transformer(), opts));
+        let (b, _, _, _) = collect(Pipeline::start(files.clone(), transformer(), opts));
+        assert_eq!(a, b, "ordered mode gives the same order every run");
+        let bad_per_shard = (0..1000).filter(|r| r % 97 == 13).count();
+        assert_eq!(bad_a, 5 * bad_per_shard);
+        assert_eq!(a.len(), 5 * (1000 - bad_per_shard));
+        let mut sorted = a.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), a.len(), "no example twice");
+        let mut done = done_a.clone();
+        done.sort();
+        assert_eq!(done, vec![0, 1, 2, 3, 4]);
+        assert_eq!(batches, a.len().div_ceil(64));
+        // Within a shard, positions increase.
+        for s in 0..5 {
+            let pos: Vec<u64> = a
+                .iter()
+                .filter(|(sh, _)| *sh == s)
+                .map(|(_, p)| *p)
+                .collect();
+            assert!(pos.windows(2).all(|w| w[0] < w[1]));
+        }
+        // Order-free mode delivers the same set.
+        let (mut c, _, _, _) = collect(Pipeline::start(
+            files,
+            transformer(),
+            PipelineOptions {
+                ordered: false,
+                ..opts
+            },
+        ));
+        c.sort();
+        assert_eq!(c, sorted);
+    }
+
+    #[test]
+    fn dropping_a_pipeline_early_stops_every_thread() {
+        let d = tempfile::tempdir().unwrap();
+        let files = shards(d.path(), 4, 5000);
+        let mut p = Pipeline::start(files, transformer(), PipelineOptions::default());
+        assert!(matches!(
+            p.next(),
+            Some(Item::Batch(_)) | Some(Item::Rejected(_))
+        ));
+        drop(p); // must not hang
+    }
+
+    #[test]
+    fn a_missing_shard_is_reported_as_failed() {
+        let d = tempfile::tempdir().unwrap();
+        let mut files = shards(d.path(), 2, 10);
+        files[1].path = d.path().join("gone.csv");
+        let failed: Vec<_> = Pipeline::start(files, transformer(), PipelineOptions::default())
+            .filter_map(|i| match i {
+                Item::Failed {
+                    shard, bad_input, ..
+                } => Some((shard, bad_input)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed, vec![(1, false)]);
+    }
+}
