@@ -19,6 +19,28 @@ pub mod reason {
     pub const MALFORMED_JSON: &str = "malformed_json";
     /// A JSON Lines value that is an array or an object.
     pub const UNSUPPORTED_VALUE: &str = "unsupported_value";
+    /// A VW, LibSVM or LibFFM line that does not follow its format (a token without `:`, a
+    /// value or label that is not a number, a namespace with a reserved name); the detail names
+    /// the offending token.
+    pub const MALFORMED_LINE: &str = "malformed_line";
+    /// A TFRecord record whose payload does not match its data CRC. The framing is intact, so
+    /// reading continues with the next record; `raw` is the payload (at most 4 KiB), base64.
+    pub const BAD_CRC: &str = "bad_crc";
+    /// A TFRecord file that ends inside a record (header, payload or data CRC). The reader ends
+    /// after this item; `raw` is the part of the payload that was there, base64.
+    pub const TRUNCATED_RECORD: &str = "truncated_record";
+    /// A TFRecord length that fails its CRC or exceeds the maximum record length. The rest of
+    /// the file cannot be framed, so the reader ends after this item; `raw` is the 12-byte
+    /// record header, base64.
+    pub const BAD_LENGTH: &str = "bad_length";
+    /// A TFRecord payload that is not a valid serialized `tf.train.Example` (truncated or
+    /// overlong varint or length, invalid wire type, non-UTF-8 feature name). Reading
+    /// continues; `raw` is the payload (at most 4 KiB), base64.
+    pub const MALFORMED_EXAMPLE: &str = "malformed_example";
+    /// A gzip-compressed TFRecord file whose compressed stream is corrupt (not merely cut
+    /// short, which is [`TRUNCATED_RECORD`]). Nothing after it can be read, so the reader ends
+    /// after this item; retrying would not help.
+    pub const CORRUPT_GZIP: &str = "corrupt_gzip";
     /// Reading the file failed part way. The reader ends after this item, so the span was
     /// **not** read to its end: treat the span as failed (retry it), do not just quarantine.
     pub const IO_ERROR: &str = "io_error";

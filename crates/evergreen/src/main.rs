@@ -39,6 +39,8 @@ enum Command {
     Config(cmd::config::ConfigArgs),
     /// Data tools: inspect any supported span file.
     Data(cmd::data::DataArgs),
+    /// Benchmarks (input pipeline throughput).
+    Bench(cmd::bench::BenchArgs),
     /// Query lineage: which spans, parent, hyperparameters and gate produced a version; which
     /// versions consumed a span.
     Lineage(cmd::lineage::LineageArgs),
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Validate(a) => cmd::config::validate(a),
         Command::Config(a) => cmd::config::run(a),
         Command::Data(a) => cmd::data::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
         Command::Lineage(a) => cmd::lineage::run(a),
     };
     match result {
