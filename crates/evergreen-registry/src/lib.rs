@@ -11,7 +11,7 @@
 
 mod manifest;
 
-pub use manifest::{FileEntry, MANIFEST_FORMAT_VERSION, Manifest};
+pub use manifest::{FileEntry, MANIFEST_FORMAT_VERSION, Manifest, SourcePosition};
 
 use evergreen_core::{SpecError, Transformer};
 use evergreen_model::{Model, ModelError};

@@ -69,4 +69,20 @@ pub struct Manifest {
     pub code_version: String,
     /// Files of the version with size and checksum.
     pub files: BTreeMap<String, FileEntry>,
+    /// Source positions reached when this version was cut: for each shard of the span(s)
+    /// trained into it, the number of records read (every one of them, good or bad, is
+    /// accounted for: trained, held out, or quarantined). Committed with the model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub positions: Vec<SourcePosition>,
+}
+
+/// How far a shard was read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePosition {
+    /// Span identifier.
+    pub span: String,
+    /// Shard file path.
+    pub shard: String,
+    /// Records read from the shard (its end: spans are consumed whole).
+    pub records: u64,
 }

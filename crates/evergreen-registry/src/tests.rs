@@ -29,6 +29,7 @@ fn manifest(version: u64) -> Manifest {
         gate: None,
         code_version: "test".into(),
         files: Default::default(),
+        positions: Vec::new(),
     }
 }
 

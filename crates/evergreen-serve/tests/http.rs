@@ -40,6 +40,7 @@ fn manifest(version: u64, created_ms: i64) -> Manifest {
         gate: None,
         code_version: "test".into(),
         files: Default::default(),
+        positions: Vec::new(),
     }
 }
 

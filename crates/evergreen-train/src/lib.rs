@@ -32,7 +32,7 @@ use evergreen_eval::{GateResult, Metrics as EvalMetrics, Summary, evaluate_gate}
 use evergreen_lineage::{CycleRecord, GateRecord, LineageStore, MetricsRecord, SpanRef};
 use evergreen_metrics::{Metrics, ReasonLabels};
 use evergreen_model::{Ftrl, Model, ModelKind};
-use evergreen_registry::{MANIFEST_FORMAT_VERSION, Manifest, Registry};
+use evergreen_registry::{MANIFEST_FORMAT_VERSION, Manifest, Registry, SourcePosition};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -131,6 +131,8 @@ pub struct CycleReport {
     pub seconds: f64,
     /// Human-readable note (why held back, gate summary).
     pub note: String,
+    /// Records read per shard (the source positions committed with the cycle).
+    pub positions: Vec<SourcePosition>,
 }
 
 /// One span to consume: a single file (directory mode) or the shards of one span number
@@ -458,6 +460,7 @@ impl Trainer {
         let mut qw = self.quarantine.begin(&span.id)?;
         let mut examples: Vec<(u64, FeatureVector, f32)> = Vec::new();
         let mut header_error = None;
+        let mut positions: Vec<SourcePosition> = Vec::new();
         let multi = span.shards.len() > 1;
         let shard_name = |i: usize| -> String {
             if multi {
@@ -505,7 +508,11 @@ impl Trainer {
                     &format!("{}{error}", shard_name(shard)),
                     &raw,
                 )?,
-                Item::ShardDone { .. } => {}
+                Item::ShardDone { shard, records } => positions.push(SourcePosition {
+                    span: span.id.clone(),
+                    shard: span.shards[shard].path.display().to_string(),
+                    records,
+                }),
                 Item::Failed {
                     shard,
                     error,
@@ -559,6 +566,7 @@ impl Trainer {
             serving_version: parent_version,
             seconds: 0.0,
             note: String::new(),
+            positions,
         };
 
         let total = records + bad_total;
@@ -737,6 +745,7 @@ impl Trainer {
                 gate: Some(gate.clone()),
                 code_version: self.code_version.clone(),
                 files: Default::default(),
+                positions: report.positions.clone(),
             };
             let bytes = evergreen_model::save(candidate.as_ref(), self.cfg.features.fingerprint());
             let dir = self.registry.publish(manifest, &bytes)?;

@@ -42,6 +42,14 @@ fn check_exactly_once(root: &Path) {
             );
         }
         assert_eq!(m.parent_version, if *v == 1 { None } else { Some(v - 1) });
+        // The source position committed with the version: every record of its span.
+        let rows = std::fs::read_to_string(root.join("in").join(&m.spans[0]))
+            .unwrap()
+            .lines()
+            .count() as u64
+            - 1;
+        assert_eq!(m.positions.len(), 1);
+        assert_eq!(m.positions[0].records, rows, "version {v}");
     }
     registry
         .load(*versions.last().unwrap())
