@@ -8,7 +8,7 @@ pub mod record;
 pub mod spec;
 pub mod transform;
 
-pub use record::{RawRecord, RawValue};
+pub use record::{FieldName, RawRecord, RawValue};
 pub use spec::{
     CategoricalColumn, CrossColumn, FeatureSpec, LabelSpec, NumericColumn, NumericTransform,
     SparseColumn, SpecError,

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 /// One raw value as a source or a request delivered it.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,8 +82,12 @@ impl fmt::Display for RawValue {
 /// A raw record: named values in source order. Lookups are linear; records are narrow.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RawRecord {
-    fields: Vec<(String, RawValue)>,
+    fields: Vec<(FieldName, RawValue)>,
 }
+
+/// A field name. Shared (`Arc<str>`) so that a reader can intern the names of its columns and
+/// build records without allocating a string per field.
+pub type FieldName = Arc<str>;
 
 impl RawRecord {
     /// An empty record.
@@ -98,22 +103,36 @@ impl RawRecord {
     }
 
     /// Adds (or replaces) a field.
-    pub fn insert(&mut self, name: impl Into<String>, value: RawValue) {
+    pub fn insert(&mut self, name: impl Into<FieldName>, value: RawValue) {
         let name = name.into();
-        if let Some(slot) = self.fields.iter_mut().find(|(n, _)| *n == name) {
+        if let Some(slot) = self
+            .fields
+            .iter_mut()
+            .find(|(n, _)| Arc::ptr_eq(n, &name) || *n == name)
+        {
             slot.1 = value;
         } else {
             self.fields.push((name, value));
         }
     }
 
+    /// Appends a field without looking for an existing one of the same name: for readers whose
+    /// names are unique by construction (a CSV header checked for duplicates).
+    pub fn push_unique(&mut self, name: FieldName, value: RawValue) {
+        debug_assert!(self.get(&name).is_none(), "duplicate field {name}");
+        self.fields.push((name, value));
+    }
+
     /// The value of a field, `None` when the record has no such field.
     pub fn get(&self, name: &str) -> Option<&RawValue> {
-        self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        self.fields
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, v)| v)
     }
 
     /// All fields in order.
-    pub fn fields(&self) -> &[(String, RawValue)] {
+    pub fn fields(&self) -> &[(FieldName, RawValue)] {
         &self.fields
     }
 
@@ -128,7 +147,7 @@ impl RawRecord {
     }
 }
 
-impl<S: Into<String>> FromIterator<(S, RawValue)> for RawRecord {
+impl<S: Into<FieldName>> FromIterator<(S, RawValue)> for RawRecord {
     fn from_iter<T: IntoIterator<Item = (S, RawValue)>>(iter: T) -> Self {
         let mut r = RawRecord::new();
         for (k, v) in iter {

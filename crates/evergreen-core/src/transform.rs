@@ -6,7 +6,6 @@
 
 use crate::record::{RawRecord, RawValue};
 use crate::spec::{FeatureSpec, NumericColumn, SpecError};
-use std::borrow::Cow;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// A sparse feature vector over `2^hash_bits` buckets. Indices may repeat (hash collisions).
@@ -154,17 +153,58 @@ fn kind_name(v: &RawValue) -> &'static str {
     }
 }
 
-/// The scalar values of a categorical column: one for a scalar, each element of a list.
-fn categorical_values<'a>(
+/// Decimal text of an integer in a stack buffer (the canonical bytes of `RawValue::Int`,
+/// without the allocation of `to_string`).
+fn int_text(i: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut n = i.unsigned_abs();
+    let mut pos = buf.len();
+    loop {
+        pos -= 1;
+        buf[pos] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if i < 0 {
+        // 20 digits never occur with a sign: |i64::MIN| has 19.
+        pos -= 1;
+        buf[pos] = b'-';
+    }
+    &buf[pos..]
+}
+
+/// Calls `f` with the canonical bytes of one scalar (see [`RawValue::canonical_bytes`]).
+fn with_scalar_bytes(v: &RawValue, f: &mut impl FnMut(&[u8])) {
+    match v {
+        RawValue::Str(s) => f(s.as_bytes()),
+        RawValue::Bytes(b) => f(b),
+        RawValue::Int(i) => f(int_text(*i, &mut [0u8; 20])),
+        other => {
+            if let Some(b) = other.canonical_bytes() {
+                f(&b)
+            }
+        }
+    }
+}
+
+/// Visits the non-empty canonical values of a categorical column: one for a scalar, each
+/// element of a list.
+fn for_each_categorical(
     column: &str,
-    v: Option<&'a RawValue>,
-) -> Result<Vec<Cow<'a, [u8]>>, TransformError> {
+    v: Option<&RawValue>,
+    mut f: impl FnMut(&[u8]),
+) -> Result<(), TransformError> {
     let wrong = |found: &RawValue| TransformError::WrongKind {
         column: column.to_string(),
         expected: "a categorical value or a list of them",
         found: kind_name(found),
     };
-    let mut out = Vec::new();
+    let mut visit = |b: &[u8]| {
+        if !b.is_empty() {
+            f(b)
+        }
+    };
     match v {
         None | Some(RawValue::Missing) => {}
         Some(RawValue::List(items)) => {
@@ -172,24 +212,14 @@ fn categorical_values<'a>(
                 match item {
                     RawValue::Missing => {}
                     RawValue::List(_) | RawValue::Weighted(_) => return Err(wrong(item)),
-                    scalar => {
-                        let b = scalar.canonical_bytes().expect("scalar");
-                        if !b.is_empty() {
-                            out.push(b);
-                        }
-                    }
+                    scalar => with_scalar_bytes(scalar, &mut visit),
                 }
             }
         }
         Some(w @ RawValue::Weighted(_)) => return Err(wrong(w)),
-        Some(scalar) => {
-            let b = scalar.canonical_bytes().expect("scalar");
-            if !b.is_empty() {
-                out.push(b);
-            }
-        }
+        Some(scalar) => with_scalar_bytes(scalar, &mut visit),
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The one value of a column that takes a scalar: a one-element list counts as its element, an
@@ -243,6 +273,8 @@ pub struct Transformer {
     numeric: Vec<CompiledNumeric>,
     crosses: Vec<CompiledCross>,
     sparse_seeds: Vec<u64>,
+    /// Per categorical column: whether a cross uses it.
+    crossed: Vec<bool>,
 }
 
 impl std::fmt::Debug for Transformer {
@@ -282,7 +314,7 @@ impl Transformer {
                 seed: column_seed("num", &c.name),
             })
             .collect();
-        let crosses = spec
+        let crosses: Vec<CompiledCross> = spec
             .cross
             .iter()
             .map(|x| {
@@ -313,6 +345,15 @@ impl Transformer {
             .iter()
             .map(|c| column_seed("sparse", &c.name))
             .collect();
+        let crossed = (0..spec.categorical.len())
+            .map(|i| {
+                crosses.iter().any(|x: &CompiledCross| {
+                    x.parts
+                        .iter()
+                        .any(|p| matches!(p, Part::Categorical(j) if *j == i))
+                })
+            })
+            .collect();
         Ok(Self {
             spec,
             mask,
@@ -321,6 +362,7 @@ impl Transformer {
             numeric,
             crosses,
             sparse_seeds,
+            crossed,
         })
     }
 
@@ -403,15 +445,24 @@ impl Transformer {
         if self.spec.bias {
             out.push(self.bias_index, 1.0);
         }
-        // Canonical values per categorical column, kept for crosses.
-        let mut cat_values: Vec<Vec<Cow<'_, [u8]>>> =
-            Vec::with_capacity(self.categorical_seeds.len());
-        for (c, seed) in self.spec.categorical.iter().zip(&self.categorical_seeds) {
-            let values = categorical_values(&c.name, r.get(&c.name))?;
-            for v in &values {
-                out.push(self.bucket(xxh3_64_with_seed(v, *seed)), 1.0);
-            }
-            cat_values.push(values);
+        // Canonical values per categorical column, kept only for the columns that are crossed.
+        let mut cat_values: Vec<Vec<Vec<u8>>> = vec![Vec::new(); self.categorical_seeds.len()];
+        for (i, (c, seed)) in self
+            .spec
+            .categorical
+            .iter()
+            .zip(&self.categorical_seeds)
+            .enumerate()
+        {
+            let keep = self.crossed[i];
+            let kept = &mut cat_values[i];
+            let mask = self.mask;
+            for_each_categorical(&c.name, r.get(&c.name), |b| {
+                out.push((xxh3_64_with_seed(b, *seed) & mask) as u32, 1.0);
+                if keep {
+                    kept.push(b.to_vec());
+                }
+            })?;
         }
         // Bucket index per numeric column, kept for crosses.
         let mut buckets: Vec<Option<usize>> = vec![None; self.numeric.len()];
@@ -494,9 +545,10 @@ impl Transformer {
                 }
                 Some(other) => {
                     // Plain values (or lists of them) count as features of weight 1.
-                    for v in categorical_values(&c.name, Some(other))? {
-                        out.push(self.bucket(xxh3_64_with_seed(&v, *seed)), 1.0);
-                    }
+                    let mask = self.mask;
+                    for_each_categorical(&c.name, Some(other), |b| {
+                        out.push((xxh3_64_with_seed(b, *seed) & mask) as u32, 1.0)
+                    })?;
                 }
             }
         }
@@ -782,6 +834,22 @@ mod tests {
         );
         let e = t.label(&rec(&[("y", RawValue::List(vec![]))])).unwrap_err();
         assert_eq!(e.reason(), "missing_label");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn int_text_matches_to_string(i in proptest::num::i64::ANY) {
+            let mut buf = [0u8; 20];
+            let expected = i.to_string();
+            proptest::prop_assert_eq!(int_text(i, &mut buf), expected.as_bytes());
+        }
+    }
+
+    #[test]
+    fn int_text_extremes() {
+        for i in [0, -1, 9, 10, i64::MIN, i64::MAX] {
+            assert_eq!(int_text(i, &mut [0u8; 20]), i.to_string().as_bytes());
+        }
     }
 
     proptest::proptest! {

@@ -284,6 +284,8 @@ impl Capture {
 struct CsvRows {
     rdr: csv::Reader<Capture>,
     header: Vec<String>,
+    /// The header's names, shared by every record (checked unique).
+    names: Vec<evergreen_core::FieldName>,
     rec: csv::ByteRecord,
     /// 1-based line number at the parser's position.
     line: u64,
@@ -346,6 +348,7 @@ impl CsvRows {
         let mut rows = CsvRows {
             rdr,
             header: Vec::new(),
+            names: Vec::new(),
             rec,
             line: 1,
             last_cr: false,
@@ -373,6 +376,10 @@ impl CsvRows {
             }
             header.push(name);
         }
+        rows.names = header
+            .iter()
+            .map(|h| evergreen_core::FieldName::from(h.as_str()))
+            .collect();
         rows.header = header;
         Ok(Some(rows))
     }
@@ -410,7 +417,7 @@ impl CsvRows {
             };
         }
         let mut record = RawRecord::with_capacity(self.header.len());
-        for (i, (name, cell)) in self.header.iter().zip(self.rec.iter()).enumerate() {
+        for (i, (name, cell)) in self.names.iter().zip(self.rec.iter()).enumerate() {
             let value = match std::str::from_utf8(cell) {
                 Ok("") => RawValue::Missing,
                 Ok(s) => RawValue::Str(s.to_string()),
@@ -423,7 +430,7 @@ impl CsvRows {
                     };
                 }
             };
-            record.insert(name.as_str(), value);
+            record.push_unique(name.clone(), value);
         }
         Step::Record(SourceRecord { line, record, raw })
     }

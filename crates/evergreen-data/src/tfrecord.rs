@@ -560,6 +560,7 @@ pub(crate) fn open_tfrecord_rows(
         reader: TfRecordReader::new(stream).with_verify(verify_crc),
         gzip,
         fields_hint: 0,
+        names: example::Interner::default(),
     }))
 }
 
@@ -568,6 +569,7 @@ struct TfRecordRows {
     gzip: bool,
     /// Feature count of the last good record, reserved for the next.
     fields_hint: usize,
+    names: example::Interner,
 }
 
 /// Base64 of at most [`RAW_KEEP`] bytes.
@@ -580,7 +582,11 @@ impl RowSource for TfRecordRows {
         let error = match self.reader.next_record() {
             None => return Step::End,
             Some(Ok(payload)) => {
-                return match example::decode_example_with_capacity(payload, self.fields_hint) {
+                return match example::decode_example_with(
+                    payload,
+                    self.fields_hint,
+                    &mut self.names,
+                ) {
                     Ok(record) => {
                         self.fields_hint = record.len();
                         Step::Record(SourceRecord {

@@ -24,7 +24,7 @@ fn happy_path_values_lines_and_raw() {
     let r1 = ok(&items[0]);
     assert_eq!(r1.line, 2);
     assert_eq!(r1.raw, "1, x ,");
-    let names: Vec<&str> = r1.record.fields().iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = r1.record.fields().iter().map(|(n, _)| &**n).collect();
     assert_eq!(names, ["a", "b", "c"]);
     assert_eq!(r1.record.get("a"), Some(&s("1")));
     assert_eq!(r1.record.get("b"), Some(&s(" x ")), "cells are not trimmed");

@@ -19,7 +19,7 @@ fn value_types_and_source_order() {
     let r = ok(&items[0]);
     assert_eq!(r.line, 1);
     assert_eq!(r.raw, line);
-    let names: Vec<&str> = r.record.fields().iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = r.record.fields().iter().map(|(n, _)| &**n).collect();
     assert_eq!(names, ["z", "i", "big", "s", "t", "f", "n", "e"]);
     assert_eq!(r.record.get("z"), Some(&RawValue::Num(1.5)));
     assert_eq!(r.record.get("i"), Some(&RawValue::Num(-3.0)));

@@ -19,7 +19,7 @@ fn num(x: f64) -> RawValue {
 }
 
 fn names(r: &RawRecord) -> Vec<&str> {
-    r.fields().iter().map(|(n, _)| n.as_str()).collect()
+    r.fields().iter().map(|(n, _)| &**n).collect()
 }
 
 fn file(dir: &tempfile::TempDir, format: Format, bytes: &[u8]) -> SpanFile {

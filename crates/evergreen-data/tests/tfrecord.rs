@@ -53,7 +53,9 @@ fn assert_same_record(got: &RawRecord, want: &RawRecord, context: &str) {
     let mut w: Vec<_> = want.fields().iter().collect();
     g.sort_by(|a, b| a.0.cmp(&b.0));
     w.sort_by(|a, b| a.0.cmp(&b.0));
-    let names = |v: &[&(String, RawValue)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    let names = |v: &[&(evergreen_core::FieldName, RawValue)]| {
+        v.iter().map(|(n, _)| n.to_string()).collect::<Vec<_>>()
+    };
     assert_eq!(names(&g), names(&w), "{context}: feature names");
     for ((name, gv), (_, wv)) in g.iter().zip(&w) {
         assert!(
@@ -232,7 +234,7 @@ fn our_encoder_reproduces_tensorflow_payloads() {
         let features: Vec<(String, FeatureValues)> = rec
             .fields()
             .iter()
-            .map(|(k, v)| (k.clone(), to_feature(v)))
+            .map(|(k, v)| (k.to_string(), to_feature(v)))
             .collect();
         assert_eq!(encode_example(&features), p);
     }

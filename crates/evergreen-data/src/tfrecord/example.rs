@@ -29,7 +29,7 @@
 
 use std::fmt;
 
-use evergreen_core::{RawRecord, RawValue};
+use evergreen_core::{FieldName, RawRecord, RawValue};
 
 /// Protobuf wire types.
 const VARINT: u8 = 0;
@@ -272,31 +272,56 @@ impl<'a> Cur<'a> {
 
 /// Decodes a serialized `tf.train.Example` into a record (features in wire order).
 pub fn decode_example(bytes: &[u8]) -> Result<RawRecord, ExampleError> {
-    decode_example_with_capacity(bytes, 0)
+    decode_example_with(bytes, 0, &mut Interner::default())
 }
 
-/// [`decode_example`] with room for `fields` features reserved up front.
-pub(crate) fn decode_example_with_capacity(
+/// Shares feature names across the records of one reader: a name seen before is an `Arc`
+/// clone instead of a new string. Bounded: past [`Interner::MAX`] names, new ones are not kept.
+#[derive(Debug, Default)]
+pub struct Interner {
+    names: std::collections::HashMap<Box<str>, FieldName>,
+}
+
+impl Interner {
+    /// Most names kept.
+    pub const MAX: usize = 4096;
+
+    /// The shared name for `s`.
+    pub fn get(&mut self, s: &str) -> FieldName {
+        if let Some(n) = self.names.get(s) {
+            return n.clone();
+        }
+        let n: FieldName = FieldName::from(s);
+        if self.names.len() < Self::MAX {
+            self.names.insert(s.into(), n.clone());
+        }
+        n
+    }
+}
+
+/// [`decode_example`] with room for `fields` features reserved up front and names interned.
+pub fn decode_example_with(
     bytes: &[u8],
     fields: usize,
+    names: &mut Interner,
 ) -> Result<RawRecord, ExampleError> {
     let mut record = RawRecord::with_capacity(fields);
     let mut c = Cur::new(bytes);
     while c.more() {
         let at = c.pos;
         match c.tag()? {
-            (1, LEN) => decode_features(c.len_delimited()?, &mut record)?,
+            (1, LEN) => decode_features(c.len_delimited()?, &mut record, names)?,
             (f, w) => c.skip(at, f, w, 0)?,
         }
     }
     Ok(record)
 }
 
-fn decode_features(mut c: Cur<'_>, record: &mut RawRecord) -> Res<()> {
+fn decode_features(mut c: Cur<'_>, record: &mut RawRecord, names: &mut Interner) -> Res<()> {
     while c.more() {
         let at = c.pos;
         match c.tag()? {
-            (1, LEN) => decode_entry(c.len_delimited()?, record)?,
+            (1, LEN) => decode_entry(c.len_delimited()?, record, names)?,
             (f, w) => c.skip(at, f, w, 0)?,
         }
     }
@@ -312,7 +337,7 @@ enum Kind {
     Int64,
 }
 
-fn decode_entry(mut c: Cur<'_>, record: &mut RawRecord) -> Res<()> {
+fn decode_entry(mut c: Cur<'_>, record: &mut RawRecord, names: &mut Interner) -> Res<()> {
     let mut key = "";
     let mut kind = Kind::None;
     let mut value = RawValue::Missing;
@@ -330,7 +355,7 @@ fn decode_entry(mut c: Cur<'_>, record: &mut RawRecord) -> Res<()> {
             (f, w) => c.skip(at, f, w, 0)?,
         }
     }
-    record.insert(key, value);
+    record.insert(names.get(key), value);
     Ok(())
 }
 

@@ -124,22 +124,23 @@ fn infer_spec(first: &SpanFile, label: &str) -> Result<FeatureSpec> {
         sparse: vec![],
     };
     for (name, v) in rec.fields() {
-        if name == label {
+        if &**name == label {
             continue;
         }
         let numeric = matches!(v, RawValue::Num(_))
             || matches!(v, RawValue::List(l) if matches!(l.first(), Some(RawValue::Num(_))));
         if numeric {
             spec.numeric.push(NumericColumn {
-                name: name.clone(),
+                name: name.to_string(),
                 log: false,
                 standardize: None,
                 buckets: None,
                 default: None,
             });
         } else {
-            spec.categorical
-                .push(CategoricalColumn { name: name.clone() });
+            spec.categorical.push(CategoricalColumn {
+                name: name.to_string(),
+            });
         }
     }
     Ok(spec)

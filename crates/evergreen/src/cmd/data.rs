@@ -216,7 +216,11 @@ fn inspect(a: InspectArgs) -> Result<()> {
                             .collect()
                     });
                     for (name, v) in rec.record.fields() {
-                        report.features.entry(name.clone()).or_default().observe(v);
+                        report
+                            .features
+                            .entry(name.to_string())
+                            .or_default()
+                            .observe(v);
                     }
                     if let Some(label) = candidates.first() {
                         let text = match rec.record.get(label) {
