@@ -821,7 +821,7 @@ mod tests {
         assert_eq!(e.reason(), "wrong_kind");
         let e = t.features(&rec(&[("site", w)])).unwrap_err();
         assert_eq!(e.reason(), "wrong_kind");
-        let many: Vec<RawValue> = (0..2000).map(|i| RawValue::Int(i)).collect();
+        let many: Vec<RawValue> = (0..2000).map(RawValue::Int).collect();
         let e = t
             .features(&rec(&[
                 ("site", RawValue::List(many)),
