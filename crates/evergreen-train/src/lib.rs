@@ -27,7 +27,7 @@ pub use state::{STATE_FILE, TrainerState};
 use evergreen_config::Config;
 use evergreen_core::{FeatureVector, Transformer};
 use evergreen_data::pipeline::{Item, Pipeline, Rejected};
-use evergreen_data::{Quarantine, SpanDir, SpanFile, SpanPattern};
+use evergreen_data::{Quarantine, SpanDir, SpanFile, SpanPattern, reason};
 use evergreen_eval::{GateResult, Metrics as EvalMetrics, Summary, evaluate_gate};
 use evergreen_lineage::{CycleRecord, GateRecord, LineageStore, MetricsRecord, SpanRef};
 use evergreen_metrics::{Metrics, ReasonLabels};
@@ -483,6 +483,27 @@ impl Trainer {
                         .into_iter()
                         .map(|e| (((e.shard as u64) << 40) | e.position, e.features, e.label)),
                 ),
+                Item::Rejected(Rejected::Parse(bad))
+                    if [
+                        reason::BAD_LENGTH,
+                        reason::TRUNCATED_RECORD,
+                        reason::CORRUPT_GZIP,
+                    ]
+                    .contains(&bad.reason) =>
+                {
+                    // The rest of this shard cannot be framed: its records can be neither
+                    // trained nor accounted for one by one, so the span is held back.
+                    let shard = span
+                        .shards
+                        .iter()
+                        .position(|s| s.name == bad.span)
+                        .unwrap_or(0);
+                    qw.add_bad(&bad)?;
+                    header_error = Some(format!(
+                        "corrupt shard {}: record {}: {} ({}); the rest of the shard cannot be read",
+                        span.shards[shard].name, bad.line, bad.reason, bad.detail
+                    ));
+                }
                 Item::Rejected(Rejected::Parse(bad)) if multi => {
                     let shard = span
                         .shards
