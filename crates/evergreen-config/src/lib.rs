@@ -134,10 +134,10 @@ fn default_poll_ms() -> u64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineSection {
-    /// Shards read in parallel (tf.data's `cycle_length`); 0 = number of cores.
+    /// Shards read in parallel (tf.data's `cycle_length`); 0 = auto (half the cores).
     #[serde(default)]
     pub cycle_length: usize,
-    /// Transform worker threads; 0 = number of cores.
+    /// Transform worker threads; 0 = auto (the other half of the cores).
     #[serde(default)]
     pub workers: usize,
     /// Records per chunk handed between threads.
@@ -384,7 +384,7 @@ impl Config {
             if v > max {
                 return Err(invalid(
                     key,
-                    format!("must be at most {max} (got {v}; 0 = cores)"),
+                    format!("must be at most {max} (got {v}; 0 = auto)"),
                 ));
             }
         }

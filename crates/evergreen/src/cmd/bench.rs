@@ -44,10 +44,10 @@ pub struct DataBenchArgs {
     /// Runs per mode (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
-    /// Shards read in parallel (0 = cores).
+    /// Shards read in parallel (0 = auto: half the cores).
     #[arg(long, default_value_t = 0)]
     pub cycle_length: usize,
-    /// Transform workers (0 = cores).
+    /// Transform workers (0 = auto: the other half of the cores).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
     /// Examples per batch.
