@@ -98,6 +98,14 @@ pub enum TransformError {
         /// What it held.
         found: &'static str,
     },
+    /// A finite value that does not fit a feature value (f32) after its transform.
+    #[error("column {column:?}: value {value} is out of range for a feature value (f32)")]
+    OutOfRange {
+        /// Column name (`column:feature` for sparse features).
+        column: String,
+        /// The value after log/standardize.
+        value: f64,
+    },
     /// A cross of multi-valued columns would produce more features than allowed.
     #[error("cross {columns:?}: {count} combinations exceed the limit of {MAX_CROSS_PRODUCT}")]
     CrossTooLarge {
@@ -134,6 +142,7 @@ impl TransformError {
             TransformError::NotScalar { .. } => "not_scalar",
             TransformError::WrongKind { .. } => "wrong_kind",
             TransformError::CrossTooLarge { .. } => "cross_too_large",
+            TransformError::OutOfRange { .. } => "out_of_range",
         }
     }
 }
@@ -430,6 +439,14 @@ impl Transformer {
         if let Some(s) = col.standardize {
             x = (x - s.mean) / s.std;
         }
+        // Standardize can overflow, and the value must fit the f32 of a feature value (it is
+        // bucketized otherwise, where any finite f64 will do).
+        if !x.is_finite() || (col.buckets.is_none() && !(x as f32).is_finite()) {
+            return Err(TransformError::OutOfRange {
+                column: col.name.clone(),
+                value: x,
+            });
+        }
         Ok(Some(x))
     }
 
@@ -533,6 +550,12 @@ impl Transformer {
                     for (name, v) in pairs {
                         if !v.is_finite() {
                             return Err(TransformError::NonFinite {
+                                column: format!("{}:{name}", c.name),
+                                value: *v,
+                            });
+                        }
+                        if !(*v as f32).is_finite() {
+                            return Err(TransformError::OutOfRange {
                                 column: format!("{}:{name}", c.name),
                                 value: *v,
                             });
@@ -843,6 +866,30 @@ mod tests {
             let expected = i.to_string();
             proptest::prop_assert_eq!(int_text(i, &mut buf), expected.as_bytes());
         }
+    }
+
+    #[test]
+    fn values_beyond_f32_are_out_of_range_not_infinite() {
+        let t = Transformer::new(spec()).unwrap();
+        // price has log + standardize: ln(1 + 1e300) is small, so use the sparse and plain paths.
+        let spec: FeatureSpec = serde_json::from_value(serde_json::json!({
+            "hash_bits": 8, "label": {"column": "y"},
+            "numeric": [{"name": "x"}, {"name": "s", "standardize": {"mean": 0.0, "std": 1e-300}}],
+            "sparse": [{"name": "w"}]
+        }))
+        .unwrap();
+        let u = Transformer::new(spec).unwrap();
+        let e = u
+            .features(&rec(&[("x", RawValue::Num(2.59e46))]))
+            .unwrap_err();
+        assert_eq!(e.reason(), "out_of_range");
+        let e = u.features(&rec(&[("s", RawValue::Num(1e10))])).unwrap_err();
+        assert_eq!(e.reason(), "out_of_range", "standardize overflow");
+        let w = RawValue::Weighted(vec![("f".into(), -3.8e56)]);
+        let e = u.features(&rec(&[("w", w)])).unwrap_err();
+        assert_eq!(e.reason(), "out_of_range");
+        // Bucketized columns take any finite value.
+        assert!(t.features(&rec(&[("hour", RawValue::Num(1e300))])).is_ok());
     }
 
     #[test]

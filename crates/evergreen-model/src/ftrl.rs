@@ -59,6 +59,9 @@ impl FtrlParams {
     }
 }
 
+/// Largest magnitude of a weight (see `Ftrl::weight`).
+const MAX_WEIGHT: f64 = 1e10;
+
 /// FTRL-Proximal state: `z` and `n` per hash bucket (weights are derived lazily).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ftrl {
@@ -97,7 +100,10 @@ impl Ftrl {
             0.0
         } else {
             let n = self.n[i] as f64;
-            -(z - z.signum() * p.l1) / ((p.beta + n.sqrt()) / p.alpha + p.l2)
+            // Clamped: a weight beyond 1e10 saturates the sigmoid anyway, and the bound keeps
+            // every margin finite even when the denominator underflows to zero.
+            (-(z - z.signum() * p.l1) / ((p.beta + n.sqrt()) / p.alpha + p.l2))
+                .clamp(-MAX_WEIGHT, MAX_WEIGHT)
         }
     }
 
@@ -132,6 +138,10 @@ impl Ftrl {
         }
         let z = r.f32s(dim)?;
         let n = r.f32s(dim)?;
+        // n is a sum of squared gradients: finite and never negative; z finite.
+        if z.iter().chain(&n).any(|x| !x.is_finite()) || n.iter().any(|&x| x < 0.0) {
+            return None;
+        }
         Some(Self {
             params,
             z,
@@ -260,5 +270,35 @@ mod tests {
         assert!((m.n[1] as f64 - 0.25).abs() < 1e-7);
         // w = 0.5 / ((1 + 0.5) / 0.5) = 1/6
         assert!((m.weight_at(1) - 1.0 / 6.0).abs() < 1e-7);
+    }
+
+    #[test]
+    fn zero_denominator_still_predicts_a_probability() {
+        let params = FtrlParams {
+            alpha: 0.5,
+            beta: 0.0,
+            l1: 0.0,
+            l2: 0.0,
+        };
+        let mut m = Ftrl::new(params, 4);
+        m.z[0] = 1.0;
+        m.z[1] = -1.0; // n stays 0: both weights divide by zero
+        let p = m.predict(&fv(&[0, 1]));
+        assert!((0.0..=1.0).contains(&p), "{p}");
+        let mut x = fv(&[0, 1]);
+        x.values[1] = 0.0;
+        assert!(m.predict(&x).is_finite());
+    }
+
+    #[test]
+    fn negative_or_non_finite_state_is_refused_on_load() {
+        for (zi, ni) in [(0.0, -1.0), (f32::NAN, 0.0), (0.0, f32::INFINITY)] {
+            let mut m = Ftrl::new(FtrlParams::default(), 4);
+            m.z[3] = zi;
+            m.n[3] = ni;
+            let mut body = Vec::new();
+            m.encode(&mut body);
+            assert!(Ftrl::decode(&body).is_none(), "z={zi} n={ni} accepted");
+        }
     }
 }

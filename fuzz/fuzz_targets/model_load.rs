@@ -1,0 +1,80 @@
+//! `evergreen_model::load` on arbitrary bytes.
+//!
+//! The file ends in an xxh3 checksum of everything before it, which random mutation never
+//! matches, so each input is tried three ways: as it is; with the checksum recomputed (what a
+//! corrupt file whose checksum was rewritten looks like); and with `body_len` fixed up too. Then:
+//!
+//! - `load` never panics;
+//! - a loaded model re-encodes to the very body it was loaded from (the format is canonical),
+//!   and `save` reproduces the file when it was written at the current version;
+//! - a loaded model can predict over every one of its buckets without panicking, and
+//!   the result is a probability (never NaN), as `Ftrl::decode`'s documentation promises.
+#![no_main]
+
+use evergreen_core::FeatureVector;
+use evergreen_model::{FORMAT_VERSION, load, save};
+use libfuzzer_sys::fuzz_target;
+
+/// magic, format_version, kind, reserved, spec_fingerprint, body_len.
+const HEADER_LEN: usize = 8 + 4 + 2 + 2 + 8 + 8;
+
+fn with_checksum(content: &[u8]) -> Vec<u8> {
+    let mut out = content.to_vec();
+    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(content).to_le_bytes());
+    out
+}
+
+fn check(bytes: &[u8]) {
+    let Ok((header, model)) = load(bytes) else {
+        return;
+    };
+    let body = &bytes[HEADER_LEN..bytes.len() - 8];
+    let mut re = Vec::new();
+    model.encode(&mut re);
+    assert_eq!(re, body, "a loaded model re-encodes to a different body");
+    if header.format_version == FORMAT_VERSION && bytes[14..16] == [0, 0] {
+        assert_eq!(
+            save(model.as_ref(), header.spec_fingerprint),
+            bytes,
+            "save does not reproduce the file"
+        );
+    }
+
+    let dim = model.dim();
+    let cap = dim.min(1 << 12);
+    let mut all = FeatureVector::with_capacity(cap);
+    for i in 0..cap {
+        let mut one = FeatureVector::with_capacity(1);
+        one.push(i as u32, 1.0);
+        let p = model.predict(&one);
+        assert!(
+            (0.0..=1.0).contains(&p),
+            "prediction {p} for bucket {i} of a loaded model ({model:?})"
+        );
+        all.push(i as u32, 1.0);
+    }
+    if dim > 0 {
+        let mut last = FeatureVector::with_capacity(1);
+        last.push((dim - 1) as u32, 1.0);
+        let _ = model.predict(&last);
+    }
+    let p = model.predict(&all);
+    assert!(
+        (0.0..=1.0).contains(&p),
+        "prediction {p} over all buckets of a loaded model ({model:?})"
+    );
+}
+
+fuzz_target!(|data: &[u8]| {
+    check(data);
+    if data.len() >= 8 {
+        let content = &data[..data.len() - 8];
+        check(&with_checksum(content));
+        if content.len() >= HEADER_LEN {
+            let mut fixed = content.to_vec();
+            let body_len = (content.len() - HEADER_LEN) as u64;
+            fixed[24..32].copy_from_slice(&body_len.to_le_bytes());
+            check(&with_checksum(&fixed));
+        }
+    }
+});
