@@ -112,6 +112,10 @@ pub struct DataSection {
     /// Take a span only once `<span>.ready` exists.
     #[serde(default)]
     pub ready_marker: bool,
+    /// Check the CRC32C of every TFRecord length and payload (recommended; off trades
+    /// corruption detection for speed).
+    #[serde(default = "default_true")]
+    pub verify_checksums: bool,
     /// A span with a larger fraction of bad records is held back (not trained).
     #[serde(default = "default_bad_fraction")]
     pub max_bad_fraction: f64,
@@ -193,6 +197,7 @@ impl PipelineSection {
             chunk: self.chunk,
             queue: self.queue,
             ordered: self.ordered,
+            read: evergreen_data::ReadOptions::default(),
         }
     }
 }

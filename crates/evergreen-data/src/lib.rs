@@ -44,5 +44,7 @@ pub mod tfrecord;
 pub use discovery::{DiscoveredSpan, SpanPattern, span_id};
 pub use error::DataError;
 pub use quarantine::{Quarantine, QuarantineWriter};
-pub use reader::{BadRecord, SourceRecord, SpanReader, open_span, reason};
+pub use reader::{
+    BadRecord, ReadOptions, SourceRecord, SpanReader, open_span, open_span_with, reason,
+};
 pub use span::{Format, SpanDir, SpanFile};

@@ -16,7 +16,7 @@
 //! records whatever the size of the input; a slow consumer stops the readers (backpressure).
 //! Dropping the [`Pipeline`] stops every thread.
 
-use crate::{BadRecord, DataError, SpanFile, open_span};
+use crate::{BadRecord, DataError, SpanFile};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use evergreen_core::{FeatureVector, TransformError, Transformer};
 use std::collections::BTreeMap;
@@ -39,6 +39,8 @@ pub struct PipelineOptions {
     pub queue: usize,
     /// Deliver examples in a deterministic order (else as soon as they are ready).
     pub ordered: bool,
+    /// How each shard is read (TFRecord CRC checks).
+    pub read: crate::ReadOptions,
 }
 
 impl Default for PipelineOptions {
@@ -54,6 +56,7 @@ impl Default for PipelineOptions {
             chunk: 256,
             queue: 8,
             ordered: true,
+            read: crate::ReadOptions::default(),
         }
     }
 }
@@ -162,6 +165,7 @@ fn reader_thread(
     shards: Arc<Vec<SpanFile>>,
     mine: Vec<usize>,
     chunk: usize,
+    read: crate::ReadOptions,
     tx: Sender<Chunk>,
     stop: Arc<AtomicBool>,
 ) {
@@ -169,7 +173,7 @@ fn reader_thread(
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let reader = match open_span(&shards[shard]) {
+        let reader = match crate::open_span_with(&shards[shard], read) {
             Ok(r) => r,
             Err(e) => {
                 let bad_input = matches!(
@@ -266,7 +270,7 @@ impl Pipeline {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("evergreen-read-{i}"))
-                    .spawn(move || reader_thread(shards, mine, chunk, tx, stop))
+                    .spawn(move || reader_thread(shards, mine, chunk, opts.read, tx, stop))
                     .expect("spawn reader thread"),
             );
             reader_rx.push(rx);
@@ -534,6 +538,7 @@ mod tests {
             chunk: 50,
             queue: 2,
             ordered: true,
+            read: crate::ReadOptions::default(),
         };
         let (a, bad_a, done_a, batches) =
             collect(Pipeline::start(files.clone(), transformer(), opts));

@@ -87,6 +87,25 @@ impl fmt::Display for BadRecord {
 /// Fails only when the file cannot be opened or (CSV) its header cannot be read or used; a bad
 /// row is an `Err(BadRecord)` item of the reader and iteration continues with the next row.
 pub fn open_span(file: &SpanFile) -> Result<SpanReader, DataError> {
+    open_span_with(file, ReadOptions::default())
+}
+
+/// How spans are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Check the CRC32C of every TFRecord length and payload (on by default; turning it off
+    /// trades corruption detection for speed).
+    pub verify_crc: bool,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        Self { verify_crc: true }
+    }
+}
+
+/// [`open_span`] with explicit [`ReadOptions`].
+pub fn open_span_with(file: &SpanFile, options: ReadOptions) -> Result<SpanReader, DataError> {
     let open_err = |source| DataError::Open {
         path: file.path.clone(),
         source,
@@ -102,7 +121,11 @@ pub fn open_span(file: &SpanFile) -> Result<SpanReader, DataError> {
             buf: Vec::new(),
             line: 0,
         }),
-        Format::Tfrecord => Inner::Other(crate::tfrecord::open_rows(handle, &file.path)?),
+        Format::Tfrecord => Inner::Other(crate::tfrecord::open_tfrecord_rows(
+            handle,
+            &file.path,
+            options.verify_crc,
+        )?),
         Format::Vw => Inner::Other(crate::sparse_text::open_vw(handle, &file.path)?),
         Format::Libsvm => Inner::Other(crate::sparse_text::open_libsvm(handle, &file.path)?),
         Format::Libffm => Inner::Other(crate::sparse_text::open_libffm(handle, &file.path)?),

@@ -541,10 +541,6 @@ impl<W: Write> TfRecordWriter<W> {
 // Spans
 
 /// Opens a TFRecord span (plain or gzip) as a row source, verifying CRCs.
-pub(crate) fn open_rows(file: File, path: &Path) -> Result<Box<dyn RowSource>, DataError> {
-    open_tfrecord_rows(file, path, true)
-}
-
 /// Opens a TFRecord span (plain or gzip, detected from the content) as a row source; with
 /// `verify_crc` false, neither CRC is checked.
 pub(crate) fn open_tfrecord_rows(

@@ -471,11 +471,9 @@ impl Trainer {
         };
         // The parallel pipeline reads the shards, decodes and transforms on worker threads, and
         // delivers examples in a deterministic order (so a retried span trains identically).
-        let pipeline = Pipeline::start(
-            span.shards.clone(),
-            self.transformer.clone(),
-            self.cfg.pipeline.options(),
-        );
+        let mut options = self.cfg.pipeline.options();
+        options.read.verify_crc = self.cfg.data.verify_checksums;
+        let pipeline = Pipeline::start(span.shards.clone(), self.transformer.clone(), options);
         for item in pipeline {
             match item {
                 Item::Batch(batch) => examples.extend(

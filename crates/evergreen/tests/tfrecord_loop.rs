@@ -154,3 +154,46 @@ fn tfrecord_shard_directories_train_end_to_end() {
         ]
     );
 }
+
+#[test]
+fn checksum_verification_can_be_turned_off() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let config = write_config(root, false, "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("dir = \"in\"", "dir = \"in\"\nverify_checksums = false");
+    std::fs::write(&config, text).unwrap();
+    let (header, rows) = elec2();
+    let cols: Vec<&str> = header.split(',').collect();
+    let p = root.join("in/a.tfrecord");
+    write_shard(&p, &cols, &rows[..500], false);
+    // Corrupt only the last data CRC: the payload is intact, so unchecked the record is good.
+    let mut bytes = std::fs::read(&p).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&p, bytes).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["run", "--config", config.to_str().unwrap(), "--once"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("span a.tfrecord  records 500  bad 0"),
+        "{stdout}"
+    );
+    // With the default (checked), the same file quarantines that record.
+    std::fs::create_dir_all(root.join("checked/in")).unwrap();
+    let config2 = write_config(&root.join("checked"), false, "");
+    std::fs::copy(&p, root.join("checked/in/a.tfrecord")).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["run", "--config", config2.to_str().unwrap(), "--once"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("span a.tfrecord  records 499  bad 1"),
+        "{stdout}"
+    );
+}
