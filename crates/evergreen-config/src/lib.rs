@@ -138,10 +138,11 @@ fn default_poll_ms() -> u64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineSection {
-    /// Shards read in parallel (tf.data's `cycle_length`); 0 = auto (half the cores).
+    /// Shards read in parallel (tf.data's `cycle_length`); 0 = auto (the cores, at most 8).
     #[serde(default)]
     pub cycle_length: usize,
-    /// Transform worker threads; 0 = auto (the other half of the cores).
+    /// Extra transform threads; 0 = auto (none up to 8 cores: readers transform their own
+    /// chunks, and threads left idle by a span with fewer shards than readers transform).
     #[serde(default)]
     pub workers: usize,
     /// Records per chunk handed between threads.

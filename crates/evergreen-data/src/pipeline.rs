@@ -29,7 +29,8 @@ use std::thread::JoinHandle;
 pub struct PipelineOptions {
     /// Shards read at the same time (tf.data's `cycle_length`).
     pub cycle_length: usize,
-    /// Transform worker threads.
+    /// Transform worker threads; 0 transforms on the reader threads instead (best when there
+    /// are no more cores than readers).
     pub workers: usize,
     /// Examples per batch.
     pub batch_size: usize,
@@ -45,15 +46,17 @@ pub struct PipelineOptions {
 
 impl Default for PipelineOptions {
     fn default() -> Self {
-        // Half the cores read and decode, the other half transform: more threads than cores
-        // was measured slower (bench data on 2 cores: 1 + 1 threads beat 2 + 2 by 1.6x).
+        // One reader per core (at most 8), each decoding and transforming its own chunks; cores
+        // beyond 8 transform. Measured on 2 cores (BENCHMARKS.md): 2 readers transforming
+        // inline beat 2 readers + 1 or 2 transform threads, which beat 1 + 1; more threads
+        // than cores is slower.
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let cycle_length = cores.div_ceil(2).clamp(1, 8);
+        let cycle_length = cores.clamp(1, 8);
         Self {
             cycle_length,
-            workers: cores.saturating_sub(cycle_length).clamp(1, 16),
+            workers: cores.saturating_sub(cycle_length).min(16),
             batch_size: 128,
-            chunk: 256,
+            chunk: 1024,
             queue: 8,
             ordered: true,
             read: crate::ReadOptions::default(),
@@ -123,6 +126,11 @@ enum Chunk {
         shard: usize,
         records: Vec<Result<crate::SourceRecord, BadRecord>>,
     },
+    /// Already transformed on the reader thread (`workers == 0`).
+    Transformed {
+        good: Vec<Example>,
+        bad: Vec<Rejected>,
+    },
     Done {
         shard: usize,
         records: u64,
@@ -161,11 +169,57 @@ pub struct Pipeline {
     finished: bool,
 }
 
+/// Transforms one chunk of records.
+fn transform_records(
+    shard: usize,
+    records: Vec<Result<crate::SourceRecord, BadRecord>>,
+    t: &Transformer,
+) -> (Vec<Example>, Vec<Rejected>) {
+    let mut good = Vec::with_capacity(records.len());
+    let mut bad = Vec::new();
+    for r in records {
+        match r {
+            Ok(rec) => match t.example(&rec.record) {
+                Ok((features, label)) => good.push(Example {
+                    shard,
+                    position: rec.line,
+                    features,
+                    label,
+                }),
+                Err(error) => bad.push(Rejected::Transform {
+                    shard,
+                    position: rec.line,
+                    error,
+                    raw: rec.raw,
+                }),
+            },
+            Err(b) => bad.push(Rejected::Parse(b)),
+        }
+    }
+    (good, bad)
+}
+
+/// A chunk of records, transformed here when `inline` carries the transformer.
+fn package(
+    shard: usize,
+    records: Vec<Result<crate::SourceRecord, BadRecord>>,
+    inline: &Option<Arc<Transformer>>,
+) -> Chunk {
+    match inline {
+        Some(t) => {
+            let (good, bad) = transform_records(shard, records, t);
+            Chunk::Transformed { good, bad }
+        }
+        None => Chunk::Records { shard, records },
+    }
+}
+
 fn reader_thread(
     shards: Arc<Vec<SpanFile>>,
     mine: Vec<usize>,
     chunk: usize,
     read: crate::ReadOptions,
+    inline: Option<Arc<Transformer>>,
     tx: Sender<Chunk>,
     stop: Arc<AtomicBool>,
 ) {
@@ -196,10 +250,7 @@ fn reader_thread(
             {
                 if !buf.is_empty()
                     && tx
-                        .send(Chunk::Records {
-                            shard,
-                            records: std::mem::take(&mut buf),
-                        })
+                        .send(package(shard, std::mem::take(&mut buf), &inline))
                         .is_err()
                 {
                     return;
@@ -216,7 +267,7 @@ fn reader_thread(
             buf.push(item);
             if buf.len() == chunk {
                 let records = std::mem::replace(&mut buf, Vec::with_capacity(chunk));
-                if tx.send(Chunk::Records { shard, records }).is_err() {
+                if tx.send(package(shard, records, &inline)).is_err() {
                     return;
                 }
             }
@@ -254,7 +305,14 @@ impl Pipeline {
         opts: PipelineOptions,
     ) -> Self {
         let cycle = opts.cycle_length.max(1).min(shards.len().max(1));
-        let workers = opts.workers.max(1);
+        // workers == 0: the reader threads transform, and one thread passes chunks on; but with
+        // fewer shards than `cycle_length` the cores left idle transform instead.
+        let inline = opts.workers == 0 && cycle == opts.cycle_length.max(1);
+        let workers = if opts.workers == 0 && !inline {
+            opts.cycle_length.max(1) - cycle
+        } else {
+            opts.workers.max(1)
+        };
         let chunk = opts.chunk.max(1);
         let queue = opts.queue.max(1);
         let stop = Arc::new(AtomicBool::new(false));
@@ -266,11 +324,12 @@ impl Pipeline {
         for i in 0..cycle {
             let (tx, rx) = bounded::<Chunk>(2);
             let mine: Vec<usize> = (i..shards.len()).step_by(cycle).collect();
+            let inline = inline.then(|| transformer.clone());
             let (shards, stop) = (shards.clone(), stop.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("evergreen-read-{i}"))
-                    .spawn(move || reader_thread(shards, mine, chunk, opts.read, tx, stop))
+                    .spawn(move || reader_thread(shards, mine, chunk, opts.read, inline, tx, stop))
                     .expect("spawn reader thread"),
             );
             reader_rx.push(rx);
@@ -330,29 +389,10 @@ impl Pipeline {
                             }
                             let out = match c {
                                 Chunk::Records { shard, records } => {
-                                    let mut good = Vec::with_capacity(records.len());
-                                    let mut bad = Vec::new();
-                                    for r in records {
-                                        match r {
-                                            Ok(rec) => match t.example(&rec.record) {
-                                                Ok((features, label)) => good.push(Example {
-                                                    shard,
-                                                    position: rec.line,
-                                                    features,
-                                                    label,
-                                                }),
-                                                Err(error) => bad.push(Rejected::Transform {
-                                                    shard,
-                                                    position: rec.line,
-                                                    error,
-                                                    raw: rec.raw,
-                                                }),
-                                            },
-                                            Err(b) => bad.push(Rejected::Parse(b)),
-                                        }
-                                    }
+                                    let (good, bad) = transform_records(shard, records, &t);
                                     Output::Examples(good, bad)
                                 }
+                                Chunk::Transformed { good, bad } => Output::Examples(good, bad),
                                 Chunk::Done { shard, records } => Output::Done { shard, records },
                                 Chunk::Failed {
                                     shard,
@@ -564,6 +604,25 @@ mod tests {
                 .collect();
             assert!(pos.windows(2).all(|w| w[0] < w[1]));
         }
+        // Transforming on the reader threads (workers 0) gives the same examples in the same
+        // order; so does a span with fewer shards than readers (idle readers transform).
+        let (inline, _, _, _) = collect(Pipeline::start(
+            files.clone(),
+            transformer(),
+            PipelineOptions { workers: 0, ..opts },
+        ));
+        assert_eq!(inline, a);
+        let (few, _, _, _) = collect(Pipeline::start(
+            files[..2].to_vec(),
+            transformer(),
+            PipelineOptions { workers: 0, ..opts },
+        ));
+        let first_two: Vec<_> = a.iter().filter(|(s, _)| *s < 2).cloned().collect();
+        let mut few_sorted = few.clone();
+        few_sorted.sort();
+        let mut first_two_sorted = first_two.clone();
+        first_two_sorted.sort();
+        assert_eq!(few_sorted, first_two_sorted);
         // Order-free mode delivers the same set.
         let (mut c, _, _, _) = collect(Pipeline::start(
             files,

@@ -44,12 +44,12 @@ pub struct DataBenchArgs {
     /// Runs per mode (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
-    /// Shards read in parallel (0 = auto: half the cores).
+    /// Shards read in parallel (0 = auto: the cores, at most 8).
     #[arg(long, default_value_t = 0)]
     pub cycle_length: usize,
-    /// Transform workers (0 = auto: the other half of the cores).
-    #[arg(long, default_value_t = 0)]
-    pub workers: usize,
+    /// Transform workers (default: auto; 0 transforms on the reader threads).
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// Examples per batch.
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
@@ -214,11 +214,7 @@ fn data(a: DataBenchArgs) -> Result<()> {
         } else {
             a.cycle_length
         },
-        workers: if a.workers == 0 {
-            defaults.workers
-        } else {
-            a.workers
-        },
+        workers: a.workers.unwrap_or(defaults.workers),
         batch_size: a.batch_size,
         ..defaults
     };
