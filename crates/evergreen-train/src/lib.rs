@@ -476,11 +476,15 @@ impl Trainer {
         let pipeline = Pipeline::start(span.shards.clone(), self.transformer.clone(), options);
         for item in pipeline {
             match item {
-                Item::Batch(batch) => examples.extend(
-                    batch
-                        .into_iter()
-                        .map(|e| (((e.shard as u64) << 40) | e.position, e.features, e.label)),
-                ),
+                Item::Batch(batch) => {
+                    examples.extend(
+                        batch
+                            .into_iter()
+                            .map(|e| (((e.shard as u64) << 40) | e.position, e.features, e.label)),
+                    );
+                    // With a span larger than one batch, this is in the middle of a shard.
+                    failpoint("mid_read");
+                }
                 Item::Rejected(Rejected::Parse(bad))
                     if [
                         reason::BAD_LENGTH,

@@ -99,8 +99,13 @@ fn abort_at_every_point_of_a_cycle_then_restart() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path();
         let config = setup(root, 600, "");
-        // Crash inside the second cycle.
-        let fp = format!("{point}:2");
+        // Crash inside the second cycle (mid_read: in the middle of its shard; each 600-row
+        // span is 5 batches of 128, so the 7th batch is the second span's second).
+        let fp = if point == "mid_read" {
+            "mid_read:7".to_string()
+        } else {
+            format!("{point}:2")
+        };
         let mut p = Proc::spawn(
             &["run", "--config", config.to_str().unwrap(), "--once"],
             &[("EVERGREEN_FAILPOINT", &fp)],
