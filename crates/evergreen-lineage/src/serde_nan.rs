@@ -1,39 +1,7 @@
-//! Serde helper for metric fields: JSON has no NaN, so NaN is written as `null` and infinities as
-//! the strings `"Infinity"` / `"-Infinity"`, and read back the same way (same representation as
-//! `evergreen-eval`).
+//! Non-finite metrics in JSON: the one helper of `evergreen-eval` (`NaN` as `null`, infinities as
+//! `"Infinity"`/`"-Infinity"`), re-exported so lineage records round-trip like manifests do.
 
-use serde::{Deserialize, Deserializer, Serializer};
-
-/// Serializes NaN as `null`, infinities as strings, finite values as numbers.
-pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-    if v.is_nan() {
-        s.serialize_none()
-    } else if v.is_infinite() {
-        s.serialize_str(if *v > 0.0 { "Infinity" } else { "-Infinity" })
-    } else {
-        s.serialize_f64(*v)
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Repr {
-    Num(f64),
-    Text(String),
-}
-
-/// Inverse of [`serialize`]; unknown strings read as NaN.
-pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(match Option::<Repr>::deserialize(d)? {
-        None => f64::NAN,
-        Some(Repr::Num(x)) => x,
-        Some(Repr::Text(t)) => match t.as_str() {
-            "Infinity" | "inf" => f64::INFINITY,
-            "-Infinity" | "-inf" => f64::NEG_INFINITY,
-            _ => f64::NAN,
-        },
-    })
-}
+pub use evergreen_eval::serde_nan::{deserialize, serialize};
 
 #[cfg(test)]
 mod tests {

@@ -55,8 +55,23 @@ impl LineageStore {
         let mut conn = Connection::open(path).map_err(sql("opening the database"))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(sql("setting the busy timeout"))?;
-        conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get::<_, String>(0))
-            .map_err(sql("switching to WAL journal mode"))?;
+        // Switching to WAL takes an exclusive lock and SQLite reports BUSY for it without calling
+        // the busy handler, so concurrent first opens retry here, within the busy timeout.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            match conn
+                .pragma_update_and_check(None, "journal_mode", "wal", |r| r.get::<_, String>(0))
+            {
+                Ok(_) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(e) => return Err(sql("switching to WAL journal mode")(e)),
+            }
+        }
 
         let fault = |f: Fault| f.into_error(path, "the MLMD schema");
         let state = schema::inspect(&conn).map_err(fault)?;
