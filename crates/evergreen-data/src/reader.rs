@@ -117,9 +117,7 @@ pub fn open_span_with(file: &SpanFile, options: ReadOptions) -> Result<SpanReade
             None => Inner::Done,
         },
         Format::Jsonl => Inner::Jsonl(JsonlLines {
-            rdr: BufReader::with_capacity(64 * 1024, handle),
-            buf: Vec::new(),
-            line: 0,
+            lines: LineReader::new(handle),
         }),
         Format::Tfrecord => Inner::Other(crate::tfrecord::open_tfrecord_rows(
             handle,
@@ -508,57 +506,84 @@ impl CsvRows {
 // ---------------------------------------------------------------------------------------------
 // JSON Lines
 
-struct JsonlLines {
+/// Line splitting shared by the line-oriented formats (JSON Lines, VW, LibSVM, LibFFM): 1-based
+/// line numbers, `\n` or `\r\n` endings, a byte-order mark dropped on line 1, invalid UTF-8
+/// reported as a bad record, IO errors as `Step::Failed`.
+pub(crate) struct LineReader {
     rdr: BufReader<File>,
     buf: Vec<u8>,
     line: u64,
 }
 
+/// One step of a [`LineReader`].
+pub(crate) enum Line<'a> {
+    /// A line of text (without its ending) and its number.
+    Text(u64, &'a str),
+    /// End of input, an IO failure, or a line that is not UTF-8.
+    Done(Step),
+}
+
+impl LineReader {
+    pub(crate) fn new(file: File) -> Self {
+        Self {
+            rdr: BufReader::with_capacity(64 * 1024, file),
+            buf: Vec::new(),
+            line: 0,
+        }
+    }
+
+    pub(crate) fn next_line(&mut self) -> Line<'_> {
+        self.buf.clear();
+        match self.rdr.read_until(b'\n', &mut self.buf) {
+            Ok(0) => return Line::Done(Step::End),
+            Ok(_) => {}
+            Err(error) => {
+                return Line::Done(Step::Failed {
+                    line: self.line + 1,
+                    error,
+                });
+            }
+        }
+        self.line += 1;
+        let mut bytes = self.buf.as_slice();
+        if let Some(rest) = bytes.strip_suffix(b"\n") {
+            bytes = rest;
+        }
+        if let Some(rest) = bytes.strip_suffix(b"\r") {
+            bytes = rest;
+        }
+        if self.line == 1
+            && let Some(rest) = bytes.strip_prefix("\u{feff}".as_bytes())
+        {
+            bytes = rest;
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(t) => Line::Text(self.line, t),
+            Err(e) => Line::Done(Step::Bad {
+                line: self.line,
+                reason: reason::INVALID_UTF8,
+                detail: format!("line is not valid UTF-8: {e}"),
+                raw: String::from_utf8_lossy(bytes).into_owned(),
+            }),
+        }
+    }
+}
+
+struct JsonlLines {
+    lines: LineReader,
+}
+
 impl JsonlLines {
     fn step(&mut self) -> Step {
         loop {
-            self.buf.clear();
-            match self.rdr.read_until(b'\n', &mut self.buf) {
-                Ok(0) => return Step::End,
-                Ok(_) => {}
-                Err(error) => {
-                    return Step::Failed {
-                        line: self.line + 1,
-                        error,
-                    };
-                }
+            match self.lines.next_line() {
+                Line::Done(step) => return step,
+                Line::Text(_, text)
+                    if text
+                        .bytes()
+                        .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')) => {}
+                Line::Text(line, text) => return parse_json_line(line, text),
             }
-            self.line += 1;
-            let mut bytes = self.buf.as_slice();
-            if let Some(rest) = bytes.strip_suffix(b"\n") {
-                bytes = rest;
-            }
-            if let Some(rest) = bytes.strip_suffix(b"\r") {
-                bytes = rest;
-            }
-            if self.line == 1
-                && let Some(rest) = bytes.strip_prefix("\u{feff}".as_bytes())
-            {
-                bytes = rest;
-            }
-            let text = match std::str::from_utf8(bytes) {
-                Ok(t) => t,
-                Err(e) => {
-                    return Step::Bad {
-                        line: self.line,
-                        reason: reason::INVALID_UTF8,
-                        detail: format!("line is not valid UTF-8: {e}"),
-                        raw: String::from_utf8_lossy(bytes).into_owned(),
-                    };
-                }
-            };
-            if text
-                .bytes()
-                .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-            {
-                continue;
-            }
-            return parse_json_line(self.line, text);
         }
     }
 }

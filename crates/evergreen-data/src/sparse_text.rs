@@ -65,13 +65,12 @@
 //! malformed.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use evergreen_core::{RawRecord, RawValue};
 
 use crate::DataError;
-use crate::reader::{RowSource, SourceRecord, Step, reason};
+use crate::reader::{Line, LineReader, RowSource, SourceRecord, Step, reason};
 
 /// Opens a Vowpal Wabbit text span.
 pub(crate) fn open_vw(file: File, _path: &Path) -> Result<Box<dyn RowSource>, DataError> {
@@ -92,20 +91,16 @@ pub(crate) fn open_libffm(file: File, _path: &Path) -> Result<Box<dyn RowSource>
 /// `Err(detail)` when it is malformed.
 type ParseLine = fn(&str) -> Result<Option<RawRecord>, String>;
 
-/// Line splitting shared by the three formats.
+/// The three formats over the shared line reader.
 struct Lines {
-    rdr: BufReader<File>,
-    buf: Vec<u8>,
-    line: u64,
+    lines: LineReader,
     parse: ParseLine,
 }
 
 impl Lines {
     fn new(file: File, parse: ParseLine) -> Self {
         Lines {
-            rdr: BufReader::with_capacity(64 * 1024, file),
-            buf: Vec::new(),
-            line: 0,
+            lines: LineReader::new(file),
             parse,
         }
     }
@@ -114,40 +109,9 @@ impl Lines {
 impl RowSource for Lines {
     fn step(&mut self) -> Step {
         loop {
-            self.buf.clear();
-            match self.rdr.read_until(b'\n', &mut self.buf) {
-                Ok(0) => return Step::End,
-                Ok(_) => {}
-                Err(error) => {
-                    return Step::Failed {
-                        line: self.line + 1,
-                        error,
-                    };
-                }
-            }
-            self.line += 1;
-            let mut bytes = self.buf.as_slice();
-            if let Some(rest) = bytes.strip_suffix(b"\n") {
-                bytes = rest;
-            }
-            if let Some(rest) = bytes.strip_suffix(b"\r") {
-                bytes = rest;
-            }
-            if self.line == 1
-                && let Some(rest) = bytes.strip_prefix("\u{feff}".as_bytes())
-            {
-                bytes = rest;
-            }
-            let text = match std::str::from_utf8(bytes) {
-                Ok(t) => t,
-                Err(e) => {
-                    return Step::Bad {
-                        line: self.line,
-                        reason: reason::INVALID_UTF8,
-                        detail: format!("line is not valid UTF-8: {e}"),
-                        raw: String::from_utf8_lossy(bytes).into_owned(),
-                    };
-                }
+            let (line, text) = match self.lines.next_line() {
+                Line::Done(step) => return step,
+                Line::Text(line, text) => (line, text),
             };
             if text.bytes().all(|b| b.is_ascii_whitespace()) {
                 continue;
@@ -156,14 +120,14 @@ impl RowSource for Lines {
                 Ok(None) => continue,
                 Ok(Some(record)) => {
                     return Step::Record(SourceRecord {
-                        line: self.line,
+                        line,
                         record,
                         raw: text.to_string(),
                     });
                 }
                 Err(detail) => {
                     return Step::Bad {
-                        line: self.line,
+                        line,
                         reason: reason::MALFORMED_LINE,
                         detail,
                         raw: text.to_string(),
