@@ -167,6 +167,12 @@ impl FeatureSpec {
         if self.label.column.trim().is_empty() {
             return Err(err(format!("{prefix}.label.column"), "must not be empty"));
         }
+        if self.field_count() > usize::from(u16::MAX) {
+            return Err(err(
+                prefix,
+                format!("at most {} columns (got {})", u16::MAX - 1, self.field_count() - 1),
+            ));
+        }
         if self.categorical.is_empty() && self.numeric.is_empty() && self.sparse.is_empty() {
             return Err(err(
                 prefix,
@@ -272,6 +278,25 @@ impl FeatureSpec {
     /// Number of hash buckets.
     pub fn dim(&self) -> usize {
         1usize << self.hash_bits
+    }
+
+    /// Number of feature fields (see [`FeatureSpec::field_names`]).
+    pub fn field_count(&self) -> usize {
+        1 + self.categorical.len() + self.numeric.len() + self.cross.len() + self.sparse.len()
+    }
+
+    /// Field names by field id: every feature the transform emits carries the id of the column
+    /// that produced it. Field 0 is the bias (present even when `bias = false`, then unused),
+    /// then categorical, numeric, cross (columns joined by `_x_`) and sparse columns, each in
+    /// spec order. Field-aware models (FFM, embeddings per field) size themselves by this.
+    pub fn field_names(&self) -> Vec<String> {
+        let mut out = Vec::with_capacity(self.field_count());
+        out.push("bias".to_string());
+        out.extend(self.categorical.iter().map(|c| c.name.clone()));
+        out.extend(self.numeric.iter().map(|c| c.name.clone()));
+        out.extend(self.cross.iter().map(|c| c.columns.join("_x_")));
+        out.extend(self.sparse.iter().map(|c| c.name.clone()));
+        out
     }
 }
 

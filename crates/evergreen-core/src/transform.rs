@@ -9,12 +9,16 @@ use crate::spec::{FeatureSpec, NumericColumn, SpecError};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// A sparse feature vector over `2^hash_bits` buckets. Indices may repeat (hash collisions).
+/// Each entry also carries the id of the field (spec column) that produced it, see
+/// [`FeatureSpec::field_names`](crate::FeatureSpec::field_names); linear models ignore it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FeatureVector {
     /// Bucket indices.
     pub indices: Vec<u32>,
     /// Values, parallel to `indices`.
     pub values: Vec<f32>,
+    /// Field ids, parallel to `indices`.
+    pub fields: Vec<u16>,
 }
 
 impl FeatureVector {
@@ -23,13 +27,27 @@ impl FeatureVector {
         Self {
             indices: Vec::with_capacity(n),
             values: Vec::with_capacity(n),
+            fields: Vec::with_capacity(n),
         }
     }
 
-    /// Appends one entry.
+    /// Appends one entry of field 0.
     pub fn push(&mut self, index: u32, value: f32) {
+        self.push_field(0, index, value);
+    }
+
+    /// Appends one entry of field `field`.
+    pub fn push_field(&mut self, field: u16, index: u32, value: f32) {
         self.indices.push(index);
         self.values.push(value);
+        self.fields.push(field);
+    }
+
+    /// Removes every entry, keeping the allocations.
+    pub fn clear(&mut self) {
+        self.indices.clear();
+        self.values.clear();
+        self.fields.clear();
     }
 
     /// Number of entries.
@@ -460,8 +478,11 @@ impl Transformer {
             1 + self.spec.categorical.len() + self.numeric.len() + self.crosses.len(),
         );
         if self.spec.bias {
-            out.push(self.bias_index, 1.0);
+            out.push_field(0, self.bias_index, 1.0);
         }
+        let ncat = self.categorical_seeds.len();
+        let nnum = self.numeric.len();
+        let ncross = self.crosses.len();
         // Canonical values per categorical column, kept only for the columns that are crossed.
         let mut cat_values: Vec<Vec<Vec<u8>>> = vec![Vec::new(); self.categorical_seeds.len()];
         for (i, (c, seed)) in self
@@ -474,8 +495,9 @@ impl Transformer {
             let keep = self.crossed[i];
             let kept = &mut cat_values[i];
             let mask = self.mask;
+            let field = (1 + i) as u16;
             for_each_categorical(&c.name, r.get(&c.name), |b| {
-                out.push((xxh3_64_with_seed(b, *seed) & mask) as u32, 1.0);
+                out.push_field(field, (xxh3_64_with_seed(b, *seed) & mask) as u32, 1.0);
                 if keep {
                     kept.push(b.to_vec());
                 }
@@ -487,19 +509,22 @@ impl Transformer {
             let Some(x) = self.numeric_value(n, r)? else {
                 continue;
             };
+            let field = (1 + ncat + i) as u16;
             match &n.col.buckets {
                 Some(b) => {
                     let k = Self::bucket_of(b, x);
                     buckets[i] = Some(k);
-                    out.push(
+                    out.push_field(
+                        field,
                         self.bucket(xxh3_64_with_seed(&(k as u64).to_le_bytes(), n.seed)),
                         1.0,
                     );
                 }
-                None => out.push(self.bucket(n.seed), x as f32),
+                None => out.push_field(field, self.bucket(n.seed), x as f32),
             }
         }
-        for (x, spec) in self.crosses.iter().zip(&self.spec.cross) {
+        for (xi, (x, spec)) in self.crosses.iter().zip(&self.spec.cross).enumerate() {
+            let field = (1 + ncat + nnum + xi) as u16;
             // Each part contributes one or more values; the cross is their cartesian product.
             let mut count = 1usize;
             for part in &x.parts {
@@ -540,10 +565,11 @@ impl Transformer {
                 hashes = next;
             }
             for h in hashes {
-                out.push(self.bucket(h), 1.0);
+                out.push_field(field, self.bucket(h), 1.0);
             }
         }
-        for (c, seed) in self.spec.sparse.iter().zip(&self.sparse_seeds) {
+        for (si, (c, seed)) in self.spec.sparse.iter().zip(&self.sparse_seeds).enumerate() {
+            let field = (1 + ncat + nnum + ncross + si) as u16;
             match r.get(&c.name) {
                 None | Some(RawValue::Missing) => {}
                 Some(RawValue::Weighted(pairs)) => {
@@ -560,7 +586,8 @@ impl Transformer {
                                 value: *v,
                             });
                         }
-                        out.push(
+                        out.push_field(
+                            field,
                             self.bucket(xxh3_64_with_seed(name.as_bytes(), *seed)),
                             *v as f32,
                         );
@@ -570,7 +597,7 @@ impl Transformer {
                     // Plain values (or lists of them) count as features of weight 1.
                     let mask = self.mask;
                     for_each_categorical(&c.name, Some(other), |b| {
-                        out.push((xxh3_64_with_seed(b, *seed) & mask) as u32, 1.0)
+                        out.push_field(field, (xxh3_64_with_seed(b, *seed) & mask) as u32, 1.0)
                     })?;
                 }
             }
@@ -649,6 +676,30 @@ mod tests {
 
     fn rec(pairs: &[(&str, RawValue)]) -> RawRecord {
         pairs.iter().cloned().collect()
+    }
+
+    #[test]
+    fn every_entry_carries_its_columns_field_id() {
+        let mut sp = spec();
+        sp.sparse = vec![serde_json::from_value(serde_json::json!({"name": "ns"})).unwrap()];
+        let t = Transformer::new(sp).unwrap();
+        assert_eq!(
+            t.spec().field_names(),
+            ["bias", "site", "price", "hour", "site_x_hour", "ns"]
+        );
+        let r = rec(&[
+            (
+                "site",
+                RawValue::List(vec![RawValue::Str("a".into()), RawValue::Str("b".into())]),
+            ),
+            ("price", RawValue::Num(3.0)),
+            ("hour", RawValue::Num(7.0)),
+            ("ns", RawValue::Weighted(vec![("k".into(), 2.0)])),
+        ]);
+        let v = t.features(&r).unwrap();
+        // bias, 2 sites, price, hour bucket, 2 crosses, one sparse pair
+        assert_eq!(v.fields, [0, 1, 1, 2, 3, 4, 4, 5]);
+        assert_eq!(v.fields.len(), v.indices.len());
     }
 
     #[test]
