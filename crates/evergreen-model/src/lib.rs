@@ -56,6 +56,18 @@ pub trait Model: Send + Sync + std::fmt::Debug {
     fn predict(&self, x: &FeatureVector) -> f64;
     /// Learns one example (`y` is 0 or 1) and returns the prediction made before the update.
     fn learn(&mut self, x: &FeatureVector, y: f32) -> f64;
+    /// Learns a mini-batch and appends, per example, the prediction made before the update
+    /// (progressive validation). The default learns example by example; models with dense
+    /// parts override it with a true mini-batch step.
+    fn learn_batch(&mut self, xs: &[FeatureVector], ys: &[f32], preds: &mut Vec<f64>) {
+        debug_assert_eq!(xs.len(), ys.len());
+        for (x, &y) in xs.iter().zip(ys) {
+            preds.push(self.learn(x, y));
+        }
+    }
+    /// Called by the trainer after each window (span) is trained: housekeeping such as expiring
+    /// embedding rows unseen for a configured number of windows. Default: nothing.
+    fn end_window(&mut self) {}
     /// True when every parameter is finite (the gate rejects a model that is not).
     fn is_finite(&self) -> bool;
     /// Examples learned over the model's whole life (across warm starts).
