@@ -216,6 +216,15 @@ pub struct TrainingSection {
     /// Seed of the holdout split.
     #[serde(default)]
     pub seed: u64,
+    /// Mini-batch size: examples predicted (online progressive validation) and then learned
+    /// together. Models without dense parts (FTRL, FM, FFM) learn example by example within a
+    /// batch, so for them it only sets the granularity of the online metrics.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+}
+
+fn default_batch() -> usize {
+    256
 }
 
 fn default_epochs() -> u32 {
@@ -231,6 +240,7 @@ impl Default for TrainingSection {
             epochs: default_epochs(),
             holdout_fraction: default_holdout(),
             seed: 0,
+            batch_size: default_batch(),
         }
     }
 }
@@ -309,6 +319,41 @@ fn default_max_body() -> usize {
     4 << 20
 }
 
+/// Applies one `a.b.c=value` override to a parsed TOML document.
+fn apply_override(doc: &mut toml::Table, o: &str) -> Result<(), (String, String)> {
+    let Some((key, value)) = o.split_once('=') else {
+        return Err((o.to_string(), "override must be key=value".into()));
+    };
+    let key = key.trim();
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err((key.to_string(), "empty key segment".into()));
+    }
+    let value = value.trim();
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let (last, path) = parts.split_last().expect("split yields one part");
+    let mut table = doc;
+    for (i, p) in path.iter().enumerate() {
+        let entry = table
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = match entry {
+            toml::Value::Table(t) => t,
+            _ => {
+                return Err((
+                    parts[..=i].join("."),
+                    "is not a table, cannot set a key under it".into(),
+                ));
+            }
+        };
+    }
+    table.insert(last.to_string(), parsed);
+    Ok(())
+}
+
 impl Config {
     /// Reads, parses, validates and resolves a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -317,6 +362,37 @@ impl Config {
             source,
         })?;
         let mut cfg = Self::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.resolve_paths(base);
+        Ok(cfg)
+    }
+
+    /// Like [`Config::load`], with `key=value` overrides applied to the file's TOML before it
+    /// is validated (`model.kind=fm`, `training.epochs=1`, `features.hash_bits=20`). The value is
+    /// read as a TOML value (`1`, `0.5`, `true`, `"text"`, `[1, 2]`) and, when it is not one,
+    /// as a string; tables along the key are created as needed.
+    pub fn load_with_overrides(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let parse_err = |message: String| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut doc: toml::Table =
+            toml::from_str(&text).map_err(|e| parse_err(e.to_string().trim_end().to_string()))?;
+        for o in overrides {
+            apply_override(&mut doc, o).map_err(|(key, message)| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key,
+                message,
+            })?;
+        }
+        let mut cfg: Config = doc
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_err(e.to_string().trim_end().to_string()))?;
+        cfg.validate(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.resolve_paths(base);
         Ok(cfg)
@@ -414,11 +490,20 @@ impl Config {
                 "must be between 1 and 1000".into(),
             ));
         }
+        if self.training.batch_size == 0 || self.training.batch_size > 1 << 16 {
+            return Err(invalid(
+                "training.batch_size",
+                format!(
+                    "must be between 1 and 65536 (got {})",
+                    self.training.batch_size
+                ),
+            ));
+        }
         let h = self.training.holdout_fraction;
-        if !(h > 0.0 && h < 1.0) {
+        if !(0.0..1.0).contains(&h) {
             return Err(invalid(
                 "training.holdout_fraction",
-                format!("must be strictly between 0 and 1 (got {h})"),
+                format!("must be >= 0 and < 1 (got {h}; 0 leaves the gate no examples)"),
             ));
         }
         if let Err((k, m)) = self.gate.validate() {
@@ -605,6 +690,39 @@ mod tests {
         let c = Config::load(&p).unwrap();
         assert!(c.data.dir.starts_with(d.path()));
         assert!(c.model_dir().starts_with(d.path()));
+    }
+
+    #[test]
+    fn overrides_apply_before_validation() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("c.toml");
+        std::fs::write(&path, EXAMPLE).unwrap();
+        let c = Config::load_with_overrides(
+            &path,
+            &[
+                "training.epochs=2".into(),
+                "model.ftrl.alpha = 0.25".into(),
+                "registry.base_path=/tmp/x y".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.training.epochs, 2);
+        assert_eq!(c.model.ftrl.alpha, 0.25);
+        assert_eq!(c.registry.base_path, PathBuf::from("/tmp/x y"));
+        for (o, key) in [
+            ("training.epochs=0", "training.epochs"),
+            ("model.name.x=1", "model.name"),
+            ("nokey", "nokey"),
+        ] {
+            match Config::load_with_overrides(&path, &[o.into()]) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{o}"),
+                other => panic!("{o}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            Config::load_with_overrides(&path, &["training.bogus=1".into()]),
+            Err(ConfigError::Parse { .. })
+        ));
         assert_eq!(c.lineage_path(), c.state.dir.join("lineage.sqlite"));
     }
 }

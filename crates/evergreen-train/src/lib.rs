@@ -18,8 +18,11 @@
 //! idempotent per (model, span); versions missing from lineage are re-recorded from their
 //! manifests at start.
 
+mod backfill;
 mod failpoint;
 mod state;
+
+pub use backfill::{BackfillEvent, BackfillOptions, BackfillReport, PublishMode};
 
 pub use failpoint::failpoint;
 pub use state::{STATE_FILE, TrainerState};
@@ -115,6 +118,9 @@ pub struct CycleReport {
     pub trained: u64,
     /// Current model on the whole span before training.
     pub progressive: Option<Summary>,
+    /// Online progressive validation: the candidate's first-epoch predictions, each made before
+    /// its mini-batch was learned (training slice only).
+    pub online: Option<Summary>,
     /// Candidate on the held-out slice.
     pub evaluation: Option<Summary>,
     /// Serving model on the held-out slice.
@@ -146,6 +152,37 @@ pub struct Span {
     pub uri: PathBuf,
     /// Its files, read in this order.
     pub shards: Vec<SpanFile>,
+}
+
+/// How a window of examples is handled after training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WindowMode {
+    /// A `run` cycle: gate, then publish (the commit).
+    Cycle,
+    /// A backfill window: gate, and keep the candidate in memory (publication comes at the end).
+    Backfill {
+        /// Reject windows that fail the gate (as `run` does); false keeps every candidate.
+        enforce_gate: bool,
+    },
+}
+
+/// Accumulators of predictions across the windows of a backfill.
+#[derive(Debug, Default)]
+struct Sinks {
+    progressive: EvalMetrics,
+    online: EvalMetrics,
+}
+
+/// What reading a span produced.
+struct SpanRead {
+    /// Good examples: (position key, features, label).
+    examples: Vec<(u64, FeatureVector, f32)>,
+    /// Quarantined records by reason.
+    bad: std::collections::BTreeMap<String, u64>,
+    /// Records read per shard.
+    positions: Vec<SourcePosition>,
+    /// Why the span cannot be trained at all (unframeable shard, unusable header).
+    header_error: Option<String>,
 }
 
 /// Where spans come from: a flat directory (each file a span) or a TFX-style pattern.
@@ -455,8 +492,132 @@ impl Trainer {
         let ml = Metrics::model(&model_name);
         tracing::info!(span = %span.id, shards = span.shards.len(), "cycle started");
 
-        // 1. Read and transform every shard; bad records go to quarantine. The position of an
-        //    example is (shard index, record number), kept for the holdout split.
+        let read = self.read_span(span)?;
+        failpoint("after_read");
+        let SpanRead {
+            examples,
+            bad,
+            positions,
+            header_error,
+        } = read;
+        let bad_total: u64 = bad.values().sum();
+        for (reason, n) in &bad {
+            self.metrics
+                .quarantined
+                .get_or_create(&ReasonLabels {
+                    model: model_name.clone(),
+                    reason: reason.clone(),
+                })
+                .inc_by(*n);
+        }
+        let records = examples.len() as u64;
+        self.metrics.records_read.get_or_create(&ml).inc_by(records);
+        let parent_version = self.state.last_version;
+        let mut report = CycleReport {
+            span: span.id.clone(),
+            outcome: Outcome::Empty,
+            records,
+            bad: bad.clone(),
+            trained: 0,
+            progressive: None,
+            online: None,
+            evaluation: None,
+            baseline: None,
+            gate: None,
+            parent_version,
+            version: None,
+            serving_version: parent_version,
+            seconds: 0.0,
+            note: String::new(),
+            positions,
+        };
+
+        let total = records + bad_total;
+        let bad_fraction = if total == 0 {
+            0.0
+        } else {
+            bad_total as f64 / total as f64
+        };
+        if let Some(e) = header_error {
+            report.outcome = Outcome::HeldBack;
+            report.note = format!("held back: {e}");
+            tracing::error!(span = %span.id, "{}", report.note);
+        } else if bad_fraction > self.cfg.data.max_bad_fraction {
+            report.outcome = Outcome::HeldBack;
+            report.note = format!(
+                "held back: {bad_total} of {total} records bad ({:.1}% > max_bad_fraction {:.1}%); \
+                 see {}",
+                bad_fraction * 100.0,
+                self.cfg.data.max_bad_fraction * 100.0,
+                self.quarantine.path_for(&span.id).display()
+            );
+            tracing::error!(span = %span.id, "{}", report.note);
+        } else if records == 0 {
+            report.note = "no good record".into();
+            tracing::warn!(span = %span.id, "span has no good record");
+        } else {
+            self.train_and_gate(span, examples, &mut report, WindowMode::Cycle, None)?;
+        }
+
+        self.known_before_watermark.insert(span.id.clone());
+        let state_path = self.cfg.state.dir.join(STATE_FILE);
+        let record = self.cycle_record(span, &report, started_ms, now_ms());
+        if let Some(version) = report.version {
+            // Already committed by the publish (the manifest carries the watermark, and the
+            // in-memory state moved with it): what follows must not fail the cycle, or the span
+            // would be retried and trained twice. Failures are logged and repaired: lineage is
+            // retried before the next cycle (and re-recorded from manifests at start), the state
+            // file is rewritten at the next commit.
+            if let Err(e) = self.lineage.record_cycle(&record) {
+                tracing::error!(span = %span.id, "lineage not recorded (will retry): {e}");
+                self.lineage_backlog.push(record);
+            }
+            failpoint("after_lineage");
+            if let Err(e) = self.state.save(&state_path) {
+                tracing::error!(
+                    "state file not written (the manifest of v{version} carries the watermark): {e}"
+                );
+            }
+            failpoint("after_state");
+            match self
+                .registry
+                .apply_retention(self.cfg.registry.keep_versions, &[version])
+            {
+                Ok(removed) if !removed.is_empty() => {
+                    tracing::info!(?removed, "retention removed old versions")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("retention failed (will run again after the next publish): {e}")
+                }
+            }
+        } else {
+            // Not committed yet: lineage (idempotent per span) and then the state file, which is
+            // the commit. An error here commits nothing; the span is redone from scratch.
+            self.lineage.record_cycle(&record)?;
+            failpoint("after_lineage");
+            let mut next = self.state.clone();
+            next.commit_span(&span.id, None);
+            next.save(&state_path)?;
+            self.state = next;
+            failpoint("after_state");
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        self.metrics
+            .cycles
+            .get_or_create(&Metrics::outcome(&model_name, report.outcome.as_str()))
+            .inc();
+        self.metrics
+            .cycle_duration
+            .get_or_create(&ml)
+            .observe(report.seconds);
+        Ok(report)
+    }
+
+    /// Reads and transforms every shard of a span through the parallel pipeline; bad records go
+    /// to the span's quarantine file. The position of an example is (shard index, record
+    /// number), kept for the holdout split.
+    fn read_span(&self, span: &Span) -> Result<SpanRead, TrainError> {
         let mut qw = self.quarantine.begin(&span.id)?;
         let mut examples: Vec<(u64, FeatureVector, f32)> = Vec::new();
         let mut header_error = None;
@@ -560,132 +721,32 @@ impl Trainer {
             }
         }
         let bad = qw.finish()?;
-        failpoint("after_read");
-        let bad_total: u64 = bad.values().sum();
-        for (reason, n) in &bad {
-            self.metrics
-                .quarantined
-                .get_or_create(&ReasonLabels {
-                    model: model_name.clone(),
-                    reason: reason.clone(),
-                })
-                .inc_by(*n);
-        }
-        let records = examples.len() as u64;
-        self.metrics.records_read.get_or_create(&ml).inc_by(records);
-        let parent_version = self.state.last_version;
-        let mut report = CycleReport {
-            span: span.id.clone(),
-            outcome: Outcome::Empty,
-            records,
-            bad: bad.clone(),
-            trained: 0,
-            progressive: None,
-            evaluation: None,
-            baseline: None,
-            gate: None,
-            parent_version,
-            version: None,
-            serving_version: parent_version,
-            seconds: 0.0,
-            note: String::new(),
+        Ok(SpanRead {
+            examples,
+            bad,
             positions,
-        };
-
-        let total = records + bad_total;
-        let bad_fraction = if total == 0 {
-            0.0
-        } else {
-            bad_total as f64 / total as f64
-        };
-        if let Some(e) = header_error {
-            report.outcome = Outcome::HeldBack;
-            report.note = format!("held back: {e}");
-            tracing::error!(span = %span.id, "{}", report.note);
-        } else if bad_fraction > self.cfg.data.max_bad_fraction {
-            report.outcome = Outcome::HeldBack;
-            report.note = format!(
-                "held back: {bad_total} of {total} records bad ({:.1}% > max_bad_fraction {:.1}%); \
-                 see {}",
-                bad_fraction * 100.0,
-                self.cfg.data.max_bad_fraction * 100.0,
-                self.quarantine.path_for(&span.id).display()
-            );
-            tracing::error!(span = %span.id, "{}", report.note);
-        } else if records == 0 {
-            report.note = "no good record".into();
-            tracing::warn!(span = %span.id, "span has no good record");
-        } else {
-            self.train_and_gate(span, &examples, &mut report)?;
-        }
-
-        self.known_before_watermark.insert(span.id.clone());
-        let state_path = self.cfg.state.dir.join(STATE_FILE);
-        let record = self.cycle_record(span, &report, started_ms, now_ms());
-        if let Some(version) = report.version {
-            // Already committed by the publish (the manifest carries the watermark, and the
-            // in-memory state moved with it): what follows must not fail the cycle, or the span
-            // would be retried and trained twice. Failures are logged and repaired: lineage is
-            // retried before the next cycle (and re-recorded from manifests at start), the state
-            // file is rewritten at the next commit.
-            if let Err(e) = self.lineage.record_cycle(&record) {
-                tracing::error!(span = %span.id, "lineage not recorded (will retry): {e}");
-                self.lineage_backlog.push(record);
-            }
-            failpoint("after_lineage");
-            if let Err(e) = self.state.save(&state_path) {
-                tracing::error!(
-                    "state file not written (the manifest of v{version} carries the watermark): {e}"
-                );
-            }
-            failpoint("after_state");
-            match self
-                .registry
-                .apply_retention(self.cfg.registry.keep_versions, &[version])
-            {
-                Ok(removed) if !removed.is_empty() => {
-                    tracing::info!(?removed, "retention removed old versions")
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!("retention failed (will run again after the next publish): {e}")
-                }
-            }
-        } else {
-            // Not committed yet: lineage (idempotent per span) and then the state file, which is
-            // the commit. An error here commits nothing; the span is redone from scratch.
-            self.lineage.record_cycle(&record)?;
-            failpoint("after_lineage");
-            let mut next = self.state.clone();
-            next.commit_span(&span.id, None);
-            next.save(&state_path)?;
-            self.state = next;
-            failpoint("after_state");
-        }
-        report.seconds = started.elapsed().as_secs_f64();
-        self.metrics
-            .cycles
-            .get_or_create(&Metrics::outcome(&model_name, report.outcome.as_str()))
-            .inc();
-        self.metrics
-            .cycle_duration
-            .get_or_create(&ml)
-            .observe(report.seconds);
-        Ok(report)
+            header_error,
+        })
     }
 
     fn train_and_gate(
         &mut self,
         span: &Span,
-        examples: &[(u64, FeatureVector, f32)],
+        examples: Vec<(u64, FeatureVector, f32)>,
         report: &mut CycleReport,
+        mode: WindowMode,
+        mut sinks: Option<&mut Sinks>,
     ) -> Result<(), TrainError> {
         let model_name = self.cfg.model.name.clone();
         let ml = Metrics::model(&model_name);
         // 2. Progressive validation: the current model predicts the whole span first.
         let mut progressive = EvalMetrics::new();
-        for (_, x, y) in examples {
-            progressive.add(self.model.predict(x), *y);
+        for (_, x, y) in &examples {
+            let p = self.model.predict(x);
+            progressive.add(p, *y);
+            if let Some(s) = sinks.as_deref_mut() {
+                s.progressive.add(p, *y);
+            }
         }
         let progressive = progressive.summary();
         self.metrics
@@ -704,18 +765,46 @@ impl Trainer {
         let is_holdout =
             |line: u64| xxhash_rust::xxh3::xxh3_64_with_seed(&line.to_le_bytes(), seed) < cut;
 
-        // 4. Train a copy (warm start from the current model, optimizer state included).
+        // 4. Train a copy (warm start from the current model, optimizer state included) in
+        //    mini-batches. The first epoch's predictions are made before each batch is learned:
+        //    online progressive validation at batch granularity.
         let mut candidate = self.model.clone();
         let mut trained = 0u64;
-        for _ in 0..self.cfg.training.epochs {
-            for (line, x, y) in examples {
-                if !is_holdout(*line) {
-                    candidate.learn(x, *y);
-                    trained += 1;
-                }
+        let batch = self.cfg.training.batch_size.max(1);
+        let mut online = EvalMetrics::new();
+        let mut preds: Vec<f64> = Vec::with_capacity(batch);
+        // Columns, split once (moves, no copies): training rows in span order, and the holdout.
+        let mut train_x = Vec::with_capacity(examples.len());
+        let mut train_y = Vec::with_capacity(examples.len());
+        let mut holdout = Vec::new();
+        for (line, x, y) in examples {
+            if is_holdout(line) {
+                holdout.push((x, y));
+            } else {
+                train_x.push(x);
+                train_y.push(y);
             }
         }
+        for epoch in 0..self.cfg.training.epochs {
+            for (xs, ys) in train_x.chunks(batch).zip(train_y.chunks(batch)) {
+                preds.clear();
+                candidate.learn_batch(xs, ys, &mut preds);
+                if epoch == 0 {
+                    for (p, y) in preds.iter().zip(ys) {
+                        online.add(*p, *y);
+                        if let Some(s) = sinks.as_deref_mut() {
+                            s.online.add(*p, *y);
+                        }
+                    }
+                }
+                trained += xs.len() as u64;
+            }
+        }
+        candidate.end_window();
         report.trained = trained;
+        if !online.is_empty() {
+            report.online = Some(online.summary());
+        }
         self.metrics
             .examples_trained
             .get_or_create(&ml)
@@ -724,11 +813,9 @@ impl Trainer {
         // 5. Evaluate candidate and current (serving) model on the held-out slice.
         let mut eval = EvalMetrics::new();
         let mut base = EvalMetrics::new();
-        for (line, x, y) in examples {
-            if is_holdout(*line) {
-                eval.add(candidate.predict(x), *y);
-                base.add(self.model.predict(x), *y);
-            }
+        for (x, y) in &holdout {
+            eval.add(candidate.predict(x), *y);
+            base.add(self.model.predict(x), *y);
         }
         let evaluation = eval.summary();
         let baseline = self.state.last_version.map(|_| base.summary());
@@ -743,37 +830,27 @@ impl Trainer {
         report.note = gate.summary();
         tracing::info!(span = %span.id, gate = %report.note, "gate decision");
 
+        if let WindowMode::Backfill { enforce_gate } = mode {
+            // Backfill: nothing is published per window; an accepted candidate becomes the model
+            // (with `enforce_gate = false` every candidate is accepted).
+            if gate.passed || !enforce_gate {
+                self.model = candidate;
+                report.outcome = Outcome::Published;
+            } else {
+                report.outcome = Outcome::Rejected;
+            }
+            report.gate = Some(gate);
+            return Ok(());
+        }
         if gate.passed {
             // 6. Publish: the version directory (with the watermark in its manifest) is the commit.
-            let version = self
-                .registry
-                .latest()?
-                .unwrap_or(0)
-                .max(self.state.last_version.unwrap_or(0))
-                + 1;
-            let manifest = Manifest {
-                format_version: MANIFEST_FORMAT_VERSION,
-                model_name: model_name.clone(),
-                version,
-                parent_version: self.state.last_version,
-                created_ms: now_ms(),
-                model_kind: self.cfg.model.kind,
-                feature_spec: self.cfg.features.clone(),
-                training: self.hyperparameters(),
-                spans: vec![span.id.clone()],
-                watermark: Some(span.id.clone()),
-                progressive: report.progressive,
-                evaluation: report.evaluation,
-                baseline: report.baseline,
-                gate: Some(gate.clone()),
-                code_version: self.code_version.clone(),
-                files: Default::default(),
-                positions: report.positions.clone(),
-            };
-            let bytes = evergreen_model::save(candidate.as_ref(), self.cfg.features.fingerprint());
-            let dir = self.registry.publish(manifest, &bytes)?;
-            failpoint("after_publish");
-            tracing::info!(version, dir = %dir.display(), "published");
+            let version = self.publish_version(
+                candidate.as_ref(),
+                vec![span.id.clone()],
+                Some(span.id.clone()),
+                report,
+                &gate,
+            )?;
             self.model = candidate;
             self.state.commit_span(&span.id, Some(version));
             report.outcome = Outcome::Published;
@@ -788,6 +865,48 @@ impl Trainer {
         }
         report.gate = Some(gate);
         Ok(())
+    }
+
+    /// Writes `model` as the next version (the atomic rename is the commit) with a manifest built
+    /// from `report`; returns the version number. Does not touch the in-memory state.
+    fn publish_version(
+        &self,
+        model: &dyn Model,
+        spans: Vec<String>,
+        watermark: Option<String>,
+        report: &CycleReport,
+        gate: &GateResult,
+    ) -> Result<u64, TrainError> {
+        let version = self
+            .registry
+            .latest()?
+            .unwrap_or(0)
+            .max(self.state.last_version.unwrap_or(0))
+            + 1;
+        let manifest = Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            model_name: self.cfg.model.name.clone(),
+            version,
+            parent_version: self.state.last_version,
+            created_ms: now_ms(),
+            model_kind: self.cfg.model.kind,
+            feature_spec: self.cfg.features.clone(),
+            training: self.hyperparameters(),
+            spans,
+            watermark,
+            progressive: report.progressive,
+            evaluation: report.evaluation,
+            baseline: report.baseline,
+            gate: Some(gate.clone()),
+            code_version: self.code_version.clone(),
+            files: Default::default(),
+            positions: report.positions.clone(),
+        };
+        let bytes = evergreen_model::save(model, self.cfg.features.fingerprint());
+        let dir = self.registry.publish(manifest, &bytes)?;
+        failpoint("after_publish");
+        tracing::info!(version, dir = %dir.display(), "published");
+        Ok(version)
     }
 
     /// Hyperparameters recorded in manifests and lineage.

@@ -37,6 +37,9 @@ enum Command {
     Run(cmd::run::RunArgs),
     /// Serve an existing model registry over TensorFlow Serving's REST API (no training).
     Serve(cmd::serve::ServeArgs),
+    /// Offline / backfill training over given files (same window code as `run`), with a
+    /// progress bar; publishes one version at the end.
+    Train(cmd::train::TrainArgs),
     /// Run the whole loop on the shipped Elec2 stream: no config, no network needed.
     Demo(cmd::demo::DemoArgs),
     /// Check a config file and report the first problem with its key and file.
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(a) => cmd::run::run(a),
         Command::Serve(a) => cmd::serve::run(a),
+        Command::Train(a) => cmd::train::run(a),
         Command::Demo(a) => cmd::demo::run(a),
         Command::Validate(a) => cmd::config::validate(a),
         Command::Config(a) => cmd::config::run(a),

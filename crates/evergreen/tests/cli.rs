@@ -18,7 +18,7 @@ fn run(args: &[&str]) -> (bool, String, String) {
 #[test]
 fn every_subcommand_has_help() {
     for sub in [
-        "run", "serve", "demo", "validate", "config", "lineage", "data",
+        "run", "serve", "demo", "validate", "config", "lineage", "data", "train",
     ] {
         let (ok, out, _) = run(&[sub, "--help"]);
         assert!(ok, "{sub} --help");

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod lineage;
 pub mod run;
 pub mod serve;
+pub mod train;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;

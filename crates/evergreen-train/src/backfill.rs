@@ -1,0 +1,357 @@
+//! Offline / backfill training (`evergreen train --data PATH...`): the same window code as a
+//! `run` cycle (read through the pipeline with quarantine, progressive validation, mini-batch
+//! training warm-started from the latest version, holdout gate), over files given on the command
+//! line instead of spans discovered in the data directory.
+//!
+//! Each input file is read whole (like a span), then cut into windows of `window_rows` records
+//! (the whole file when unset), trained one after the other in file order. Nothing is written
+//! to the registry until the end: with [`PublishMode::Last`] the final model becomes one new
+//! version (the atomic rename is the only commit), so a backfill killed at any point leaves the
+//! registry exactly as it was and can simply be rerun; it never moves the `run` watermark.
+
+use crate::{
+    CycleReport, Outcome, Sinks, Span, SpanRead, TrainError, Trainer, WindowMode, failpoint, now_ms,
+};
+use evergreen_data::{Format, SpanDir, SpanFile};
+use evergreen_eval::{GateResult, Summary};
+use evergreen_metrics::Metrics;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What a backfill publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishMode {
+    /// Nothing: an offline evaluation. Every window's candidate is kept (the gate is computed and
+    /// reported but not enforced), and the registry is not touched.
+    None,
+    /// Windows failing the gate are discarded as in `run`; the final model is published as one
+    /// version if at least one window was accepted.
+    Last,
+}
+
+/// Options of [`Trainer::backfill`].
+#[derive(Debug, Clone)]
+pub struct BackfillOptions {
+    /// Records per window (`None`: one window per file).
+    pub window_rows: Option<usize>,
+    /// What to publish.
+    pub publish: PublishMode,
+}
+
+/// Progress of a backfill, for a progress bar.
+#[derive(Debug)]
+pub enum BackfillEvent<'a> {
+    /// A file was read and transformed; its windows follow.
+    FileRead {
+        /// The file.
+        file: &'a Path,
+        /// Its size.
+        bytes: u64,
+        /// Good examples in it.
+        examples: u64,
+        /// Windows it is cut into (0 when held back or empty).
+        windows: usize,
+    },
+    /// A window was trained.
+    Window {
+        /// The file it came from.
+        file: &'a Path,
+        /// Bytes of the file accounted for so far (proportional to the examples trained).
+        bytes_done: u64,
+        /// The window's report.
+        report: &'a CycleReport,
+    },
+}
+
+/// The result of a backfill.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackfillReport {
+    /// Input files.
+    pub files: usize,
+    /// Windows trained.
+    pub windows: u64,
+    /// Windows whose candidate was accepted (gate passed, or gate not enforced).
+    pub accepted_windows: u64,
+    /// Good examples read.
+    pub examples: u64,
+    /// Records quarantined.
+    pub bad: u64,
+    /// Files held back (too many bad records, or unreadable framing/header), with why.
+    pub held_back: Vec<String>,
+    /// Examples learned (times epochs).
+    pub trained: u64,
+    /// Wall time of the whole backfill (reading included).
+    pub seconds: f64,
+    /// Good examples per second of wall time.
+    pub examples_per_second: f64,
+    /// Progressive validation over every window: the model as it was before each window
+    /// predicts the window.
+    pub progressive: Option<Summary>,
+    /// Online progressive validation over every window: first-epoch predictions, each made
+    /// before its mini-batch was learned.
+    pub online: Option<Summary>,
+    /// The version published at the end, if any.
+    pub version: Option<u64>,
+    /// The version the backfill started from.
+    pub parent_version: Option<u64>,
+    /// Per-window reports.
+    pub window_reports: Vec<CycleReport>,
+}
+
+impl Trainer {
+    /// Trains over `paths` (files, or directories whose files are taken in name order), window by
+    /// window, warm-starting from the latest version. See the module documentation.
+    pub fn backfill(
+        &mut self,
+        paths: &[PathBuf],
+        opts: &BackfillOptions,
+        progress: &mut dyn FnMut(BackfillEvent<'_>),
+    ) -> Result<BackfillReport, TrainError> {
+        let started = Instant::now();
+        let files = self.backfill_files(paths)?;
+        let parent_version = self.state.last_version;
+        let mut out = BackfillReport {
+            files: files.len(),
+            windows: 0,
+            accepted_windows: 0,
+            examples: 0,
+            bad: 0,
+            held_back: Vec::new(),
+            trained: 0,
+            seconds: 0.0,
+            examples_per_second: 0.0,
+            progressive: None,
+            online: None,
+            version: None,
+            parent_version,
+            window_reports: Vec::new(),
+        };
+        let mut sinks = Sinks::default();
+        let enforce_gate = opts.publish == PublishMode::Last;
+        let mut accepted_spans: Vec<String> = Vec::new();
+        let mut positions = Vec::new();
+        let mut last_gate: Option<(CycleReport, GateResult)> = None;
+        for file in &files {
+            let span = Span {
+                id: format!("backfill-{}", file.name),
+                uri: file.path.clone(),
+                shards: vec![file.clone()],
+            };
+            let SpanRead {
+                examples,
+                bad,
+                positions: file_positions,
+                header_error,
+            } = self.read_span(&span)?;
+            failpoint("after_read");
+            let bad_total: u64 = bad.values().sum();
+            let records = examples.len() as u64;
+            out.examples += records;
+            out.bad += bad_total;
+            let total = records + bad_total;
+            let hold = if let Some(e) = header_error {
+                Some(e)
+            } else if total > 0 && bad_total as f64 / total as f64 > self.cfg.data.max_bad_fraction
+            {
+                Some(format!(
+                    "{bad_total} of {total} records bad (> max_bad_fraction {}); see {}",
+                    self.cfg.data.max_bad_fraction,
+                    self.quarantine.path_for(&span.id).display()
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = hold {
+                tracing::error!(file = %file.path.display(), "held back: {why}");
+                out.held_back
+                    .push(format!("{}: {why}", file.path.display()));
+                progress(BackfillEvent::FileRead {
+                    file: &file.path,
+                    bytes: file.size,
+                    examples: records,
+                    windows: 0,
+                });
+                continue;
+            }
+            positions.extend(file_positions.iter().cloned());
+            let rows = opts.window_rows.unwrap_or(usize::MAX).max(1);
+            let windows = examples.len().div_ceil(rows);
+            progress(BackfillEvent::FileRead {
+                file: &file.path,
+                bytes: file.size,
+                examples: records,
+                windows,
+            });
+            let mut rest = examples;
+            let mut done = 0usize;
+            for w in 0..windows {
+                let tail = rest.split_off(rows.min(rest.len()));
+                let window = std::mem::replace(&mut rest, tail);
+                done += window.len();
+                let window_span = Span {
+                    id: if windows > 1 {
+                        format!("{}#{w}", span.id)
+                    } else {
+                        span.id.clone()
+                    },
+                    ..span.clone()
+                };
+                let mut report = CycleReport {
+                    span: window_span.id.clone(),
+                    outcome: Outcome::Empty,
+                    records: window.len() as u64,
+                    bad: if w == 0 {
+                        bad.clone()
+                    } else {
+                        Default::default()
+                    },
+                    trained: 0,
+                    progressive: None,
+                    online: None,
+                    evaluation: None,
+                    baseline: None,
+                    gate: None,
+                    parent_version,
+                    version: None,
+                    serving_version: parent_version,
+                    seconds: 0.0,
+                    note: String::new(),
+                    positions: Vec::new(),
+                };
+                let t = Instant::now();
+                self.train_and_gate(
+                    &window_span,
+                    window,
+                    &mut report,
+                    WindowMode::Backfill { enforce_gate },
+                    Some(&mut sinks),
+                )?;
+                report.seconds = t.elapsed().as_secs_f64();
+                out.windows += 1;
+                out.trained += report.trained;
+                if report.outcome == Outcome::Published {
+                    out.accepted_windows += 1;
+                    if accepted_spans.last() != Some(&span.id) {
+                        accepted_spans.push(span.id.clone());
+                    }
+                    if let Some(g) = &report.gate {
+                        last_gate = Some((report.clone(), g.clone()));
+                    }
+                }
+                let bytes_done = if records == 0 {
+                    file.size
+                } else {
+                    (file.size as f64 * done as f64 / records as f64) as u64
+                };
+                progress(BackfillEvent::Window {
+                    file: &file.path,
+                    bytes_done,
+                    report: &report,
+                });
+                out.window_reports.push(report);
+            }
+        }
+        if !sinks.progressive.is_empty() {
+            out.progressive = Some(sinks.progressive.summary());
+        }
+        if !sinks.online.is_empty() {
+            out.online = Some(sinks.online.summary());
+        }
+        if opts.publish == PublishMode::Last
+            && let Some((mut last, gate)) = last_gate
+        {
+            // One version for the whole backfill; its manifest carries the backfill-wide
+            // progressive metrics, the last accepted window's gate, and every source position.
+            // The `run` watermark is left as it was.
+            last.progressive = out.progressive;
+            last.positions = positions;
+            let watermark = self.state.watermark.clone();
+            let model = self.model.clone();
+            let version = self.publish_version(
+                model.as_ref(),
+                accepted_spans.clone(),
+                watermark,
+                &last,
+                &gate,
+            )?;
+            self.state.last_version = Some(version);
+            let record = {
+                let span = Span {
+                    id: accepted_spans.first().cloned().unwrap_or_default(),
+                    uri: files.first().map(|f| f.path.clone()).unwrap_or_default(),
+                    shards: Vec::new(),
+                };
+                last.version = Some(version);
+                last.parent_version = parent_version;
+                last.records = out.examples;
+                last.bad = Default::default();
+                self.cycle_record(&span, &last, now_ms(), now_ms())
+            };
+            if let Err(e) = self.lineage.record_cycle(&record) {
+                tracing::error!(
+                    "lineage not recorded (re-recorded from the manifest at start): {e}"
+                );
+            }
+            if let Err(e) = self.state.save(&self.cfg.state.dir.join(crate::STATE_FILE)) {
+                tracing::error!(
+                    "state file not written (the manifest of v{version} is the commit): {e}"
+                );
+            }
+            self.metrics
+                .published_version
+                .get_or_create(&Metrics::model(&self.cfg.model.name))
+                .set(version as i64);
+            out.version = Some(version);
+        } else if opts.publish == PublishMode::None {
+            // Restore the model the trainer opened with: an offline evaluation changes nothing.
+            if let Some(v) = parent_version {
+                self.model = self.registry.load(v)?.model;
+            }
+        }
+        out.seconds = started.elapsed().as_secs_f64();
+        out.examples_per_second = if out.seconds > 0.0 {
+            out.examples as f64 / out.seconds
+        } else {
+            0.0
+        };
+        Ok(out)
+    }
+
+    /// Files to backfill: each path as given, directories expanded to their files in name order.
+    fn backfill_files(&self, paths: &[PathBuf]) -> Result<Vec<SpanFile>, TrainError> {
+        let mut out = Vec::new();
+        for p in paths {
+            if p.is_dir() {
+                out.extend(SpanDir::new(p, false, self.cfg.data.format).list()?);
+                continue;
+            }
+            let meta = std::fs::metadata(p).map_err(|e| TrainError::State {
+                path: p.clone(),
+                message: format!("cannot read input: {e}"),
+            })?;
+            let format: Format = match self.cfg.data.format.or_else(|| Format::from_path(p)) {
+                Some(f) => f,
+                None => {
+                    return Err(TrainError::State {
+                        path: p.clone(),
+                        message: "unknown format: set data.format or use a known extension \
+                                  (.csv, .jsonl, .tfrecord[.gz], .vw, .libsvm, .ffm)"
+                            .into(),
+                    });
+                }
+            };
+            out.push(SpanFile {
+                name: p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| p.display().to_string()),
+                path: p.clone(),
+                format,
+                size: meta.len(),
+            });
+        }
+        Ok(out)
+    }
+}

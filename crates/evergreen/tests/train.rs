@@ -1,0 +1,194 @@
+//! `evergreen train`: backfill over files with the same window code as `run`: an offline
+//! evaluation leaves the registry untouched, a publishing backfill adds exactly one version,
+//! warm-starts from the latest one, never moves the `run` watermark, and bad input is held back.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Command;
+
+fn train(cfg: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .arg("train")
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn versions(root: &Path) -> Vec<u64> {
+    let mut v: Vec<u64> = std::fs::read_dir(root.join("models/m"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn backfill_windows_publish_once_and_warm_start() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let cfg = write_config(root, false, "");
+    let (header, rows) = elec2();
+    let data = root.join("backfill");
+    write_span(&data, "a.csv", &header, &rows[..6000]);
+    write_span(&data, "b.csv", &header, &rows[6000..9000]);
+
+    // Offline evaluation: windows of 1000 rows, nothing written to the registry.
+    let r1 = root.join("r1.json");
+    let (ok, out, err) = train(
+        &cfg,
+        &[
+            "--data",
+            data.join("a.csv").to_str().unwrap(),
+            data.join("b.csv").to_str().unwrap(),
+            "--window-rows",
+            "1000",
+            "--publish",
+            "none",
+            "--report",
+            r1.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("nothing published"), "{out}");
+    assert!(versions(root).is_empty());
+    let j = report(&r1);
+    assert_eq!(j["windows"], 9);
+    assert_eq!(j["examples"], 9000);
+    assert_eq!(j["window_reports"].as_array().unwrap().len(), 9);
+    assert_eq!(j["progressive"]["examples"], 9000);
+    // Every training-slice example is predicted once before it is learned (first epoch).
+    let online = j["online"]["examples"].as_u64().unwrap();
+    assert!(online > 6000 && online < 9000, "{online}");
+    let ll = j["progressive"]["logloss"].as_f64().unwrap();
+    assert!(
+        ll < 0.69,
+        "a learning model beats the constant 0.5 predictor: {ll}"
+    );
+
+    // Publishing backfill: one version, with both files as its spans.
+    let r2 = root.join("r2.json");
+    let (ok, out, err) = train(
+        &cfg,
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "--window-rows",
+            "3000",
+            "--report",
+            r2.to_str().unwrap(),
+            "--quiet",
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("published v1"), "{out}");
+    assert_eq!(versions(root), [1]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("models/m/1/manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        manifest["spans"],
+        serde_json::json!(["backfill-a.csv", "backfill-b.csv"])
+    );
+    assert!(manifest["watermark"].is_null(), "{manifest}");
+    assert_eq!(manifest["positions"].as_array().unwrap().len(), 2);
+    assert_eq!(report(&r2)["parent_version"], serde_json::Value::Null);
+
+    // A second backfill warm-starts from v1: its first window is predicted by a trained model.
+    let r3 = root.join("r3.json");
+    let (ok, out, err) = train(
+        &cfg,
+        &[
+            "--data",
+            data.join("b.csv").to_str().unwrap(),
+            "--report",
+            r3.to_str().unwrap(),
+            "--quiet",
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(versions(root), [1, 2]);
+    let j = report(&r3);
+    assert_eq!(j["parent_version"], 1);
+    assert_eq!(j["version"], 2);
+    // A fresh model predicts 0.5 everywhere (logloss ln 2 = 0.693) on its first window.
+    let warm = j["progressive"]["logloss"].as_f64().unwrap();
+    assert!(warm < 0.68, "warm-started model predicts b.csv: {warm}");
+
+    // `run` then consumes the data directory from the start: the backfill moved no watermark.
+    write_span(&root.join("in"), "s1.csv", &header, &rows[9000..10000]);
+    let out = Command::new(bin())
+        .args(["run", "--once", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("span s1.csv"), "{text}");
+    assert_eq!(versions(root), [1, 2, 3]);
+}
+
+#[test]
+fn poisoned_file_is_held_back_and_overrides_are_applied() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let cfg = write_config(root, false, "");
+    let (header, rows) = elec2();
+    let data = root.join("backfill");
+    let mut bad: Vec<String> = rows[..100].to_vec();
+    for r in bad.iter_mut().take(50) {
+        *r = r.replacen(',', ",oops,", 1).replacen(",oops,", ",x", 1);
+    }
+    write_span(&data, "bad.csv", &header, &bad);
+    write_span(&data, "good.csv", &header, &rows[100..1100]);
+    let r = root.join("r.json");
+    let (ok, out, err) = train(
+        &cfg,
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "--set",
+            "training.epochs=2",
+            "--set",
+            "training.holdout_fraction=0",
+            "--publish",
+            "none",
+            "--report",
+            r.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains("held back:") && out.contains("bad.csv"),
+        "{out}"
+    );
+    let j = report(&r);
+    assert_eq!(j["examples"], 1050);
+    assert_eq!(j["bad"], 50);
+    assert_eq!(j["windows"], 1);
+    // holdout 0: every example of good.csv trained, twice.
+    assert_eq!(j["trained"], 2000);
+    assert!(root.join("state/quarantine").exists());
+
+    let (ok, _, err) = train(&cfg, &["--data", "/nonexistent.csv"]);
+    assert!(!ok);
+    assert!(err.contains("/nonexistent.csv"), "{err}");
+    let (ok, _, err) = train(&cfg, &["--data", "x.csv", "--set", "training.epochs=0"]);
+    assert!(!ok);
+    assert!(err.contains("training.epochs"), "{err}");
+}
