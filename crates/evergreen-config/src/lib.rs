@@ -221,6 +221,66 @@ pub struct TrainingSection {
     /// batch, so for them it only sets the granularity of the online metrics.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Replay of past examples against forgetting (off unless `capacity > 0`).
+    #[serde(default)]
+    pub replay: ReplayConfig,
+}
+
+/// Replay settings (`[training.replay]`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayConfig {
+    /// Examples kept (0 disables replay).
+    #[serde(default)]
+    pub capacity: usize,
+    /// Replayed examples mixed into a window, per new training example (0.5: one replayed
+    /// example for every two new ones).
+    #[serde(default = "default_ratio")]
+    pub ratio: f64,
+    /// Windows after which an example's chance of being kept halves (0 = uniform reservoir over
+    /// the whole history).
+    #[serde(default)]
+    pub half_life_windows: f64,
+    /// Seed of the sampling.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_ratio() -> f64 {
+    0.5
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 0,
+            ratio: default_ratio(),
+            half_life_windows: 0.0,
+            seed: 0,
+        }
+    }
+}
+
+impl ReplayConfig {
+    /// Checks the ranges; returns the offending field and message.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.capacity > 10_000_000 {
+            return Err((
+                "capacity",
+                format!("must be at most 10000000 (got {})", self.capacity),
+            ));
+        }
+        if !(self.ratio.is_finite() && (0.0..=10.0).contains(&self.ratio)) {
+            return Err(("ratio", format!("must be in [0, 10] (got {})", self.ratio)));
+        }
+        if !(self.half_life_windows.is_finite() && self.half_life_windows >= 0.0) {
+            return Err((
+                "half_life_windows",
+                format!("must be >= 0 (got {})", self.half_life_windows),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_batch() -> usize {
@@ -241,6 +301,7 @@ impl Default for TrainingSection {
             holdout_fraction: default_holdout(),
             seed: 0,
             batch_size: default_batch(),
+            replay: ReplayConfig::default(),
         }
     }
 }
@@ -489,6 +550,9 @@ impl Config {
                 "training.epochs",
                 "must be between 1 and 1000".into(),
             ));
+        }
+        if let Err((k, m)) = self.training.replay.validate() {
+            return Err(invalid(&format!("training.replay.{k}"), m));
         }
         if self.training.batch_size == 0 || self.training.batch_size > 1 << 16 {
             return Err(invalid(

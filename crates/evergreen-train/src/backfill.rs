@@ -129,6 +129,7 @@ impl Trainer {
             window_reports: Vec::new(),
         };
         let mut sinks = Sinks::default();
+        let replay_before = self.replay.clone();
         let enforce_gate = opts.publish == PublishMode::Last;
         let mut accepted_spans: Vec<String> = Vec::new();
         let mut positions = Vec::new();
@@ -208,6 +209,7 @@ impl Trainer {
                         Default::default()
                     },
                     trained: 0,
+                    replayed: 0,
                     progressive: None,
                     online: None,
                     evaluation: None,
@@ -294,6 +296,17 @@ impl Trainer {
                     "lineage not recorded (re-recorded from the manifest at start): {e}"
                 );
             }
+            if self.cfg.training.replay.capacity > 0 {
+                // After the publish: a crash in between leaves the sample without this backfill's
+                // examples (a sample, not training data: nothing is lost or trained twice).
+                let path = crate::ReplayStore::path_for(
+                    &self.cfg.state.dir,
+                    self.state.watermark.as_deref(),
+                );
+                if let Err(e) = evergreen_registry::write_atomic(&path, &self.replay.encode()) {
+                    tracing::error!("{}: replay store not written: {e}", path.display());
+                }
+            }
             if let Err(e) = self.state.save(&self.cfg.state.dir.join(crate::STATE_FILE)) {
                 tracing::error!(
                     "state file not written (the manifest of v{version} is the commit): {e}"
@@ -304,11 +317,17 @@ impl Trainer {
                 .get_or_create(&Metrics::model(&self.cfg.model.name))
                 .set(version as i64);
             out.version = Some(version);
-        } else if opts.publish == PublishMode::None {
-            // Restore the model the trainer opened with: an offline evaluation changes nothing.
-            if let Some(v) = parent_version {
-                self.model = self.registry.load(v)?.model;
-            }
+        } else {
+            // Nothing published: restore the model and replay sample the backfill started from.
+            self.replay = replay_before;
+            self.model = match parent_version {
+                Some(v) => {
+                    let mut m = self.registry.load(v)?.model;
+                    crate::apply_params(&self.cfg, &mut m);
+                    m
+                }
+                None => crate::fresh_model(&self.cfg),
+            };
         }
         out.seconds = started.elapsed().as_secs_f64();
         out.examples_per_second = if out.seconds > 0.0 {

@@ -20,7 +20,10 @@
 
 mod backfill;
 mod failpoint;
+mod replay;
 mod state;
+
+pub use replay::{ReplayError, ReplayStore};
 
 pub use backfill::{BackfillEvent, BackfillOptions, BackfillReport, PublishMode};
 
@@ -64,6 +67,9 @@ pub enum TrainError {
         /// What went wrong.
         message: String,
     },
+    /// The replay store could not be read or written.
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
     /// The configured spec or model differs from the one of the version to warm-start from.
     #[error("{0}")]
     Incompatible(String),
@@ -114,8 +120,10 @@ pub struct CycleReport {
     pub records: u64,
     /// Records quarantined, by reason.
     pub bad: std::collections::BTreeMap<String, u64>,
-    /// Examples trained on (records minus the held-out slice, times epochs).
+    /// Examples trained on (records minus the held-out slice, plus replayed ones, times epochs).
     pub trained: u64,
+    /// Past examples replayed into the window (each learned once per epoch).
+    pub replayed: u64,
     /// Current model on the whole span before training.
     pub progressive: Option<Summary>,
     /// Online progressive validation: the candidate's first-epoch predictions, each made before
@@ -277,6 +285,10 @@ pub struct Trainer {
     known_before_watermark: std::collections::HashSet<String>,
     /// False until the first listing: spans present at start are not "late".
     late_check_armed: bool,
+    /// Sample of past examples replayed into each window (committed with the watermark).
+    replay: ReplayStore,
+    /// The replay store of the cycle in progress, written before its commit.
+    staged_replay: Option<ReplayStore>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -356,9 +368,7 @@ impl Trainer {
                     state.save(&state_path)?;
                 }
                 let mut model = loaded.model;
-                if let Some(ftrl) = downcast_ftrl(&mut model) {
-                    ftrl.set_params(cfg.model.ftrl);
-                }
+                apply_params(&cfg, &mut model);
                 model
             }
             None => fresh_model(&cfg),
@@ -375,6 +385,11 @@ impl Trainer {
                 ))?;
             }
         }
+        let replay = ReplayStore::open(
+            &cfg.state.dir,
+            state.watermark.as_deref(),
+            cfg.training.replay,
+        )?;
         let name = cfg.model.name.clone();
         if let Some(v) = latest {
             metrics
@@ -396,6 +411,8 @@ impl Trainer {
             lineage_backlog: Vec::new(),
             known_before_watermark: Default::default(),
             late_check_armed: false,
+            replay,
+            staged_replay: None,
         })
     }
 
@@ -491,6 +508,8 @@ impl Trainer {
         let model_name = self.cfg.model.name.clone();
         let ml = Metrics::model(&model_name);
         tracing::info!(span = %span.id, shards = span.shards.len(), "cycle started");
+        // A replay store staged by an earlier, failed attempt at this span is not committed.
+        self.staged_replay = None;
 
         let read = self.read_span(span)?;
         failpoint("after_read");
@@ -519,6 +538,7 @@ impl Trainer {
             records,
             bad: bad.clone(),
             trained: 0,
+            replayed: 0,
             progressive: None,
             online: None,
             evaluation: None,
@@ -579,6 +599,7 @@ impl Trainer {
                 );
             }
             failpoint("after_state");
+            self.commit_replay(&span.id);
             match self
                 .registry
                 .apply_retention(self.cfg.registry.keep_versions, &[version])
@@ -594,6 +615,9 @@ impl Trainer {
         } else {
             // Not committed yet: lineage (idempotent per span) and then the state file, which is
             // the commit. An error here commits nothing; the span is redone from scratch.
+            if self.staged_replay.is_none() {
+                self.stage_replay(&span.id, self.replay.clone())?;
+            }
             self.lineage.record_cycle(&record)?;
             failpoint("after_lineage");
             let mut next = self.state.clone();
@@ -601,6 +625,7 @@ impl Trainer {
             next.save(&state_path)?;
             self.state = next;
             failpoint("after_state");
+            self.commit_replay(&span.id);
         }
         report.seconds = started.elapsed().as_secs_f64();
         self.metrics
@@ -785,12 +810,20 @@ impl Trainer {
                 train_y.push(y);
             }
         }
+        // Replay: past examples spread evenly among the new ones.
+        let replayed = self.replay.draw(train_x.len());
+        report.replayed = replayed.len() as u64;
+        let (train_x, train_y, is_new) = interleave(train_x, train_y, replayed);
         for epoch in 0..self.cfg.training.epochs {
-            for (xs, ys) in train_x.chunks(batch).zip(train_y.chunks(batch)) {
+            for ((xs, ys), new) in train_x
+                .chunks(batch)
+                .zip(train_y.chunks(batch))
+                .zip(is_new.chunks(batch))
+            {
                 preds.clear();
                 candidate.learn_batch(xs, ys, &mut preds);
                 if epoch == 0 {
-                    for (p, y) in preds.iter().zip(ys) {
+                    for ((p, y), _) in preds.iter().zip(ys).zip(new).filter(|(_, n)| **n) {
                         online.add(*p, *y);
                         if let Some(s) = sinks.as_deref_mut() {
                             s.online.add(*p, *y);
@@ -801,6 +834,21 @@ impl Trainer {
             }
         }
         candidate.end_window();
+        // The window's new training examples join the replay sample, committed with the cycle.
+        let next_replay = if self.cfg.training.replay.capacity > 0 {
+            let mut next = self.replay.clone();
+            next.offer_window(
+                train_x
+                    .iter()
+                    .zip(&train_y)
+                    .zip(&is_new)
+                    .filter(|(_, n)| **n)
+                    .map(|((x, y), _)| (x, *y)),
+            );
+            Some(next)
+        } else {
+            None
+        };
         report.trained = trained;
         if !online.is_empty() {
             report.online = Some(online.summary());
@@ -830,6 +878,12 @@ impl Trainer {
         report.note = gate.summary();
         tracing::info!(span = %span.id, gate = %report.note, "gate decision");
 
+        if let Some(next) = next_replay {
+            match mode {
+                WindowMode::Cycle => self.stage_replay(&span.id, next)?,
+                WindowMode::Backfill { .. } => self.replay = next,
+            }
+        }
         if let WindowMode::Backfill { enforce_gate } = mode {
             // Backfill: nothing is published per window; an accepted candidate becomes the model
             // (with `enforce_gate = false` every candidate is accepted).
@@ -865,6 +919,30 @@ impl Trainer {
         }
         report.gate = Some(gate);
         Ok(())
+    }
+
+    /// Writes the replay store of the cycle on `span` (before the cycle's commit).
+    fn stage_replay(&mut self, span: &str, next: ReplayStore) -> Result<(), TrainError> {
+        if self.cfg.training.replay.capacity > 0 {
+            let path = ReplayStore::path_for(&self.cfg.state.dir, Some(span));
+            evergreen_registry::write_atomic(&path, &next.encode()).map_err(|e| {
+                TrainError::State {
+                    path: path.clone(),
+                    message: format!("writing the replay store: {e}"),
+                }
+            })?;
+        }
+        self.staged_replay = Some(next);
+        Ok(())
+    }
+
+    /// After the commit of the cycle on `span`: its replay store becomes current, older ones go.
+    fn commit_replay(&mut self, span: &str) {
+        if let Some(next) = self.staged_replay.take() {
+            self.replay = next;
+        }
+        let keep = ReplayStore::path_for(&self.cfg.state.dir, Some(span));
+        ReplayStore::remove_others(&self.cfg.state.dir, Some(&keep));
     }
 
     /// Writes `model` as the next version (the atomic rename is the commit) with a manifest built
@@ -962,14 +1040,56 @@ impl Trainer {
     }
 }
 
+/// Spreads `replayed` evenly among the new examples; returns the mixed columns and which rows are
+/// new.
+fn interleave(
+    xs: Vec<FeatureVector>,
+    ys: Vec<f32>,
+    replayed: Vec<(FeatureVector, f32)>,
+) -> (Vec<FeatureVector>, Vec<f32>, Vec<bool>) {
+    if replayed.is_empty() {
+        let n = xs.len();
+        return (xs, ys, vec![true; n]);
+    }
+    let (n, r) = (xs.len(), replayed.len());
+    let mut out_x = Vec::with_capacity(n + r);
+    let mut out_y = Vec::with_capacity(n + r);
+    let mut new = Vec::with_capacity(n + r);
+    let mut rep = replayed.into_iter().enumerate().peekable();
+    for (i, (x, y)) in xs.into_iter().zip(ys).enumerate() {
+        // Replayed item j goes before new item floor((j + 0.5) * n / r).
+        while let Some((j, _)) = rep.peek() {
+            if ((*j as f64 + 0.5) * n as f64 / r as f64) as usize > i {
+                break;
+            }
+            let (_, (rx, ry)) = rep.next().expect("peeked");
+            out_x.push(rx);
+            out_y.push(ry);
+            new.push(false);
+        }
+        out_x.push(x);
+        out_y.push(y);
+        new.push(true);
+    }
+    for (_, (rx, ry)) in rep {
+        out_x.push(rx);
+        out_y.push(ry);
+        new.push(false);
+    }
+    (out_x, out_y, new)
+}
+
 fn fresh_model(cfg: &Config) -> Box<dyn Model> {
     match cfg.model.kind {
         ModelKind::Ftrl => Box::new(Ftrl::new(cfg.model.ftrl, cfg.features.dim())),
     }
 }
 
-fn downcast_ftrl(model: &mut Box<dyn Model>) -> Option<&mut Ftrl> {
-    model.as_any_mut().downcast_mut::<Ftrl>()
+/// Applies the configured hyperparameters (learning rates, regularization) to a loaded model.
+fn apply_params(cfg: &Config, model: &mut Box<dyn Model>) {
+    if let Some(ftrl) = model.as_any_mut().downcast_mut::<Ftrl>() {
+        ftrl.set_params(cfg.model.ftrl);
+    }
 }
 
 /// Rebuilds the lineage record of a published cycle from its manifest (used when the process

@@ -376,3 +376,79 @@ fn pattern_mode_reads_shard_directories_and_the_newest_version() {
         root.join("in/span-1/v2").display().to_string()
     );
 }
+
+fn replay_config(root: &Path, capacity: usize) -> Config {
+    let mut c = config(root);
+    c.training.replay.capacity = capacity;
+    c.training.replay.ratio = 0.5;
+    c
+}
+
+#[test]
+fn replay_store_is_mixed_in_bounded_and_committed_with_the_watermark() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    for i in 0..3 {
+        write_span(root, &format!("s{i}.csv"), 400, i);
+    }
+    fs::write(root.join("in/s3.csv"), "").unwrap(); // empty: commits through the state file
+    let open = || Trainer::open(replay_config(root, 150), Arc::new(Metrics::new()), "t").unwrap();
+    let mut t = open();
+    let r0 = t.run_once().unwrap().unwrap();
+    assert_eq!(r0.replayed, 0, "nothing to replay before the first window");
+    assert_eq!(t.replay.len(), 150);
+    assert!(root.join("state/replay-s0.csv.bin").exists());
+    let r1 = t.run_once().unwrap().unwrap();
+    // 300 new training rows (holdout 25%) → about 150 replayed.
+    assert!((100..=200).contains(&r1.replayed), "{}", r1.replayed);
+    assert!(r1.trained > 300 + 100);
+    // The online metrics count new examples only.
+    assert!(r1.online.unwrap().examples < 400);
+    assert!(
+        !root.join("state/replay-s0.csv.bin").exists(),
+        "older store removed"
+    );
+    assert!(root.join("state/replay-s1.csv.bin").exists());
+    drop(t);
+
+    // A restarted trainer resumes with the committed sample.
+    let mut t = open();
+    assert_eq!(t.replay.window(), 2);
+    assert_eq!(t.replay.len(), 150);
+    t.run_once().unwrap().unwrap();
+    let r3 = t.run_once().unwrap().unwrap();
+    assert_eq!(r3.outcome, Outcome::Empty);
+    assert!(
+        root.join("state/replay-s3.csv.bin").exists(),
+        "carried over an empty span"
+    );
+    assert_eq!(t.replay.len(), 150, "bounded");
+
+    // A store written by a cycle that crashed before its commit is discarded at start.
+    fs::copy(
+        root.join("state/replay-s3.csv.bin"),
+        root.join("state/replay-s9.csv.bin"),
+    )
+    .unwrap();
+    drop(t);
+    let t = open();
+    assert!(!root.join("state/replay-s9.csv.bin").exists());
+    assert_eq!(t.replay.window(), 3);
+}
+
+#[test]
+fn interleave_spreads_replayed_rows_evenly() {
+    let fv = |i: u32| {
+        let mut v = FeatureVector::default();
+        v.push(i, 1.0);
+        v
+    };
+    let xs: Vec<_> = (0..10).map(fv).collect();
+    let ys = vec![1.0; 10];
+    let rep: Vec<_> = (100..105).map(|i| (fv(i), 0.0)).collect();
+    let (x, y, new) = interleave(xs, ys, rep);
+    assert_eq!(x.len(), 15);
+    assert_eq!(y.iter().filter(|v| **v == 0.0).count(), 5);
+    let pattern: String = new.iter().map(|n| if *n { 'n' } else { 'r' }).collect();
+    assert_eq!(pattern, "nrnnrnnrnnrnnrn");
+}
