@@ -147,6 +147,19 @@ impl<'a> Reader<'a> {
     pub(crate) fn f64(&mut self) -> Option<f64> {
         self.take::<8>().map(f64::from_le_bytes)
     }
+    pub(crate) fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.buf.split_at_checked(n)?;
+        self.buf = rest;
+        Some(head)
+    }
+    pub(crate) fn u16s(&mut self, n: usize) -> Option<Vec<u16>> {
+        let head = self.bytes(n.checked_mul(2)?)?;
+        Some(
+            head.chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect(),
+        )
+    }
     pub(crate) fn f32s(&mut self, n: usize) -> Option<Vec<f32>> {
         let bytes = n.checked_mul(4)?;
         let (head, rest) = self.buf.split_at_checked(bytes)?;
@@ -265,6 +278,7 @@ mod tests {
             beta: 0.0,
             l1: 0.0,
             l2: 0.0,
+            ..FtrlParams::default()
         };
         load(&save(&Ftrl::new(edge, 8), 1)).expect("boundary values load");
     }

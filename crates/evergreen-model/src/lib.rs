@@ -15,7 +15,7 @@ pub use common::{MAX_FACTORS, MAX_STATE_FLOATS, ShapeError};
 pub use ffm::{Ffm, FfmParams};
 pub use fm::{Fm, FmParams};
 pub use format::{FORMAT_VERSION, Header, MAGIC, ModelError, load, save};
-pub use ftrl::{Ftrl, FtrlParams};
+pub use ftrl::{Ftrl, FtrlParams, MAX_ADMIT_AFTER, WeightStorage};
 
 use evergreen_core::FeatureVector;
 use serde::{Deserialize, Serialize};
