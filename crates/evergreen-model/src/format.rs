@@ -234,6 +234,68 @@ mod tests {
         assert!((p - expected).abs() < 1e-12, "{p} vs {expected}");
     }
 
+    /// The recipe of `examples/write_golden.rs` for `fm` and `ffm`.
+    fn factor_golden(mut m: Box<dyn Model>) -> (Box<dyn Model>, [FeatureVector; 3]) {
+        let mut a = FeatureVector::default();
+        a.push_field(0, 3, 1.0);
+        a.push_field(1, 7, 0.5);
+        a.push_field(2, 11, 1.0);
+        let mut b = FeatureVector::default();
+        b.push_field(0, 3, 1.0);
+        b.push_field(1, 8, 1.0);
+        b.push_field(2, 12, -0.5);
+        for i in 0..50 {
+            m.learn(if i % 2 == 0 { &a } else { &b }, (i % 3 == 0) as u8 as f32);
+        }
+        // A vector not trained on, with a repeated index and an out-of-range field.
+        let mut c = FeatureVector::default();
+        c.push_field(0, 3, 1.0);
+        c.push_field(1, 7, 0.25);
+        c.push_field(7, 12, 2.0);
+        c.push_field(1, 7, 0.25);
+        (m, [a, b, c])
+    }
+
+    fn check_golden(bytes: &[u8], kind: ModelKind, fresh: Box<dyn Model>, expected: [f64; 3]) {
+        let (h, m) = load(bytes).expect("golden model loads");
+        assert_eq!(h.format_version, 1);
+        assert_eq!(h.kind, kind);
+        assert_eq!(m.examples_seen(), 50);
+        let (retrained, xs) = factor_golden(fresh);
+        let mut re = Vec::new();
+        retrained.encode(&mut re);
+        assert_eq!(
+            &re[..],
+            &bytes[32..bytes.len() - 8],
+            "training is no longer deterministic"
+        );
+        for (x, want) in xs.iter().zip(expected) {
+            let p = m.predict(x);
+            assert!((p - want).abs() < 1e-12, "{kind:?}: {p} vs {want}");
+            assert_eq!(p, retrained.predict(x));
+        }
+    }
+
+    #[test]
+    fn golden_fm_v1_file_loads_and_predicts() {
+        check_golden(
+            include_bytes!("../test-data/fm-v1.bin"),
+            ModelKind::Fm,
+            Box::new(crate::Fm::new(crate::FmParams::default(), 16, 3)),
+            [0.4202635309138507, 0.4121981825114614, 0.4665604454258761],
+        );
+    }
+
+    #[test]
+    fn golden_ffm_v1_file_loads_and_predicts() {
+        check_golden(
+            include_bytes!("../test-data/ffm-v1.bin"),
+            ModelKind::Ffm,
+            Box::new(crate::Ffm::new(crate::FfmParams::default(), 16, 3)),
+            [0.3634338753653218, 0.31866210707157955, 0.45406769851513995],
+        );
+    }
+
     #[test]
     fn out_of_range_hyperparameters_are_refused_despite_a_valid_checksum() {
         let ok = FtrlParams::default();
