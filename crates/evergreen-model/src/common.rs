@@ -137,6 +137,21 @@ pub(crate) fn adagrad(w: &mut f32, acc: &mut f32, g: f64, lr: f64) {
     }
 }
 
+/// [`adagrad`] in f32 arithmetic, branch-free so the factor loop vectorizes. Same guard: the
+/// parameter moves only when the new accumulator is positive and finite (so a non-finite
+/// gradient never reaches a parameter).
+#[inline(always)]
+pub(crate) fn adagrad_f32(w: &mut f32, acc: &mut f32, g: f32, lr: f32) {
+    let a = *acc + g * g;
+    *acc = a;
+    let step = lr * g / a.sqrt();
+    *w = if a > 0.0 && a.is_finite() {
+        *w - step
+    } else {
+        *w
+    };
+}
+
 /// Binary logloss of probability `p` for label `y` (0 or 1), with `p` kept off 0 and 1.
 pub(crate) fn logloss(p: f64, y: f32) -> f64 {
     let p = p.clamp(1e-15, 1.0 - 1e-15);

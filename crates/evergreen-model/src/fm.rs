@@ -11,11 +11,12 @@
 //! parameter (bias, linear weights, factors) has its own AdaGrad accumulator, which starts at 1
 //! as in LibFFM: `acc += g²; θ −= lr·g/√acc`, with `g` the logloss gradient plus the L2 term
 //! (`l2_linear·w` for linear weights, `l2_factors·v` for factors; the bias is not regularized).
-//! L2 is applied lazily: only to the parameters an example touches.
+//! L2 is applied lazily: only to the parameters an example touches. Factor steps are computed in
+//! f32 (gradients in f64), the rest in f64.
 
 use crate::common::{
-    Entry, MAX_FACTORS, Scratch, ShapeError, SplitMix64, adagrad, canonicalize, check_size,
-    logloss, state_ok, with_scratch,
+    Entry, MAX_FACTORS, Scratch, ShapeError, SplitMix64, adagrad, adagrad_f32, canonicalize,
+    check_size, logloss, state_ok, with_scratch,
 };
 use crate::{Differentiable, Model, ModelKind, sigmoid};
 use evergreen_core::FeatureVector;
@@ -278,6 +279,7 @@ impl Model for Fm {
         adagrad(w0, a0, d, lr);
         let k = self.k;
         let stride = self.stride();
+        let lrf = lr as f32;
         for en in &s.entries {
             let o = en.idx as usize * stride;
             let Some(row) = self.rows.get_mut(o..o + stride) else {
@@ -288,10 +290,11 @@ impl Model for Fm {
             let [w, a] = wa else { continue };
             adagrad(w, a, d * x + l2_linear * f64::from(*w), lr);
             let (v, acc) = va.split_at_mut(k);
+            // The hot loop: gradient in f64, step in f32 (see `adagrad_f32`).
             for ((v, acc), &sf) in v.iter_mut().zip(acc.iter_mut()).zip(&s.sums) {
                 let vf = f64::from(*v);
                 let g = d * x * (sf - vf * x) + l2_factors * vf;
-                adagrad(v, acc, g, lr);
+                adagrad_f32(v, acc, g as f32, lrf);
             }
         }
         self.scratch = s;

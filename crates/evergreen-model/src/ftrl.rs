@@ -347,7 +347,8 @@ impl Ftrl {
 
     /// Replaces the hyperparameters (a warm start may change them; state is kept). A change of
     /// `storage` converts `z` and `n`; turning admission on marks every bucket with state as
-    /// admitted; turning it off drops the counters.
+    /// admitted; turning it off drops the counters; lowering `admit_after` caps the counts of
+    /// buckets not yet admitted.
     pub fn set_params(&mut self, params: FtrlParams) {
         if params.storage != self.params.storage {
             self.z = self.z.convert(params.storage);
@@ -365,6 +366,14 @@ impl Ftrl {
                 .collect();
         } else if !params.admission() {
             self.counts = Vec::new();
+        } else {
+            // Still on: a lower admit_after caps the counts of buckets not yet admitted.
+            let need = params.admit_after.max(1) as u8;
+            for c in &mut self.counts {
+                if *c != ADMITTED && *c > need {
+                    *c = need;
+                }
+            }
         }
         self.params = params;
     }
@@ -917,5 +926,37 @@ mod tests {
         assert!(Ftrl::decode(&body).is_some());
         body[48..56].copy_from_slice(&0u64.to_le_bytes()); // seed 0: nothing extended left
         assert!(Ftrl::decode(&body).is_none());
+    }
+
+    #[test]
+    fn changing_admission_on_warm_start_keeps_a_loadable_state() {
+        let p5 = FtrlParams {
+            admit_after: 5,
+            ..FtrlParams::default()
+        };
+        let mut m = Ftrl::new(FtrlParams::default(), 8);
+        m.learn(&fv(&[1]), 1.0);
+        m.set_params(p5);
+        assert_eq!(m.counts[1], ADMITTED);
+        assert_eq!(m.counts[2], 0);
+        for _ in 0..4 {
+            m.learn(&fv(&[2]), 1.0);
+        }
+        assert_eq!(m.counts[2], 4);
+        m.set_params(FtrlParams {
+            admit_after: 2,
+            ..p5
+        });
+        assert_eq!(m.counts[2], 2);
+        let mut body = Vec::new();
+        m.encode(&mut body);
+        assert_eq!(Ftrl::decode(&body).as_ref(), Some(&m));
+        m.learn(&fv(&[2]), 1.0);
+        assert!(m.weight_at(2) > 0.0);
+        m.set_params(FtrlParams::default());
+        assert!(m.counts.is_empty());
+        let mut body = Vec::new();
+        m.encode(&mut body);
+        assert_eq!(Ftrl::decode(&body).as_ref(), Some(&m));
     }
 }
