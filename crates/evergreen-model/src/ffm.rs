@@ -483,11 +483,8 @@ mod tests {
             m.factors[o..o + 2].iter().map(|&a| f64::from(a)).collect()
         };
         let dot = |a: Vec<f64>, b: Vec<f64>| a[0] * b[0] + a[1] * b[1];
-        let want = -0.1
-            + 0.25 * 2.0
-            + dot(v(1, 1), v(5, 0)) * 2.0
-            + dot(v(1, 2), v(7, 0)) * -0.5
-            + dot(v(5, 2), v(7, 1)) * -1.0;
+        let want = -0.1 + 0.25 * 2.0 + dot(v(1, 1), v(5, 0)) * 2.0 + dot(v(1, 2), v(7, 0)) * -0.5
+            - dot(v(5, 2), v(7, 1)); // x_5 · x_7 = 2 · -0.5
         let mut e = Vec::new();
         canonicalize(&x, 8, Some(3), &mut e);
         let got = m.margin(&e);
