@@ -13,8 +13,8 @@ pub enum WeightStorage {
     #[default]
     F32,
     /// IEEE 754 half-precision floats, rounded to nearest-even, saturating at ±65504 instead of
-    /// overflowing to infinity (4 bytes per bucket; McMahan et al. 2013, "Encoding Values with Fewer Bits", use 16-bit
-    /// coefficients too). Arithmetic is still done in f64.
+    /// overflowing to infinity (4 bytes per bucket; McMahan et al. 2013, "Encoding Values with
+    /// Fewer Bits", use 16-bit coefficients too). Arithmetic is still done in f64.
     F16,
 }
 
@@ -27,9 +27,9 @@ impl WeightStorage {
 /// FTRL hyperparameters.
 ///
 /// The options after `l2` are the memory savers of McMahan et al. 2013 (section 4): feature
-/// admission ("Probabilistic Feature Inclusion") and 16-bit storage. At their defaults the model, its file and its serialized
-/// parameters are exactly what they were before the options existed (they are not serialized
-/// when at their defaults).
+/// admission ("Probabilistic Feature Inclusion") and 16-bit storage. At their defaults the
+/// model, its file and its serialized parameters are exactly what they were before the options
+/// existed (they are not serialized when at their defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FtrlParams {
@@ -196,7 +196,8 @@ pub(crate) fn f32_to_f16(x: f32) -> u16 {
 /// f32 → IEEE half with unbiased stochastic rounding: rounds away from zero with probability
 /// equal to the distance to the lower-magnitude neighbour over the gap (`u` uniform in [0, 1)),
 /// so that updates smaller than half a unit in the last place are not all lost (the randomized
-/// rounding of McMahan et al. 2013, "Encoding Values with Fewer Bits"). Saturates like [`f32_to_f16`].
+/// rounding of McMahan et al. 2013, "Encoding Values with Fewer Bits"). Saturates like
+/// [`f32_to_f16`].
 pub(crate) fn f32_to_f16_stochastic(x: f32, u: f64) -> u16 {
     let h = f32_to_f16(x);
     if !x.is_finite() || h & 0x7fff >= 0x7bff {
