@@ -126,3 +126,32 @@ pub fn sigmoid(margin: f64) -> f64 {
     };
     1.0 / (1.0 + (-m).exp())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_have_stable_codes_and_names() {
+        for (kind, code, name) in [
+            (ModelKind::Ftrl, 1, "ftrl"),
+            (ModelKind::Fm, 2, "fm"),
+            (ModelKind::Ffm, 3, "ffm"),
+        ] {
+            assert_eq!(kind.code(), code);
+            assert_eq!(ModelKind::from_code(code), Some(kind));
+            assert_eq!(kind.name(), name);
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{name}\""));
+            assert_eq!(serde_json::from_str::<ModelKind>(&json).unwrap(), kind);
+        }
+        assert_eq!(ModelKind::from_code(0), None);
+        assert_eq!(ModelKind::from_code(4), None);
+    }
+
+    #[test]
+    fn sigmoid_of_nan_is_one_half() {
+        assert_eq!(sigmoid(f64::NAN), 0.5);
+        assert!(sigmoid(f64::INFINITY) < 1.0);
+    }
+}
