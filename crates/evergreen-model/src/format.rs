@@ -11,7 +11,7 @@
 //! checksum         u64 LE   xxh3-64 of every byte before it
 //! ```
 
-use crate::{Ftrl, Model, ModelKind};
+use crate::{Ffm, Fm, Ftrl, Model, ModelKind};
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"EVGMODEL";
@@ -105,6 +105,8 @@ pub fn load(bytes: &[u8]) -> Result<(Header, Box<dyn Model>), ModelError> {
     let body = &content[HEADER_LEN..];
     let model: Box<dyn Model> = match kind {
         ModelKind::Ftrl => Box::new(Ftrl::decode(body).ok_or(ModelError::Body("ftrl"))?),
+        ModelKind::Fm => Box::new(Fm::decode(body).ok_or(ModelError::Body("fm"))?),
+        ModelKind::Ffm => Box::new(Ffm::decode(body).ok_or(ModelError::Body("ffm"))?),
     };
     Ok((
         Header {
@@ -144,6 +146,19 @@ impl<'a> Reader<'a> {
     }
     pub(crate) fn f64(&mut self) -> Option<f64> {
         self.take::<8>().map(f64::from_le_bytes)
+    }
+    pub(crate) fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.buf.split_at_checked(n)?;
+        self.buf = rest;
+        Some(head)
+    }
+    pub(crate) fn u16s(&mut self, n: usize) -> Option<Vec<u16>> {
+        let head = self.bytes(n.checked_mul(2)?)?;
+        Some(
+            head.chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect(),
+        )
     }
     pub(crate) fn f32s(&mut self, n: usize) -> Option<Vec<f32>> {
         let bytes = n.checked_mul(4)?;
@@ -219,6 +234,68 @@ mod tests {
         assert!((p - expected).abs() < 1e-12, "{p} vs {expected}");
     }
 
+    /// The recipe of `examples/write_golden.rs` for `fm` and `ffm`.
+    fn factor_golden(mut m: Box<dyn Model>) -> (Box<dyn Model>, [FeatureVector; 3]) {
+        let mut a = FeatureVector::default();
+        a.push_field(0, 3, 1.0);
+        a.push_field(1, 7, 0.5);
+        a.push_field(2, 11, 1.0);
+        let mut b = FeatureVector::default();
+        b.push_field(0, 3, 1.0);
+        b.push_field(1, 8, 1.0);
+        b.push_field(2, 12, -0.5);
+        for i in 0..50 {
+            m.learn(if i % 2 == 0 { &a } else { &b }, (i % 3 == 0) as u8 as f32);
+        }
+        // A vector not trained on, with a repeated index and an out-of-range field.
+        let mut c = FeatureVector::default();
+        c.push_field(0, 3, 1.0);
+        c.push_field(1, 7, 0.25);
+        c.push_field(7, 12, 2.0);
+        c.push_field(1, 7, 0.25);
+        (m, [a, b, c])
+    }
+
+    fn check_golden(bytes: &[u8], kind: ModelKind, fresh: Box<dyn Model>, expected: [f64; 3]) {
+        let (h, m) = load(bytes).expect("golden model loads");
+        assert_eq!(h.format_version, 1);
+        assert_eq!(h.kind, kind);
+        assert_eq!(m.examples_seen(), 50);
+        let (retrained, xs) = factor_golden(fresh);
+        let mut re = Vec::new();
+        retrained.encode(&mut re);
+        assert_eq!(
+            &re[..],
+            &bytes[32..bytes.len() - 8],
+            "training is no longer deterministic"
+        );
+        for (x, want) in xs.iter().zip(expected) {
+            let p = m.predict(x);
+            assert!((p - want).abs() < 1e-12, "{kind:?}: {p} vs {want}");
+            assert_eq!(p, retrained.predict(x));
+        }
+    }
+
+    #[test]
+    fn golden_fm_v1_file_loads_and_predicts() {
+        check_golden(
+            include_bytes!("../test-data/fm-v1.bin"),
+            ModelKind::Fm,
+            Box::new(crate::Fm::new(crate::FmParams::default(), 16, 3)),
+            [0.4202635309135763, 0.41219818250098894, 0.46656044544207265],
+        );
+    }
+
+    #[test]
+    fn golden_ffm_v1_file_loads_and_predicts() {
+        check_golden(
+            include_bytes!("../test-data/ffm-v1.bin"),
+            ModelKind::Ffm,
+            Box::new(crate::Ffm::new(crate::FfmParams::default(), 16, 3)),
+            [0.36343387514649556, 0.31866210739896955, 0.4540676982227644],
+        );
+    }
+
     #[test]
     fn out_of_range_hyperparameters_are_refused_despite_a_valid_checksum() {
         let ok = FtrlParams::default();
@@ -263,6 +340,7 @@ mod tests {
             beta: 0.0,
             l1: 0.0,
             l2: 0.0,
+            ..FtrlParams::default()
         };
         load(&save(&Ftrl::new(edge, 8), 1)).expect("boundary values load");
     }

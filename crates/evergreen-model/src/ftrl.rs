@@ -1,11 +1,35 @@
 //! FTRL-Proximal logistic regression (McMahan et al., "Ad Click Prediction: a View from the
 //! Trenches", KDD 2013, Algorithm 1): per-coordinate learning rates, L1 and L2 regularization.
 
-use crate::{Model, ModelKind, sigmoid};
+use crate::{Differentiable, Model, ModelKind, sigmoid};
 use evergreen_core::FeatureVector;
 use serde::{Deserialize, Serialize};
 
+/// How `z` and `n` are stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightStorage {
+    /// 32-bit floats (8 bytes per bucket).
+    #[default]
+    F32,
+    /// IEEE 754 half-precision floats, rounded to nearest-even, saturating at ±65504 instead of
+    /// overflowing to infinity (4 bytes per bucket; McMahan et al. 2013, "Encoding Values with
+    /// Fewer Bits", use 16-bit coefficients too). Arithmetic is still done in f64.
+    F16,
+}
+
+impl WeightStorage {
+    fn is_f32(&self) -> bool {
+        *self == WeightStorage::F32
+    }
+}
+
 /// FTRL hyperparameters.
+///
+/// The options after `l2` are the memory savers of McMahan et al. 2013 (section 4): feature
+/// admission ("Probabilistic Feature Inclusion") and 16-bit storage. At their defaults the
+/// model, its file and its serialized parameters are exactly what they were before the options
+/// existed (they are not serialized when at their defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FtrlParams {
@@ -21,6 +45,23 @@ pub struct FtrlParams {
     /// L2 regularization.
     #[serde(default = "d_l2")]
     pub l2: f64,
+    /// Counting admission ("bloom filter inclusion" with an exact counter): a bucket's `z` and
+    /// `n` stay untouched, so its weight stays 0, until the bucket has occurred in
+    /// `admit_after` examples' entries; the occurrence that reaches the count is the first one
+    /// learned from. 0 (default) admits immediately. At most 254 (one byte per bucket).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub admit_after: u32,
+    /// Probabilistic (Poisson) admission: an occurrence of a bucket not yet admitted (and past
+    /// `admit_after`) admits it with this probability. The draw is a hash of `seed`, the bucket
+    /// and the number of examples seen, so a run is reproducible. 1.0 (default) always admits.
+    #[serde(default = "d_one", skip_serializing_if = "is_one")]
+    pub admit_probability: f64,
+    /// Seed of the admission draws.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub seed: u64,
+    /// Storage of `z` and `n`: `"f32"` (default) or `"f16"`.
+    #[serde(default, skip_serializing_if = "WeightStorage::is_f32")]
+    pub storage: WeightStorage,
 }
 
 fn d_alpha() -> f64 {
@@ -32,6 +73,18 @@ fn d_beta() -> f64 {
 fn d_l2() -> f64 {
     1.0
 }
+fn d_one() -> f64 {
+    1.0
+}
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
+}
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
+}
 
 impl Default for FtrlParams {
     fn default() -> Self {
@@ -40,9 +93,17 @@ impl Default for FtrlParams {
             beta: d_beta(),
             l1: 0.0,
             l2: d_l2(),
+            admit_after: 0,
+            admit_probability: 1.0,
+            seed: 0,
+            storage: WeightStorage::F32,
         }
     }
 }
+
+/// Largest `admit_after` (the counter is one byte; 255 marks an admitted bucket).
+pub const MAX_ADMIT_AFTER: u32 = 254;
+const ADMITTED: u8 = u8::MAX;
 
 impl FtrlParams {
     /// Checks the ranges; returns the offending field name and message.
@@ -55,19 +116,212 @@ impl FtrlParams {
                 return Err((k, format!("must be >= 0 (got {v})")));
             }
         }
+        if self.admit_after > MAX_ADMIT_AFTER {
+            return Err((
+                "admit_after",
+                format!(
+                    "must be at most {MAX_ADMIT_AFTER} (got {})",
+                    self.admit_after
+                ),
+            ));
+        }
+        let p = self.admit_probability;
+        if !(p > 0.0 && p <= 1.0) {
+            return Err(("admit_probability", format!("must be in (0, 1] (got {p})")));
+        }
         Ok(())
+    }
+
+    /// True when feature admission is on (a per-bucket counter is kept).
+    pub fn admission(&self) -> bool {
+        self.admit_after > 0 || self.admit_probability < 1.0
+    }
+
+    /// True when the body needs the extended layout (any option after `l2` not at its default).
+    fn extended(&self) -> bool {
+        self.admission() || self.seed != 0 || self.storage != WeightStorage::F32
     }
 }
 
 /// Largest magnitude of a weight (see `Ftrl::weight`).
 const MAX_WEIGHT: f64 = 1e10;
 
-/// FTRL-Proximal state: `z` and `n` per hash bucket (weights are derived lazily).
+/// Marks the extended body layout. Read as the f64 `alpha` of the original layout it is a NaN,
+/// which that layout never holds, so the two layouts cannot be confused.
+const EXTENDED_TAG: u64 = 0xFFFF_FFFF_FFFF_0002;
+
+/// f32 → IEEE half, round to nearest even; ±infinity and overflow saturate to ±65504, NaN stays
+/// NaN.
+pub(crate) fn f32_to_f16(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32;
+    let man = b & 0x7f_ffff;
+    if exp == 0xff {
+        return if man != 0 {
+            sign | 0x7e00
+        } else {
+            sign | 0x7bff
+        };
+    }
+    let e = exp - 127 + 15;
+    if e >= 0x1f {
+        return sign | 0x7bff;
+    }
+    if e <= 0 {
+        if e < -10 {
+            return sign;
+        }
+        let m = man | 0x80_0000;
+        let shift = (14 - e) as u32;
+        let half = 1u32 << (shift - 1);
+        let mut r = m >> shift;
+        let rem = m & ((1u32 << shift) - 1);
+        if rem > half || (rem == half && r & 1 == 1) {
+            r += 1;
+        }
+        return sign | r as u16;
+    }
+    let mut r = ((e as u32) << 10) | (man >> 13);
+    let rem = man & 0x1fff;
+    if rem > 0x1000 || (rem == 0x1000 && r & 1 == 1) {
+        r += 1;
+    }
+    if r >= 0x7c00 {
+        return sign | 0x7bff;
+    }
+    sign | r as u16
+}
+
+/// f32 → IEEE half with unbiased stochastic rounding: rounds away from zero with probability
+/// equal to the distance to the lower-magnitude neighbour over the gap (`u` uniform in [0, 1)),
+/// so that updates smaller than half a unit in the last place are not all lost (the randomized
+/// rounding of McMahan et al. 2013, "Encoding Values with Fewer Bits"). Saturates like
+/// [`f32_to_f16`].
+pub(crate) fn f32_to_f16_stochastic(x: f32, u: f64) -> u16 {
+    let h = f32_to_f16(x);
+    if !x.is_finite() || h & 0x7fff >= 0x7bff {
+        return h;
+    }
+    let ax = f64::from(x.abs());
+    let mut mag = h & 0x7fff;
+    if f64::from(f16_to_f32(mag)) > ax {
+        mag -= 1; // toward zero
+    }
+    let lo = f64::from(f16_to_f32(mag));
+    let hi = f64::from(f16_to_f32(mag + 1));
+    if hi > lo && u < (ax - lo) / (hi - lo) {
+        mag += 1;
+    }
+    (h & 0x8000) | mag
+}
+
+/// IEEE half → f32 (exact).
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h & 0x8000) << 16;
+    let exp = u32::from((h >> 10) & 0x1f);
+    let man = u32::from(h & 0x3ff);
+    if exp == 0 {
+        let v = man as f32 * f32::from_bits(0x3380_0000); // man · 2^-24, exact
+        return if sign != 0 { -v } else { v };
+    }
+    let bits = if exp == 0x1f {
+        sign | 0x7f80_0000 | (man << 13)
+    } else {
+        sign | ((exp + 112) << 23) | (man << 13)
+    };
+    f32::from_bits(bits)
+}
+
+/// Per-bucket values in the configured precision.
+#[derive(Debug, Clone, PartialEq)]
+enum Store {
+    F32(Vec<f32>),
+    F16(Vec<u16>),
+}
+
+impl Store {
+    fn zeros(storage: WeightStorage, dim: usize) -> Self {
+        match storage {
+            WeightStorage::F32 => Store::F32(vec![0.0; dim]),
+            WeightStorage::F16 => Store::F16(vec![0; dim]),
+        }
+    }
+    #[inline(always)]
+    fn get(&self, i: usize) -> f32 {
+        match self {
+            Store::F32(v) => v[i],
+            Store::F16(v) => f16_to_f32(v[i]),
+        }
+    }
+    #[inline(always)]
+    fn set(&mut self, i: usize, x: f32) {
+        match self {
+            Store::F32(v) => v[i] = x,
+            Store::F16(v) => v[i] = f32_to_f16(x),
+        }
+    }
+    /// Like `set`, with stochastic rounding (draw `u`) for f16.
+    #[inline(always)]
+    fn set_stochastic(&mut self, i: usize, x: f32, u: f64) {
+        match self {
+            Store::F32(v) => v[i] = x,
+            Store::F16(v) => v[i] = f32_to_f16_stochastic(x, u),
+        }
+    }
+    fn len(&self) -> usize {
+        match self {
+            Store::F32(v) => v.len(),
+            Store::F16(v) => v.len(),
+        }
+    }
+    fn bytes_per_value(&self) -> usize {
+        match self {
+            Store::F32(_) => 4,
+            Store::F16(_) => 2,
+        }
+    }
+    fn iter(&self) -> impl Iterator<Item = f32> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+    fn convert(&self, storage: WeightStorage) -> Self {
+        let mut out = Store::zeros(storage, self.len());
+        for i in 0..self.len() {
+            out.set(i, self.get(i));
+        }
+        out
+    }
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Store::F32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Store::F16(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        }
+    }
+    fn decode(
+        r: &mut crate::format::Reader<'_>,
+        storage: WeightStorage,
+        dim: usize,
+    ) -> Option<Self> {
+        Some(match storage {
+            WeightStorage::F32 => Store::F32(r.f32s(dim)?),
+            WeightStorage::F16 => Store::F16(r.u16s(dim)?),
+        })
+    }
+}
+
+/// FTRL-Proximal state: `z` and `n` per hash bucket (weights are derived lazily), plus a
+/// one-byte admission counter per bucket when admission is on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ftrl {
     params: FtrlParams,
-    z: Vec<f32>,
-    n: Vec<f32>,
+    z: Store,
+    n: Store,
+    /// Empty unless `params.admission()`: occurrences so far, or `ADMITTED`.
+    counts: Vec<u8>,
     examples: u64,
 }
 
@@ -76,8 +330,13 @@ impl Ftrl {
     pub fn new(params: FtrlParams, dim: usize) -> Self {
         Self {
             params,
-            z: vec![0.0; dim],
-            n: vec![0.0; dim],
+            z: Store::zeros(params.storage, dim),
+            n: Store::zeros(params.storage, dim),
+            counts: if params.admission() {
+                vec![0; dim]
+            } else {
+                Vec::new()
+            },
             examples: 0,
         }
     }
@@ -87,19 +346,55 @@ impl Ftrl {
         self.params
     }
 
-    /// Replaces the hyperparameters (a warm start may change them; state is kept).
+    /// Replaces the hyperparameters (a warm start may change them; state is kept). A change of
+    /// `storage` converts `z` and `n`; turning admission on marks every bucket with state as
+    /// admitted; turning it off drops the counters; lowering `admit_after` caps the counts of
+    /// buckets not yet admitted.
     pub fn set_params(&mut self, params: FtrlParams) {
+        if params.storage != self.params.storage {
+            self.z = self.z.convert(params.storage);
+            self.n = self.n.convert(params.storage);
+        }
+        if params.admission() && !self.params.admission() {
+            self.counts = (0..self.z.len())
+                .map(|i| {
+                    if self.z.get(i) != 0.0 || self.n.get(i) != 0.0 {
+                        ADMITTED
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+        } else if !params.admission() {
+            self.counts = Vec::new();
+        } else {
+            // Still on: a lower admit_after caps the counts of buckets not yet admitted.
+            let need = params.admit_after.max(1) as u8;
+            for c in &mut self.counts {
+                if *c != ADMITTED && *c > need {
+                    *c = need;
+                }
+            }
+        }
         self.params = params;
+    }
+
+    /// Bytes of model state (`z`, `n` and admission counters).
+    pub fn state_bytes(&self) -> usize {
+        2 * self.z.len() * self.z.bytes_per_value() + self.counts.len()
     }
 
     #[inline]
     fn weight(&self, i: usize) -> f64 {
-        let z = self.z[i] as f64;
+        if i >= self.z.len() {
+            return 0.0;
+        }
+        let z = f64::from(self.z.get(i));
         let p = &self.params;
         if z.abs() <= p.l1 {
             0.0
         } else {
-            let n = self.n[i] as f64;
+            let n = f64::from(self.n.get(i));
             // Clamped: a weight beyond 1e10 saturates the sigmoid anyway, and the bound keeps
             // every margin finite even when the denominator underflows to zero.
             (-(z - z.signum() * p.l1) / ((p.beta + n.sqrt()) / p.alpha + p.l2))
@@ -107,7 +402,7 @@ impl Ftrl {
         }
     }
 
-    /// The current weight of a bucket.
+    /// The current weight of a bucket (0 outside the model).
     pub fn weight_at(&self, i: usize) -> f64 {
         self.weight(i)
     }
@@ -118,34 +413,103 @@ impl Ftrl {
             .sum()
     }
 
+    /// Counts one occurrence of bucket `i` and says whether it is admitted (learned from).
+    fn admit(&mut self, i: usize) -> bool {
+        let need = self.params.admit_after.max(1) as u8;
+        let p = self.params.admit_probability;
+        let (seed, examples) = (self.params.seed, self.examples);
+        let Some(c) = self.counts.get_mut(i) else {
+            return false;
+        };
+        if *c == ADMITTED {
+            return true;
+        }
+        if *c < need {
+            *c += 1;
+        }
+        if *c < need {
+            return false;
+        }
+        let draw = || {
+            let h = crate::common::mix64(
+                seed ^ crate::common::mix64((i as u64) ^ examples.rotate_left(32)),
+            );
+            ((h >> 11) as f64) * (1.0 / (1u64 << 53) as f64) < p
+        };
+        if p >= 1.0 || draw() {
+            *c = ADMITTED;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Decodes a body written by `encode`. `None` (reported as `ModelError::Body("ftrl")`) when
     /// the layout is wrong or a hyperparameter breaks the rules of [`FtrlParams::validate`]
     /// (non-finite, or out of range), so that a corrupt file whose checksum was recomputed
-    /// cannot produce NaN predictions.
+    /// cannot produce NaN predictions. Two layouts (see `docs/formats.md`): the original one,
+    /// written when every option after `l2` is at its default, and the extended one, which
+    /// starts with `EXTENDED_TAG` and is accepted only when some option is not at its default
+    /// (so every model has exactly one encoding).
     pub(crate) fn decode(body: &[u8]) -> Option<Self> {
         let mut r = crate::format::Reader::new(body);
-        let params = FtrlParams {
+        let extended = body.get(..8) == Some(&EXTENDED_TAG.to_le_bytes()[..]);
+        if extended {
+            r.u64()?;
+        }
+        let mut params = FtrlParams {
             alpha: r.f64()?,
             beta: r.f64()?,
             l1: r.f64()?,
             l2: r.f64()?,
+            ..FtrlParams::default()
         };
+        if extended {
+            params.admit_probability = r.f64()?;
+            params.seed = r.u64()?;
+            params.admit_after = r.u32()?;
+            params.storage = match r.u32()? {
+                0 => WeightStorage::F32,
+                1 => WeightStorage::F16,
+                _ => return None,
+            };
+            if !params.extended() {
+                return None;
+            }
+        }
         params.validate().ok()?;
         let examples = r.u64()?;
         let dim = usize::try_from(r.u64()?).ok()?;
-        if dim.checked_mul(8)? != r.remaining() {
+        let per_bucket = match params.storage {
+            WeightStorage::F32 => 8,
+            WeightStorage::F16 => 4,
+        } + usize::from(params.admission());
+        if dim.checked_mul(per_bucket)? != r.remaining() {
             return None;
         }
-        let z = r.f32s(dim)?;
-        let n = r.f32s(dim)?;
+        let z = Store::decode(&mut r, params.storage, dim)?;
+        let n = Store::decode(&mut r, params.storage, dim)?;
+        let counts = if params.admission() {
+            r.bytes(dim)?.to_vec()
+        } else {
+            Vec::new()
+        };
         // n is a sum of squared gradients: finite and never negative; z finite.
-        if z.iter().chain(&n).any(|x| !x.is_finite()) || n.iter().any(|&x| x < 0.0) {
+        if z.iter().chain(n.iter()).any(|x| !x.is_finite()) || n.iter().any(|x| x < 0.0) {
             return None;
+        }
+        // A bucket not admitted has a count of at most `admit_after` and no state.
+        let need = params.admit_after.max(1) as u8;
+        for (i, &c) in counts.iter().enumerate() {
+            if c != ADMITTED && (c > need || z.get(i) != 0.0 || n.get(i) != 0.0) {
+                return None;
+            }
         }
         Some(Self {
             params,
             z,
             n,
+            counts,
             examples,
         })
     }
@@ -168,21 +532,36 @@ impl Model for Ftrl {
         let p = self.predict(x);
         let g = p - y as f64;
         let alpha = self.params.alpha;
+        let admission = !self.counts.is_empty();
         for (i, v) in x.iter() {
             let i = i as usize;
+            if i >= self.z.len() || (admission && !self.admit(i)) {
+                continue;
+            }
             let gi = g * v as f64;
             let w = self.weight(i);
-            let n = self.n[i] as f64;
+            let n = self.n.get(i) as f64;
             let sigma = ((n + gi * gi).sqrt() - n.sqrt()) / alpha;
-            self.z[i] = (self.z[i] as f64 + gi - sigma * w) as f32;
-            self.n[i] = (n + gi * gi) as f32;
+            let z = (self.z.get(i) as f64 + gi - sigma * w) as f32;
+            let n = (n + gi * gi) as f32;
+            if self.params.storage == WeightStorage::F16 {
+                let h = crate::common::mix64(
+                    self.params.seed ^ crate::common::mix64((i as u64) ^ (self.examples << 32)),
+                );
+                let to_unit = |b: u64| (b >> 40) as f64 * (1.0 / (1u64 << 24) as f64);
+                self.z.set_stochastic(i, z, to_unit(h));
+                self.n.set_stochastic(i, n, to_unit(h << 24));
+            } else {
+                self.z.set(i, z);
+                self.n.set(i, n);
+            }
         }
         self.examples += 1;
         p
     }
 
     fn is_finite(&self) -> bool {
-        self.z.iter().chain(&self.n).all(|x| x.is_finite())
+        self.z.iter().chain(self.n.iter()).all(|x| x.is_finite())
     }
 
     fn examples_seen(&self) -> u64 {
@@ -190,20 +569,29 @@ impl Model for Ftrl {
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
-        out.reserve(48 + self.z.len() * 8);
-        for v in [
-            self.params.alpha,
-            self.params.beta,
-            self.params.l1,
-            self.params.l2,
-        ] {
+        let p = &self.params;
+        out.reserve(80 + self.state_bytes());
+        if p.extended() {
+            out.extend_from_slice(&EXTENDED_TAG.to_le_bytes());
+        }
+        for v in [p.alpha, p.beta, p.l1, p.l2] {
             out.extend_from_slice(&v.to_le_bytes());
+        }
+        if p.extended() {
+            out.extend_from_slice(&p.admit_probability.to_le_bytes());
+            out.extend_from_slice(&p.seed.to_le_bytes());
+            out.extend_from_slice(&p.admit_after.to_le_bytes());
+            let storage: u32 = match p.storage {
+                WeightStorage::F32 => 0,
+                WeightStorage::F16 => 1,
+            };
+            out.extend_from_slice(&storage.to_le_bytes());
         }
         out.extend_from_slice(&self.examples.to_le_bytes());
         out.extend_from_slice(&(self.z.len() as u64).to_le_bytes());
-        for v in self.z.iter().chain(&self.n) {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        self.z.encode(out);
+        self.n.encode(out);
+        out.extend_from_slice(&self.counts);
     }
 
     fn clone_box(&self) -> Box<dyn Model> {
@@ -212,6 +600,36 @@ impl Model for Ftrl {
 
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
         self
+    }
+}
+
+/// Parameter ids: `i` = the weight of bucket `i` (set through `z`, `n` kept).
+impl Differentiable for Ftrl {
+    fn loss_and_grad(&self, x: &FeatureVector, y: f32) -> (f64, Vec<(usize, f64)>) {
+        let p = self.predict(x);
+        let d = p - f64::from(y);
+        let mut g = std::collections::BTreeMap::new();
+        for (i, v) in x.iter() {
+            if (i as usize) < self.z.len() {
+                *g.entry(i as usize).or_insert(0.0) += d * f64::from(v);
+            }
+        }
+        (crate::common::logloss(p, y), g.into_iter().collect())
+    }
+
+    fn param(&self, id: usize) -> f64 {
+        self.weight(id)
+    }
+
+    fn set_param(&mut self, id: usize, value: f64) {
+        let p = self.params;
+        let denom = (p.beta + f64::from(self.n.get(id)).sqrt()) / p.alpha + p.l2;
+        let z = if value == 0.0 {
+            0.0
+        } else {
+            -(value * denom + value.signum() * p.l1)
+        };
+        self.z.set(id, z as f32);
     }
 }
 
@@ -262,12 +680,13 @@ mod tests {
             beta: 1.0,
             l1: 0.0,
             l2: 0.0,
+            ..FtrlParams::default()
         };
         let mut m = Ftrl::new(params, 4);
         // first step: w = 0, p = 0.5, g = -0.5, sigma = 0.5 / 0.5 = 1, z = -0.5, n = 0.25
         m.learn(&fv(&[1]), 1.0);
-        assert!((m.z[1] as f64 + 0.5).abs() < 1e-7);
-        assert!((m.n[1] as f64 - 0.25).abs() < 1e-7);
+        assert!((m.z.get(1) as f64 + 0.5).abs() < 1e-7);
+        assert!((m.n.get(1) as f64 - 0.25).abs() < 1e-7);
         // w = 0.5 / ((1 + 0.5) / 0.5) = 1/6
         assert!((m.weight_at(1) - 1.0 / 6.0).abs() < 1e-7);
     }
@@ -279,10 +698,11 @@ mod tests {
             beta: 0.0,
             l1: 0.0,
             l2: 0.0,
+            ..FtrlParams::default()
         };
         let mut m = Ftrl::new(params, 4);
-        m.z[0] = 1.0;
-        m.z[1] = -1.0; // n stays 0: both weights divide by zero
+        m.z.set(0, 1.0);
+        m.z.set(1, -1.0); // n stays 0: both weights divide by zero
         let p = m.predict(&fv(&[0, 1]));
         assert!((0.0..=1.0).contains(&p), "{p}");
         let mut x = fv(&[0, 1]);
@@ -294,11 +714,250 @@ mod tests {
     fn negative_or_non_finite_state_is_refused_on_load() {
         for (zi, ni) in [(0.0, -1.0), (f32::NAN, 0.0), (0.0, f32::INFINITY)] {
             let mut m = Ftrl::new(FtrlParams::default(), 4);
-            m.z[3] = zi;
-            m.n[3] = ni;
+            m.z.set(3, zi);
+            m.n.set(3, ni);
             let mut body = Vec::new();
             m.encode(&mut body);
             assert!(Ftrl::decode(&body).is_none(), "z={zi} n={ni} accepted");
         }
+    }
+
+    #[test]
+    fn f16_conversion_round_trips_and_rounds_to_nearest_even() {
+        for h in 0..=u16::MAX {
+            let x = f16_to_f32(h);
+            if x.is_nan() {
+                assert!(f16_to_f32(f32_to_f16(x)).is_nan());
+            } else if x.is_infinite() {
+                assert_eq!(f32_to_f16(x), (h & 0x8000) | 0x7bff, "inf saturates");
+            } else {
+                assert_eq!(f32_to_f16(x), h, "{x}");
+            }
+        }
+        assert_eq!(f32_to_f16(1.0), 0x3c00);
+        assert_eq!(f32_to_f16(65504.0), 0x7bff);
+        assert_eq!(f32_to_f16(1e6), 0x7bff);
+        assert_eq!(f32_to_f16(-1e30), 0xfbff);
+        assert_eq!(f32_to_f16(1e-10), 0);
+        // 1 + 2^-11 is halfway between 1 and 1 + 2^-10: ties to even (1.0).
+        assert_eq!(f32_to_f16(1.0 + 2f32.powi(-11)), 0x3c00);
+        assert_eq!(f32_to_f16(1.0 + 3.0 * 2f32.powi(-11)), 0x3c02);
+        // Smallest subnormal, and half of it (ties to even: 0).
+        assert_eq!(f32_to_f16(2f32.powi(-24)), 1);
+        assert_eq!(f32_to_f16(2f32.powi(-25)), 0);
+        assert_eq!(f32_to_f16(1.5 * 2f32.powi(-25)), 1);
+        // Every f32 lands on one of its two f16 neighbours, the nearer one.
+        let mut s = 0x1234_5678u64;
+        for _ in 0..100_000 {
+            s = crate::common::mix64(s);
+            let x = f32::from_bits(s as u32);
+            if !x.is_finite() || x.abs() > 65504.0 {
+                continue;
+            }
+            let y = f64::from(f16_to_f32(f32_to_f16(x)));
+            let h = f32_to_f16(x);
+            for nb in [h.wrapping_add(1), h.wrapping_sub(1)] {
+                let o = f64::from(f16_to_f32(nb));
+                if o.is_finite() && (nb & 0x8000) == (h & 0x8000) {
+                    assert!((y - f64::from(x)).abs() <= (o - f64::from(x)).abs(), "{x}");
+                }
+            }
+        }
+    }
+
+    fn toy_data() -> Vec<(FeatureVector, f32)> {
+        toy_data_n(1000, 8)
+    }
+
+    fn toy_data_n(count: usize, keep: u64) -> Vec<(FeatureVector, f32)> {
+        // Bias 0, two informative features and noise features.
+        let mut out = Vec::new();
+        let mut s = 7u64;
+        for _ in 0..count {
+            s = crate::common::mix64(s);
+            let a = s & 1 == 1;
+            let noise = 3 + ((s >> 8) % 5) as u32;
+            let y = if (s >> 20) % 10 < keep { a } else { !a };
+            let mut x = fv(&[0, if a { 1 } else { 2 }, noise]);
+            x.values[2] = 0.5;
+            out.push((x, f32::from(u8::from(y))));
+        }
+        out
+    }
+
+    #[test]
+    fn f16_storage_predicts_like_f32_in_half_the_memory() {
+        let p32 = FtrlParams::default();
+        let p16 = FtrlParams {
+            storage: WeightStorage::F16,
+            ..p32
+        };
+        let (mut a, mut b) = (Ftrl::new(p32, 16), Ftrl::new(p16, 16));
+        for (x, y) in toy_data() {
+            a.learn(&x, y);
+            b.learn(&x, y);
+        }
+        let gap = |a: &Ftrl, b: &Ftrl| {
+            toy_data_n(50, 8)
+                .iter()
+                .map(|(x, _)| (a.predict(x) - b.predict(x)).abs())
+                .fold(0.0f64, f64::max)
+        };
+        let worst = gap(&a, &b);
+        assert!(worst < 1e-3, "f16 vs f32 prediction gap {worst}");
+        // Longer runs drift further apart (f16 keeps 11 significant bits; the rounding noise
+        // makes a different sample path, not a bias): measured 2.6e-3 after 20000 examples.
+        let (mut la, mut lb) = (Ftrl::new(p32, 16), Ftrl::new(p16, 16));
+        for (x, y) in toy_data_n(20_000, 8) {
+            la.learn(&x, y);
+            lb.learn(&x, y);
+        }
+        let long = gap(&la, &lb);
+        assert!(
+            long < 5e-3,
+            "f16 vs f32 prediction gap after 20000 examples {long}"
+        );
+        assert!(a.predict(&fv(&[0, 1])) > 0.7);
+        assert_eq!(b.state_bytes() * 2, a.state_bytes());
+        // Round trip of the extended layout, and set_params converting back and forth.
+        let mut body = Vec::new();
+        b.encode(&mut body);
+        assert_eq!(Ftrl::decode(&body).as_ref(), Some(&b));
+        let mut c = b.clone();
+        c.set_params(p32);
+        assert_eq!(c.state_bytes(), a.state_bytes());
+        assert_eq!(c.predict(&fv(&[0, 1])), b.predict(&fv(&[0, 1])));
+        c.set_params(p16);
+        assert_eq!(c, b);
+    }
+
+    #[test]
+    fn counting_admission_keeps_rare_features_at_zero() {
+        let params = FtrlParams {
+            admit_after: 3,
+            ..FtrlParams::default()
+        };
+        let mut m = Ftrl::new(params, 16);
+        m.learn(&fv(&[5]), 1.0);
+        m.learn(&fv(&[5, 6]), 1.0);
+        assert_eq!(m.weight_at(5), 0.0);
+        assert_eq!(m.weight_at(6), 0.0);
+        assert_eq!((m.z.get(5), m.n.get(5)), (0.0, 0.0));
+        m.learn(&fv(&[5]), 1.0); // third occurrence: admitted and learned from
+        assert!(m.weight_at(5) > 0.0);
+        assert_eq!(m.weight_at(6), 0.0);
+        assert_eq!(m.counts[5], ADMITTED);
+        assert_eq!(m.counts[6], 1);
+        let mut body = Vec::new();
+        m.encode(&mut body);
+        assert_eq!(Ftrl::decode(&body).as_ref(), Some(&m));
+        // A count past admit_after, or state on a bucket not admitted, is refused.
+        let last = body.len() - 16 + 6;
+        let mut bad = body.clone();
+        bad[last] = 4;
+        assert!(Ftrl::decode(&bad).is_none());
+        let mut bad = m.clone();
+        bad.n.set(6, 1.0);
+        let mut b = Vec::new();
+        bad.encode(&mut b);
+        assert!(Ftrl::decode(&b).is_none());
+    }
+
+    #[test]
+    fn probabilistic_admission_is_reproducible_and_about_right() {
+        let params = FtrlParams {
+            admit_probability: 0.25,
+            seed: 9,
+            ..FtrlParams::default()
+        };
+        let run = || {
+            let mut m = Ftrl::new(params, 4096);
+            for i in 0..4000 {
+                m.learn(&fv(&[i]), 1.0);
+            }
+            m
+        };
+        let (a, b) = (run(), run());
+        assert_eq!(a, b);
+        let admitted = (0..4000).filter(|&i| a.weight_at(i) != 0.0).count();
+        assert!(
+            (800..1200).contains(&admitted),
+            "{admitted} of 4000 admitted"
+        );
+    }
+
+    #[test]
+    fn default_params_serialize_as_before_and_old_configs_parse() {
+        let json = serde_json::to_string(&FtrlParams::default()).unwrap();
+        assert_eq!(json, r#"{"alpha":0.1,"beta":1.0,"l1":0.0,"l2":1.0}"#);
+        let back: FtrlParams = serde_json::from_str(r#"{"alpha":0.2}"#).unwrap();
+        assert_eq!(back.storage, WeightStorage::F32);
+        assert_eq!(back.admit_probability, 1.0);
+        let p: FtrlParams =
+            serde_json::from_str(r#"{"storage":"f16","admit_after":2,"admit_probability":0.5}"#)
+                .unwrap();
+        assert_eq!(p.storage, WeightStorage::F16);
+        assert!(p.admission());
+        let bad = FtrlParams {
+            admit_after: 255,
+            ..FtrlParams::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().0, "admit_after");
+        for p in [0.0, 1.5, f64::NAN] {
+            let bad = FtrlParams {
+                admit_probability: p,
+                ..FtrlParams::default()
+            };
+            assert_eq!(bad.validate().unwrap_err().0, "admit_probability");
+        }
+    }
+
+    #[test]
+    fn extended_layout_with_default_options_is_refused() {
+        // Canonical encoding: default options must use the original layout.
+        let m = Ftrl::new(
+            FtrlParams {
+                seed: 1,
+                ..FtrlParams::default()
+            },
+            4,
+        );
+        let mut body = Vec::new();
+        m.encode(&mut body);
+        assert!(Ftrl::decode(&body).is_some());
+        body[48..56].copy_from_slice(&0u64.to_le_bytes()); // seed 0: nothing extended left
+        assert!(Ftrl::decode(&body).is_none());
+    }
+
+    #[test]
+    fn changing_admission_on_warm_start_keeps_a_loadable_state() {
+        let p5 = FtrlParams {
+            admit_after: 5,
+            ..FtrlParams::default()
+        };
+        let mut m = Ftrl::new(FtrlParams::default(), 8);
+        m.learn(&fv(&[1]), 1.0);
+        m.set_params(p5);
+        assert_eq!(m.counts[1], ADMITTED);
+        assert_eq!(m.counts[2], 0);
+        for _ in 0..4 {
+            m.learn(&fv(&[2]), 1.0);
+        }
+        assert_eq!(m.counts[2], 4);
+        m.set_params(FtrlParams {
+            admit_after: 2,
+            ..p5
+        });
+        assert_eq!(m.counts[2], 2);
+        let mut body = Vec::new();
+        m.encode(&mut body);
+        assert_eq!(Ftrl::decode(&body).as_ref(), Some(&m));
+        m.learn(&fv(&[2]), 1.0);
+        assert!(m.weight_at(2) > 0.0);
+        m.set_params(FtrlParams::default());
+        assert!(m.counts.is_empty());
+        let mut body = Vec::new();
+        m.encode(&mut body);
+        assert_eq!(Ftrl::decode(&body).as_ref(), Some(&m));
     }
 }

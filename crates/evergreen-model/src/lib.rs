@@ -5,11 +5,17 @@
 //! warm-starts exactly where this one stopped). [`save`] and [`load`] wrap that state in the
 //! format described in `docs/formats.md`.
 
+mod common;
+mod ffm;
+mod fm;
 mod format;
 mod ftrl;
 
+pub use common::{MAX_FACTORS, MAX_STATE_FLOATS, ShapeError};
+pub use ffm::{Ffm, FfmParams};
+pub use fm::{Fm, FmParams};
 pub use format::{FORMAT_VERSION, Header, MAGIC, ModelError, load, save};
-pub use ftrl::{Ftrl, FtrlParams};
+pub use ftrl::{Ftrl, FtrlParams, MAX_ADMIT_AFTER, WeightStorage};
 
 use evergreen_core::FeatureVector;
 use serde::{Deserialize, Serialize};
@@ -20,6 +26,10 @@ use serde::{Deserialize, Serialize};
 pub enum ModelKind {
     /// Logistic regression trained with FTRL-Proximal.
     Ftrl,
+    /// Second-order factorization machine (Rendle 2010) trained with AdaGrad.
+    Fm,
+    /// Field-aware factorization machine (Juan et al. 2016, as in LibFFM) trained with AdaGrad.
+    Ffm,
 }
 
 impl ModelKind {
@@ -27,6 +37,8 @@ impl ModelKind {
     pub fn code(self) -> u16 {
         match self {
             ModelKind::Ftrl => 1,
+            ModelKind::Fm => 2,
+            ModelKind::Ffm => 3,
         }
     }
 
@@ -34,6 +46,8 @@ impl ModelKind {
     pub fn from_code(code: u16) -> Option<Self> {
         match code {
             1 => Some(ModelKind::Ftrl),
+            2 => Some(ModelKind::Fm),
+            3 => Some(ModelKind::Ffm),
             _ => None,
         }
     }
@@ -42,6 +56,8 @@ impl ModelKind {
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::Ftrl => "ftrl",
+            ModelKind::Fm => "fm",
+            ModelKind::Ffm => "ffm",
         }
     }
 }
@@ -86,8 +102,56 @@ impl Clone for Box<dyn Model> {
     }
 }
 
-/// Logistic function with the margin clipped to keep probabilities away from exact 0 and 1.
+/// Parameter-level access for gradient checks (tests and the conformance suite): not a stable
+/// API. Parameter ids are model-specific (documented on each implementation).
+#[doc(hidden)]
+pub trait Differentiable: Model {
+    /// Logloss of one example and the analytic gradient of that logloss (regularization not
+    /// included) with respect to every parameter the example touches: `(id, derivative)`,
+    /// ids unique.
+    fn loss_and_grad(&self, x: &FeatureVector, y: f32) -> (f64, Vec<(usize, f64)>);
+    /// Current value of a parameter.
+    fn param(&self, id: usize) -> f64;
+    /// Overwrites a parameter (rounded to the storage precision).
+    fn set_param(&mut self, id: usize, value: f64);
+}
+
+/// Logistic function with the margin clipped to keep probabilities away from exact 0 and 1
+/// (a NaN margin, which only corrupt state can produce, reads as 0: probability 0.5).
 pub fn sigmoid(margin: f64) -> f64 {
-    let m = margin.clamp(-35.0, 35.0);
+    let m = if margin.is_nan() {
+        0.0
+    } else {
+        margin.clamp(-35.0, 35.0)
+    };
     1.0 / (1.0 + (-m).exp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_have_stable_codes_and_names() {
+        for (kind, code, name) in [
+            (ModelKind::Ftrl, 1, "ftrl"),
+            (ModelKind::Fm, 2, "fm"),
+            (ModelKind::Ffm, 3, "ffm"),
+        ] {
+            assert_eq!(kind.code(), code);
+            assert_eq!(ModelKind::from_code(code), Some(kind));
+            assert_eq!(kind.name(), name);
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{name}\""));
+            assert_eq!(serde_json::from_str::<ModelKind>(&json).unwrap(), kind);
+        }
+        assert_eq!(ModelKind::from_code(0), None);
+        assert_eq!(ModelKind::from_code(4), None);
+    }
+
+    #[test]
+    fn sigmoid_of_nan_is_one_half() {
+        assert_eq!(sigmoid(f64::NAN), 0.5);
+        assert!(sigmoid(f64::INFINITY) < 1.0);
+    }
 }

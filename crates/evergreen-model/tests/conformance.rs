@@ -1,0 +1,372 @@
+//! Conformance suite: every model kind must pass the same checks. To add a kind, add one line
+//! to [`KINDS`].
+
+use evergreen_core::FeatureVector;
+use evergreen_model::{
+    Differentiable, Ffm, FfmParams, Fm, FmParams, Ftrl, FtrlParams, Model, ModelError,
+    WeightStorage, load, save,
+};
+use proptest::prelude::*;
+
+const DIM: usize = 64;
+const FIELDS: usize = 4;
+
+/// A model kind under test.
+struct Kind {
+    name: &'static str,
+    make: fn() -> Box<dyn Differentiable>,
+    /// Parameters exact enough (f32) for a finite-difference gradient check.
+    grad_check: bool,
+}
+
+const KINDS: &[Kind] = &[
+    Kind {
+        name: "ftrl",
+        make: || Box::new(Ftrl::new(FtrlParams::default(), DIM)),
+        grad_check: true,
+    },
+    Kind {
+        name: "ftrl-f16-admission",
+        make: ftrl_f16_admission,
+        grad_check: false,
+    },
+    Kind {
+        name: "fm",
+        make: || {
+            Box::new(Fm::new(
+                FmParams {
+                    init_std: 0.1,
+                    ..FmParams::default()
+                },
+                DIM,
+                FIELDS,
+            ))
+        },
+        grad_check: true,
+    },
+    Kind {
+        name: "ffm",
+        make: || Box::new(Ffm::new(FfmParams::default(), DIM, FIELDS)),
+        grad_check: true,
+    },
+    Kind {
+        name: "ffm-unnormalized",
+        make: || {
+            Box::new(Ffm::new(
+                FfmParams {
+                    normalize: false,
+                    ..FfmParams::default()
+                },
+                DIM,
+                FIELDS,
+            ))
+        },
+        grad_check: true,
+    },
+];
+
+fn ftrl_f16_admission() -> Box<dyn Differentiable> {
+    let params = FtrlParams {
+        storage: WeightStorage::F16,
+        admit_after: 2,
+        admit_probability: 0.9,
+        seed: 3,
+        ..FtrlParams::default()
+    };
+    Box::new(Ftrl::new(params, DIM))
+}
+
+/// Deterministic pseudo-random examples: bias (field 0, index 0), one feature per field 1..3
+/// out of 4 candidates each, value 1 or a real value; label separable by the field-1 feature.
+fn toy(n: usize, seed: u64) -> Vec<(FeatureVector, f32)> {
+    let mut s = seed;
+    let mut next = move || {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    (0..n)
+        .map(|_| {
+            let mut x = FeatureVector::default();
+            x.push_field(0, 0, 1.0);
+            let mut y = 0.0;
+            for f in 1..4u16 {
+                let r = next();
+                let idx = u32::from(f) * 4 + (r % 4) as u32;
+                let val = if r & 16 == 0 {
+                    1.0
+                } else {
+                    0.5 + (r >> 40) as f32 / (1u64 << 24) as f32
+                };
+                x.push_field(f, idx, val);
+                if f == 1 && r % 4 < 2 {
+                    y = 1.0;
+                }
+            }
+            (x, y)
+        })
+        .collect()
+}
+
+fn trained(k: &Kind) -> Box<dyn Differentiable> {
+    let mut m = (k.make)();
+    for (x, y) in toy(300, 1) {
+        m.learn(&x, y);
+    }
+    m
+}
+
+fn body(m: &dyn Model) -> Vec<u8> {
+    let mut b = Vec::new();
+    m.encode(&mut b);
+    b
+}
+
+fn mean_logloss(m: &dyn Model, data: &[(FeatureVector, f32)]) -> f64 {
+    data.iter()
+        .map(|(x, y)| {
+            let p = m.predict(x).clamp(1e-15, 1.0 - 1e-15);
+            if *y > 0.5 { -p.ln() } else { -(1.0 - p).ln() }
+        })
+        .sum::<f64>()
+        / data.len() as f64
+}
+
+#[test]
+fn analytic_gradients_match_central_differences() {
+    for k in KINDS.iter().filter(|k| k.grad_check) {
+        let mut m = trained(k);
+        // Repeated indices, several fields, real values.
+        let mut x = FeatureVector::default();
+        x.push_field(0, 0, 1.0);
+        x.push_field(1, 5, 0.7);
+        x.push_field(2, 9, -1.3);
+        x.push_field(1, 5, 0.4);
+        x.push_field(3, 14, 0.25);
+        x.push_field(2, 5, 0.9);
+        for y in [0.0, 1.0] {
+            let (loss, grad) = m.loss_and_grad(&x, y);
+            assert!(grad.len() > 3, "{}: {} gradients", k.name, grad.len());
+            for &(id, g) in &grad {
+                let theta = m.param(id);
+                let h = 1e-3 * theta.abs().max(0.1);
+                m.set_param(id, theta + h);
+                let (plus, up) = (m.loss_and_grad(&x, y).0, m.param(id));
+                m.set_param(id, theta - h);
+                let (minus, down) = (m.loss_and_grad(&x, y).0, m.param(id));
+                m.set_param(id, theta);
+                assert_eq!(
+                    m.loss_and_grad(&x, y).0,
+                    loss,
+                    "{}: param {id} not restored",
+                    k.name
+                );
+                let numeric = (plus - minus) / (up - down);
+                assert!(
+                    (numeric - g).abs() <= 1e-4 + 2e-3 * g.abs(),
+                    "{} y={y} param {id}: analytic {g} vs numeric {numeric}",
+                    k.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn loss_decreases_on_a_separable_problem() {
+    for k in KINDS {
+        let mut m = (k.make)();
+        let test = toy(200, 99);
+        let before = mean_logloss(m.as_ref(), &test);
+        for _ in 0..10 {
+            for (x, y) in toy(200, 5) {
+                m.learn(&x, y);
+            }
+        }
+        let after = mean_logloss(m.as_ref(), &test);
+        println!("{}: logloss {before:.4} -> {after:.4}", k.name);
+        assert!(
+            after < 0.5 * before && after < 0.3,
+            "{}: {before} -> {after}",
+            k.name
+        );
+        assert!(m.is_finite());
+    }
+}
+
+#[test]
+fn save_load_predicts_bit_identically_and_re_encodes_identically() {
+    for k in KINDS {
+        let m = trained(k);
+        let bytes = save(m.as_ref(), 7);
+        let (h, back) = load(&bytes).unwrap_or_else(|e| panic!("{}: {e}", k.name));
+        assert_eq!(h.kind, m.kind());
+        assert_eq!(back.examples_seen(), m.examples_seen());
+        for (x, _) in toy(50, 3) {
+            assert_eq!(
+                back.predict(&x).to_bits(),
+                m.predict(&x).to_bits(),
+                "{}",
+                k.name
+            );
+        }
+        assert_eq!(body(back.as_ref()), body(m.as_ref()), "{}", k.name);
+        assert_eq!(save(back.as_ref(), 7), bytes, "{}", k.name);
+    }
+}
+
+#[test]
+fn warm_start_through_a_file_equals_training_in_one_go() {
+    for k in KINDS {
+        let (a, b) = (toy(150, 11), toy(150, 12));
+        let mut one = (k.make)();
+        for (x, y) in a.iter().chain(&b) {
+            one.learn(x, *y);
+        }
+        let mut first = (k.make)();
+        for (x, y) in &a {
+            first.learn(x, *y);
+        }
+        let (_, mut second) = load(&save(first.as_ref(), 1)).unwrap();
+        for (x, y) in &b {
+            second.learn(x, *y);
+        }
+        assert_eq!(body(one.as_ref()), body(second.as_ref()), "{}", k.name);
+        for (x, _) in toy(20, 13) {
+            assert_eq!(
+                one.predict(&x).to_bits(),
+                second.predict(&x).to_bits(),
+                "{}",
+                k.name
+            );
+        }
+    }
+}
+
+#[test]
+fn a_nan_parameter_fails_the_finite_check_and_the_decoder() {
+    for k in KINDS {
+        let mut m = trained(k);
+        assert!(m.is_finite(), "{}", k.name);
+        let x = &toy(1, 21)[0].0;
+        let (_, grad) = m.loss_and_grad(x, 1.0);
+        let id = grad.last().expect("some parameter").0;
+        m.set_param(id, f64::NAN);
+        assert!(!m.is_finite(), "{}: NaN parameter {id} not noticed", k.name);
+        let p = m.predict(x);
+        assert!((0.0..=1.0).contains(&p), "{}: {p}", k.name);
+        assert!(
+            matches!(load(&save(m.as_ref(), 1)), Err(ModelError::Body(_))),
+            "{}: a NaN parameter loaded",
+            k.name
+        );
+    }
+}
+
+#[test]
+fn learn_batch_equals_learning_one_by_one() {
+    for k in KINDS {
+        let data = toy(120, 31);
+        let (xs, ys): (Vec<_>, Vec<_>) = data.into_iter().unzip();
+        let mut a = (k.make)();
+        let pa: Vec<f64> = xs.iter().zip(&ys).map(|(x, y)| a.learn(x, *y)).collect();
+        let mut b = (k.make)();
+        let mut pb = Vec::new();
+        for (cx, cy) in xs.chunks(16).zip(ys.chunks(16)) {
+            b.learn_batch(cx, cy, &mut pb);
+        }
+        assert_eq!(pa, pb, "{}", k.name);
+        assert_eq!(body(a.as_ref()), body(b.as_ref()), "{}", k.name);
+    }
+}
+
+fn wild_vector() -> impl Strategy<Value = FeatureVector> {
+    let value = prop_oneof![
+        Just(1.0f32),
+        -10.0f32..10.0,
+        Just(0.0),
+        Just(f32::MAX),
+        Just(-f32::MAX),
+        Just(1e30),
+        Just(f32::MIN_POSITIVE),
+    ];
+    // Small index range: many repeated indices; some beyond DIM; any field id.
+    let entry = (
+        0u32..(DIM as u32 + 8),
+        prop_oneof![0u16..8, any::<u16>()],
+        value,
+    );
+    proptest::collection::vec(entry, 0..24).prop_map(|es| {
+        let mut x = FeatureVector::default();
+        for (i, f, v) in es {
+            x.push_field(f, i, v);
+        }
+        x
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn predictions_are_probabilities_for_any_vector(
+        xs in proptest::collection::vec((wild_vector(), any::<bool>()), 1..12)
+    ) {
+        for k in KINDS {
+            let mut m = trained(k);
+            for (x, y) in &xs {
+                let p = m.predict(x);
+                prop_assert!((0.0..=1.0).contains(&p), "{}: predict {p}", k.name);
+                let q = m.learn(x, f32::from(u8::from(*y)));
+                prop_assert!((0.0..=1.0).contains(&q), "{}: learn {q}", k.name);
+            }
+            for (x, _) in &xs {
+                let p = m.predict(x);
+                prop_assert!((0.0..=1.0).contains(&p), "{}: after learning {p}", k.name);
+            }
+        }
+    }
+
+    /// Random mutations of a valid file, with the checksum (and body length) recomputed so the
+    /// body decoder is reached: never a panic; what loads re-encodes to its own body and
+    /// predicts probabilities (what the fuzz target checks).
+    #[test]
+    fn mutated_bodies_never_panic(
+        kind in 0..KINDS.len(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        cut in proptest::option::of(any::<prop::sample::Index>()),
+    ) {
+        let mut m = (KINDS[kind].make)();
+        for (x, y) in toy(5, 1) {
+            m.learn(&x, y);
+        }
+        let file = save(m.as_ref(), 1);
+        let mut content = file[..file.len() - 8].to_vec();
+        for (at, byte) in &edits {
+            // Mostly the first 96 bytes (header and body parameters), sometimes anywhere.
+            let span = if byte % 4 == 0 { content.len() } else { content.len().min(96) };
+            let i = at.index(span);
+            content[i] = *byte;
+        }
+        if let Some(c) = cut {
+            content.truncate(32 + c.index(content.len() - 32));
+        }
+        let body_len = (content.len() - 32) as u64;
+        content[24..32].copy_from_slice(&body_len.to_le_bytes());
+        let sum = xxhash_rust::xxh3::xxh3_64(&content);
+        content.extend_from_slice(&sum.to_le_bytes());
+        if let Ok((_, back)) = load(&content) {
+            prop_assert_eq!(&body(back.as_ref())[..], &content[32..content.len() - 8]);
+            let mut all = FeatureVector::default();
+            for i in 0..back.dim().min(256) {
+                let mut one = FeatureVector::default();
+                one.push(i as u32, 1.0);
+                prop_assert!((0.0..=1.0).contains(&back.predict(&one)));
+                all.push_field((i % 7) as u16, i as u32, 1.0);
+            }
+            prop_assert!((0.0..=1.0).contains(&back.predict(&all)));
+        }
+    }
+}
