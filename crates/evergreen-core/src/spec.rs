@@ -170,7 +170,11 @@ impl FeatureSpec {
         if self.field_count() > usize::from(u16::MAX) {
             return Err(err(
                 prefix,
-                format!("at most {} columns (got {})", u16::MAX - 1, self.field_count() - 1),
+                format!(
+                    "at most {} columns (got {})",
+                    u16::MAX - 1,
+                    self.field_count() - 1
+                ),
             ));
         }
         if self.categorical.is_empty() && self.numeric.is_empty() && self.sparse.is_empty() {

@@ -11,7 +11,7 @@
 //! checksum         u64 LE   xxh3-64 of every byte before it
 //! ```
 
-use crate::{Ftrl, Model, ModelKind};
+use crate::{Deep, Ftrl, Model, ModelKind};
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"EVGMODEL";
@@ -105,6 +105,7 @@ pub fn load(bytes: &[u8]) -> Result<(Header, Box<dyn Model>), ModelError> {
     let body = &content[HEADER_LEN..];
     let model: Box<dyn Model> = match kind {
         ModelKind::Ftrl => Box::new(Ftrl::decode(body).ok_or(ModelError::Body("ftrl"))?),
+        ModelKind::Deep => Box::new(Deep::decode(body).ok_or(ModelError::Body("deep"))?),
     };
     Ok((
         Header {

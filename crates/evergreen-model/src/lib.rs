@@ -5,9 +5,15 @@
 //! warm-starts exactly where this one stopped). [`save`] and [`load`] wrap that state in the
 //! format described in `docs/formats.md`.
 
+mod deep;
+mod dense;
+mod embedding;
 mod format;
 mod ftrl;
 
+pub use deep::{Deep, DeepParams, DeepVariant};
+pub use dense::{Adam, DenseLayer, SplitMix64};
+pub use embedding::{HashedEmbeddingTable, SparseOptimizer, TableConfig};
 pub use format::{FORMAT_VERSION, Header, MAGIC, ModelError, load, save};
 pub use ftrl::{Ftrl, FtrlParams};
 
@@ -20,6 +26,8 @@ use serde::{Deserialize, Serialize};
 pub enum ModelKind {
     /// Logistic regression trained with FTRL-Proximal.
     Ftrl,
+    /// Wide&Deep or DeepFM: embeddings, MLP tower and a wide part (`Deep`).
+    Deep,
 }
 
 impl ModelKind {
@@ -27,6 +35,7 @@ impl ModelKind {
     pub fn code(self) -> u16 {
         match self {
             ModelKind::Ftrl => 1,
+            ModelKind::Deep => 4,
         }
     }
 
@@ -34,6 +43,7 @@ impl ModelKind {
     pub fn from_code(code: u16) -> Option<Self> {
         match code {
             1 => Some(ModelKind::Ftrl),
+            4 => Some(ModelKind::Deep),
             _ => None,
         }
     }
@@ -42,6 +52,7 @@ impl ModelKind {
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::Ftrl => "ftrl",
+            ModelKind::Deep => "deep",
         }
     }
 }

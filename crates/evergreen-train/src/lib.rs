@@ -31,7 +31,7 @@ use evergreen_data::{Quarantine, SpanDir, SpanFile, SpanPattern, reason};
 use evergreen_eval::{GateResult, Metrics as EvalMetrics, Summary, evaluate_gate};
 use evergreen_lineage::{CycleRecord, GateRecord, LineageStore, MetricsRecord, SpanRef};
 use evergreen_metrics::{Metrics, ReasonLabels};
-use evergreen_model::{Ftrl, Model, ModelKind};
+use evergreen_model::{Deep, DeepParams, Ftrl, Model, ModelKind};
 use evergreen_registry::{MANIFEST_FORMAT_VERSION, Manifest, Registry, SourcePosition};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -846,6 +846,12 @@ impl Trainer {
 fn fresh_model(cfg: &Config) -> Box<dyn Model> {
     match cfg.model.kind {
         ModelKind::Ftrl => Box::new(Ftrl::new(cfg.model.ftrl, cfg.features.dim())),
+        // Placeholder until `[model.deep]` exists in the config: default hyperparameters.
+        ModelKind::Deep => Box::new(Deep::new(
+            DeepParams::default(),
+            cfg.features.dim(),
+            cfg.features.field_count(),
+        )),
     }
 }
 
