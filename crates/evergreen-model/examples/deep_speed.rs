@@ -33,7 +33,7 @@ fn stream(n: usize, seed: u64) -> (Vec<FeatureVector>, Vec<f32>) {
                 x.push_field(1 + f as u16, (h % DIM as u64) as u32, 1.0);
                 // label signal: per-id effects and an interaction with field 0
                 logit += ((h >> 40) % 7) as f64 / 7.0 - 0.43;
-                if f == 1 && (id + first) % 3 == 0 {
+                if f == 1 && (id + first).is_multiple_of(3) {
                     logit += 1.0;
                 }
             }
@@ -60,7 +60,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(400_000);
     let (xs, ys) = stream(n, 1);
-    for variant in [DeepVariant::WideDeep, DeepVariant::DeepFm] {
+    for variant in [DeepVariant::WideDeep, DeepVariant::DeepFm, DeepVariant::Dcn] {
         let params = DeepParams {
             variant,
             ..DeepParams::default()

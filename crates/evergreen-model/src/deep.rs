@@ -1,6 +1,6 @@
-//! Deep CTR models over hashed sparse features: Wide&Deep (Cheng et al. 2016) and DeepFM (Guo
-//! et al. 2017), with hand-written forward and backward passes (see [`crate::dense`] and
-//! [`crate::embedding`]).
+//! Deep CTR models over hashed sparse features: Wide&Deep (Cheng et al. 2016), DeepFM (Guo
+//! et al. 2017) and DCN-v2 (Wang et al. 2021), with hand-written forward and backward passes
+//! (see [`crate::dense`] and [`crate::embedding`]).
 //!
 //! Per example, with `F` fields (`FeatureSpec::field_count()`, fixed at construction) and
 //! embedding width `k`:
@@ -18,6 +18,9 @@
 //! - **Wide&Deep**: `logit = wide(x) + deep(x)`. **DeepFM**: `logit = linear(x) + fm(x) +
 //!   deep(x)`, `fm(x) = ½ Σ_d [(Σ_i x_i v_{i,d})² − Σ_i x_i² v_{i,d}²]` over the embedded
 //!   entries (the sum-square trick).
+//! - **DCN-v2** (stacked): `cross_layers` full-rank cross layers
+//!   `x_{l+1} = x_0 ⊙ (x_l·W_l + b_l) + x_l` on `x_0 = [e_0, …, e_{F-1}]`, then the tower;
+//!   `logit = wide(x) + deep(x)`.
 //!
 //! Input values are sanitized first: NaN becomes 0 and values are clamped to ±1e6; a NaN
 //! logit (possible only with an overflowing state) predicts 0.5.
@@ -50,6 +53,11 @@ pub enum DeepVariant {
     /// DeepFM: linear part, FM second-order term over the embeddings, MLP tower.
     #[serde(rename = "deepfm")]
     DeepFm,
+    /// DCN-v2 (Wang et al. 2021), stacked: `cross_layers` full-rank cross layers
+    /// `x_{l+1} = x_0 ⊙ (x_l·W_l + b_l) + x_l` on the embeddings, then the MLP tower; plus the
+    /// wide part.
+    #[serde(rename = "dcn")]
+    Dcn,
 }
 
 impl DeepVariant {
@@ -57,12 +65,14 @@ impl DeepVariant {
         match self {
             DeepVariant::WideDeep => 0,
             DeepVariant::DeepFm => 1,
+            DeepVariant::Dcn => 2,
         }
     }
     fn from_code(c: u16) -> Option<Self> {
         match c {
             0 => Some(DeepVariant::WideDeep),
             1 => Some(DeepVariant::DeepFm),
+            2 => Some(DeepVariant::Dcn),
             _ => None,
         }
     }
@@ -72,7 +82,7 @@ impl DeepVariant {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeepParams {
-    /// `"wide_deep"` (default) or `"deepfm"`.
+    /// `"wide_deep"` (default), `"deepfm"` or `"dcn"`.
     #[serde(default)]
     pub variant: DeepVariant,
     /// Embedding width `k` (default 8; 1..=256).
@@ -81,6 +91,10 @@ pub struct DeepParams {
     /// Hidden layer widths of the tower (default `[64, 32]`; at most 8 layers of 1..=4096).
     #[serde(default = "d_hidden")]
     pub hidden: Vec<usize>,
+    /// Number of cross layers of `"dcn"` (default 2; 1..=8 for dcn; ignored by the other
+    /// variants, 0..=8).
+    #[serde(default = "d_cross_layers")]
+    pub cross_layers: u32,
     /// Adam learning rate of the dense layers (default 1e-3).
     #[serde(default = "d_lr")]
     pub lr: f64,
@@ -131,6 +145,9 @@ fn d_embedding_dim() -> usize {
 fn d_hidden() -> Vec<usize> {
     vec![64, 32]
 }
+fn d_cross_layers() -> u32 {
+    2
+}
 fn d_lr() -> f64 {
     1e-3
 }
@@ -153,6 +170,7 @@ impl Default for DeepParams {
             variant: DeepVariant::default(),
             embedding_dim: d_embedding_dim(),
             hidden: d_hidden(),
+            cross_layers: d_cross_layers(),
             lr: d_lr(),
             l2: 0.0,
             embedding_optimizer: SparseOptimizer::default(),
@@ -186,6 +204,13 @@ impl DeepParams {
                     "at most 8 layers, each 1..=4096 wide (got {:?})",
                     self.hidden
                 ),
+            ));
+        }
+        let min_cross = u32::from(self.variant == DeepVariant::Dcn);
+        if !(min_cross..=8).contains(&self.cross_layers) {
+            return Err((
+                "cross_layers",
+                format!("must be in {min_cross}..=8 (got {})", self.cross_layers),
             ));
         }
         for (k, v) in [("lr", self.lr), ("embedding_lr", self.embedding_lr)] {
@@ -252,6 +277,15 @@ impl DeepParams {
         }
     }
 
+    /// Cross layers actually built (0 unless `variant = "dcn"`).
+    fn n_cross(&self) -> usize {
+        if self.variant == DeepVariant::Dcn {
+            self.cross_layers as usize
+        } else {
+            0
+        }
+    }
+
     fn adam(&self) -> Adam {
         Adam::new(self.lr as f32, self.l2 as f32)
     }
@@ -280,6 +314,16 @@ struct Scratch {
     dz: Vec<Array2<f32>>,
     /// ∂L/∂x0.
     dx0: Array2<f32>,
+    /// DCN: outputs `x_1..x_L` of the cross layers and their linear parts `u_l = x_{l-1}·W + b`.
+    cx: Vec<Array2<f32>>,
+    cu: Vec<Array2<f32>>,
+    /// DCN backward buffers: ∂L/∂u, ∂L/∂x_l through W, ∂L/∂x_0 through the products.
+    cdu: Array2<f32>,
+    cdx: Array2<f32>,
+    cacc: Array2<f32>,
+    /// Cross layer gradients.
+    cdw: Vec<Array2<f32>>,
+    cdb: Vec<Array1<f32>>,
     /// Weight and bias gradients per layer (of the summed loss).
     dw: Vec<Array2<f32>>,
     db: Vec<Array1<f32>>,
@@ -347,6 +391,8 @@ pub struct Deep {
     dim: usize,
     fields: usize,
     layers: Vec<DenseLayer>,
+    /// DCN cross layers (`F·k` square), empty for the other variants.
+    cross: Vec<DenseLayer>,
     emb: HashedEmbeddingTable,
     wide: HashedEmbeddingTable,
     /// Adam steps taken by the dense layers.
@@ -367,6 +413,10 @@ impl Deep {
             layers.push(DenseLayer::new(input, h, &mut rng));
             input = h;
         }
+        let d = fields * params.embedding_dim;
+        let cross = (0..params.n_cross())
+            .map(|_| DenseLayer::new(d, d, &mut rng))
+            .collect();
         Self {
             emb: HashedEmbeddingTable::new(params.embedding_dim, params.embedding_table()),
             wide: HashedEmbeddingTable::new(1, params.wide_table()),
@@ -374,6 +424,7 @@ impl Deep {
             dim,
             fields,
             layers,
+            cross,
             step: 0,
             examples: 0,
             scratch: Scratch::default(),
@@ -412,10 +463,15 @@ impl Deep {
             || p.embedding_dim != old.embedding_dim
             || p.hidden != old.hidden
             || p.embedding_optimizer != old.embedding_optimizer
+            || p.n_cross() != old.n_cross()
         {
             return Err(format!(
-                "cannot change the shape of a trained deep model (variant {:?}, embedding_dim {}, hidden {:?}, embedding_optimizer {:?})",
-                old.variant, old.embedding_dim, old.hidden, old.embedding_optimizer
+                "cannot change the shape of a trained deep model (variant {:?}, embedding_dim {}, hidden {:?}, cross_layers {}, embedding_optimizer {:?})",
+                old.variant,
+                old.embedding_dim,
+                old.hidden,
+                old.n_cross(),
+                old.embedding_optimizer
             ));
         }
         self.emb.set_config(p.embedding_table());
@@ -496,6 +552,13 @@ impl Deep {
             s.dz = s.acts.clone();
             s.dx0 = Array2::zeros((b, in0));
         }
+        if s.cx.len() != self.cross.len() || s.cdu.nrows() != b {
+            s.cx = vec![Array2::zeros((b, in0)); self.cross.len()];
+            s.cu = s.cx.clone();
+            s.cdu = Array2::zeros((b, in0));
+            s.cdx = Array2::zeros((b, in0));
+            s.cacc = Array2::zeros((b, in0));
+        }
         s.sq.clear();
         s.wide.clear();
         for (r, x) in xs.iter().enumerate() {
@@ -505,12 +568,24 @@ impl Deep {
             s.wide.push(w);
             s.sq.push(sq);
         }
+        for (l, layer) in self.cross.iter().enumerate() {
+            let (before, after) = s.cx.split_at_mut(l);
+            let input = if l == 0 { &s.x0 } else { &before[l - 1] };
+            layer.forward(input.view(), &mut s.cu[l]);
+            ndarray::Zip::from(&mut after[0])
+                .and(&s.x0)
+                .and(&s.cu[l])
+                .and(input)
+                .for_each(|o, &x0, &u, &xl| *o = x0 * u + xl);
+        }
         for (l, layer) in self.layers.iter().enumerate() {
             let (before, after) = s.acts.split_at_mut(l);
-            let input = if l == 0 {
-                s.x0.view()
-            } else {
+            let input = if l > 0 {
                 before[l - 1].view()
+            } else if let Some(top) = s.cx.last() {
+                top.view()
+            } else {
+                s.x0.view()
             };
             layer.forward(input, &mut after[0]);
             if l + 1 < self.layers.len() {
@@ -555,10 +630,12 @@ impl Deep {
         for l in (0..nl).rev() {
             let layer = &self.layers[l];
             let (dz_before, dz_after) = s.dz.split_at_mut(l);
-            let input = if l == 0 {
-                s.x0.view()
-            } else {
+            let input = if l > 0 {
                 s.acts[l - 1].view()
+            } else if let Some(top) = s.cx.last() {
+                top.view()
+            } else {
+                s.x0.view()
             };
             let dx = if l == 0 {
                 &mut s.dx0
@@ -578,6 +655,9 @@ impl Deep {
                     dz_before[l - 1].as_slice_mut().unwrap_or(&mut []),
                 );
             }
+        }
+        if !self.cross.is_empty() {
+            self.cross_backward(&mut s);
         }
         s.emb.clear();
         s.lin.clear();
@@ -610,6 +690,45 @@ impl Deep {
         self.scratch = s;
     }
 
+    /// DCN backward: on entry `s.dx0` holds ∂L/∂x_L (the tower's input); on exit ∂L/∂x_0.
+    fn cross_backward(&self, s: &mut Scratch) {
+        let n = self.cross.len();
+        if s.cdw.len() != n {
+            s.cdw = self
+                .cross
+                .iter()
+                .map(|l| Array2::zeros(l.w.dim()))
+                .collect();
+            s.cdb = self
+                .cross
+                .iter()
+                .map(|l| Array1::zeros(l.output()))
+                .collect();
+        }
+        s.cacc.fill(0.0);
+        for l in (0..n).rev() {
+            // cur = ∂L/∂x_{l+1} (in s.dx0); x_{l+1} = x0 ⊙ u_l + x_l
+            ndarray::Zip::from(&mut s.cdu)
+                .and(&s.dx0)
+                .and(&s.x0)
+                .for_each(|du, &c, &x0| *du = c * x0);
+            ndarray::Zip::from(&mut s.cacc)
+                .and(&s.dx0)
+                .and(&s.cu[l])
+                .for_each(|a, &c, &u| *a += c * u);
+            let input = if l == 0 { &s.x0 } else { &s.cx[l - 1] };
+            self.cross[l].backward(
+                input.view(),
+                s.cdu.view(),
+                &mut s.cdw[l],
+                &mut s.cdb[l],
+                Some(&mut s.cdx),
+            );
+            s.dx0 += &s.cdx;
+        }
+        s.dx0 += &s.cacc;
+    }
+
     /// Applies the gradients in the scratch buffers for a batch of `b` examples.
     fn apply(&mut self, b: usize) {
         self.step += 1;
@@ -618,6 +737,9 @@ impl Deep {
         let s = &self.scratch;
         for (l, layer) in self.layers.iter_mut().enumerate() {
             layer.apply_adam(&adam, self.step, &s.dw[l], &s.db[l], scale);
+        }
+        for (l, layer) in self.cross.iter_mut().enumerate() {
+            layer.apply_adam(&adam, self.step, &s.cdw[l], &s.cdb[l], scale);
         }
         let k = self.params.embedding_dim;
         for (i, (&id, &c)) in s.emb.ids.iter().zip(&s.emb.counts).enumerate() {
@@ -653,9 +775,7 @@ impl Deep {
         let admit_after = r.u32()?;
         let expire_after_windows = r.u32()?;
         let max_rows = r.u32()?;
-        if r.u32()? != 0 {
-            return None;
-        }
+        let cross_layers = r.u32()?;
         let seed = r.u64()?;
         let wide = FtrlParams {
             alpha: r.f64()?,
@@ -667,6 +787,7 @@ impl Deep {
             variant,
             embedding_dim,
             hidden,
+            cross_layers,
             lr: f[0],
             l2: f[1],
             embedding_optimizer,
@@ -692,28 +813,13 @@ impl Deep {
         let mut layers = Vec::with_capacity(params.hidden.len() + 1);
         let mut input = fields * embedding_dim;
         for &h in params.hidden.iter().chain(&[1]) {
-            let n = input.checked_mul(h)?;
-            let w = Array2::from_shape_vec((input, h), r.f32s(n)?).ok()?;
-            let b = Array1::from_vec(r.f32s(h)?);
-            let mw = Array2::from_shape_vec((input, h), r.f32s(n)?).ok()?;
-            let vw = Array2::from_shape_vec((input, h), r.f32s(n)?).ok()?;
-            let mb = Array1::from_vec(r.f32s(h)?);
-            let vb = Array1::from_vec(r.f32s(h)?);
-            let layer = DenseLayer {
-                w,
-                b,
-                mw,
-                vw,
-                mb,
-                vb,
-            };
-            if layer.values().any(|x| !x.is_finite())
-                || layer.vw.iter().chain(&layer.vb).any(|&x| x < 0.0)
-            {
-                return None;
-            }
-            layers.push(layer);
+            layers.push(read_layer(&mut r, input, h)?);
             input = h;
+        }
+        let d = fields * embedding_dim;
+        let mut cross = Vec::with_capacity(params.n_cross());
+        for _ in 0..params.n_cross() {
+            cross.push(read_layer(&mut r, d, d)?);
         }
         let emb =
             HashedEmbeddingTable::decode(&mut r, embedding_dim, dim, params.embedding_table())?;
@@ -726,6 +832,7 @@ impl Deep {
             dim: usize::try_from(dim).ok()?,
             fields,
             layers,
+            cross,
             emb,
             wide,
             step,
@@ -733,6 +840,31 @@ impl Deep {
             scratch: Scratch::default(),
         })
     }
+}
+
+/// Reads one dense layer (`W`, `b`, Adam `mW`, `vW`, `mb`, `vb`) of the given shape, refusing
+/// non-finite values and negative second moments.
+fn read_layer(r: &mut Reader<'_>, input: usize, output: usize) -> Option<DenseLayer> {
+    let n = input.checked_mul(output)?;
+    let w = Array2::from_shape_vec((input, output), r.f32s(n)?).ok()?;
+    let b = Array1::from_vec(r.f32s(output)?);
+    let mw = Array2::from_shape_vec((input, output), r.f32s(n)?).ok()?;
+    let vw = Array2::from_shape_vec((input, output), r.f32s(n)?).ok()?;
+    let mb = Array1::from_vec(r.f32s(output)?);
+    let vb = Array1::from_vec(r.f32s(output)?);
+    let layer = DenseLayer {
+        w,
+        b,
+        mw,
+        vw,
+        mb,
+        vb,
+    };
+    if layer.values().any(|x| !x.is_finite()) || layer.vw.iter().chain(&layer.vb).any(|&x| x < 0.0)
+    {
+        return None;
+    }
+    Some(layer)
 }
 
 impl Model for Deep {
@@ -751,8 +883,11 @@ impl Model for Deep {
         PREDICT_SCRATCH.with(|cell| {
             let mut buf = cell.borrow_mut();
             buf.clear();
-            buf.resize(in0 + 2 * width + k, 0.0);
+            let nc = if self.cross.is_empty() { 0 } else { 2 * in0 };
+            buf.resize(in0 + nc + 2 * width + k, 0.0);
             let (x0, rest) = buf.split_at_mut(in0);
+            let (xl, rest) = rest.split_at_mut(nc / 2);
+            let (u, rest) = rest.split_at_mut(nc / 2);
             let (a, rest) = rest.split_at_mut(width);
             let (bb, sum) = rest.split_at_mut(width);
             let (wide, sq) = self.pool(x, x0);
@@ -760,10 +895,22 @@ impl Model for Deep {
             if self.params.variant == DeepVariant::DeepFm {
                 logit += self.fm_term(x0, sq, sum);
             }
+            let tower_input: &[f32] = if self.cross.is_empty() {
+                x0
+            } else {
+                xl.copy_from_slice(x0);
+                for layer in &self.cross {
+                    layer.forward_one(xl, u);
+                    for ((xl, &x0), &u) in xl.iter_mut().zip(x0.iter()).zip(u.iter()) {
+                        *xl += x0 * u;
+                    }
+                }
+                xl
+            };
             let n = self.layers.len();
             let (mut cur, mut next) = (a, bb);
             for (l, layer) in self.layers.iter().enumerate() {
-                let input: &[f32] = if l == 0 { x0 } else { &cur[..] };
+                let input: &[f32] = if l == 0 { tower_input } else { &cur[..] };
                 layer.forward_one(input, next);
                 if l + 1 < n {
                     relu(&mut next[..layer.output()]);
@@ -805,7 +952,10 @@ impl Model for Deep {
     }
 
     fn is_finite(&self) -> bool {
-        self.layers.iter().all(|l| l.values().all(f32::is_finite))
+        self.layers
+            .iter()
+            .chain(&self.cross)
+            .all(|l| l.values().all(f32::is_finite))
             && self.emb.is_finite()
             && self.wide.is_finite()
     }
@@ -837,7 +987,7 @@ impl Model for Deep {
         put_u32(out, p.admit_after);
         put_u32(out, p.expire_after_windows);
         put_u32(out, p.max_rows);
-        put_u32(out, 0);
+        put_u32(out, p.cross_layers);
         put_u64(out, p.seed);
         for v in [p.wide.alpha, p.wide.beta, p.wide.l1, p.wide.l2] {
             out.extend_from_slice(&v.to_le_bytes());
@@ -847,7 +997,7 @@ impl Model for Deep {
         put_u32(out, 0);
         put_u64(out, self.examples);
         put_u64(out, self.step);
-        for l in &self.layers {
+        for l in self.layers.iter().chain(&self.cross) {
             for v in
                 l.w.iter()
                     .chain(&l.b)

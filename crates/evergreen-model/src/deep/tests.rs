@@ -125,6 +125,36 @@ fn gradient_check(variant: DeepVariant) {
             grads.db[l][j] as f64,
         );
     }
+    // cross layers (DCN)
+    for l in 0..m.cross.len() {
+        let (ni, no) = m.cross[l].w.dim();
+        for _ in 0..12 {
+            let (i, j) = (
+                (rng.next_u64() % ni as u64) as usize,
+                (rng.next_u64() % no as u64) as usize,
+            );
+            let orig = m.cross[l].w[[i, j]];
+            m.cross[l].w[[i, j]] = orig + h;
+            let up = batch_loss(&mut m, &xs, &ys);
+            m.cross[l].w[[i, j]] = orig - h;
+            let down = batch_loss(&mut m, &xs, &ys);
+            m.cross[l].w[[i, j]] = orig;
+            let num = (up - down) / (2.0 * h as f64);
+            check(&format!("C{l}[{i},{j}]"), num, grads.cdw[l][[i, j]] as f64);
+        }
+        let j = (rng.next_u64() % no as u64) as usize;
+        let orig = m.cross[l].b[j];
+        m.cross[l].b[j] = orig + h;
+        let up = batch_loss(&mut m, &xs, &ys);
+        m.cross[l].b[j] = orig - h;
+        let down = batch_loss(&mut m, &xs, &ys);
+        m.cross[l].b[j] = orig;
+        check(
+            &format!("cb{l}[{j}]"),
+            (up - down) / (2.0 * h as f64),
+            grads.cdb[l][j] as f64,
+        );
+    }
     // embedding entries (ids with rows), including the repeated one and the numeric one
     let k = m.params.embedding_dim;
     for id in [0u32, 10, 11, 12, 30, 33, 50] {
@@ -179,6 +209,11 @@ fn deepfm_gradients_match_finite_differences() {
     gradient_check(DeepVariant::DeepFm);
 }
 
+#[test]
+fn dcn_gradients_match_finite_differences() {
+    gradient_check(DeepVariant::Dcn);
+}
+
 /// XOR of two categorical fields: no linear model separates it.
 fn xor_batch(rng: &mut SplitMix64, n: usize) -> (Vec<FeatureVector>, Vec<f32>) {
     (0..n)
@@ -215,7 +250,7 @@ fn deep_variants_learn_xor_that_a_linear_model_cannot() {
     }
     let linear_loss = mean_loss(&linear, &test_x, &test_y);
     assert!(linear_loss > 0.6, "linear {linear_loss}");
-    for variant in [DeepVariant::WideDeep, DeepVariant::DeepFm] {
+    for variant in [DeepVariant::WideDeep, DeepVariant::DeepFm, DeepVariant::Dcn] {
         let mut m = Deep::new(
             DeepParams {
                 hidden: vec![16, 8],
@@ -254,11 +289,19 @@ fn learn_returns_the_prediction_before_the_update() {
     let p = m.predict(&xs[0]);
     let q = m.learn(&xs[0], ys[0]);
     assert!((p - q).abs() < 1e-5);
+    let mut d = Deep::new(params(DeepVariant::Dcn), 1 << 10, FIELDS);
+    d.learn_batch(&xs, &ys, &mut Vec::new());
+    let expected: Vec<f64> = xs.iter().map(|x| d.predict(x)).collect();
+    let mut preds = Vec::new();
+    d.learn_batch(&xs, &ys, &mut preds);
+    for (p, e) in preds.iter().zip(&expected) {
+        assert!((p - e).abs() < 1e-5, "dcn {p} vs {e}");
+    }
 }
 
 #[test]
 fn save_load_gives_bit_identical_predictions_and_encoding() {
-    for variant in [DeepVariant::WideDeep, DeepVariant::DeepFm] {
+    for variant in [DeepVariant::WideDeep, DeepVariant::DeepFm, DeepVariant::Dcn] {
         for opt in [
             SparseOptimizer::Adagrad,
             SparseOptimizer::Adam,
@@ -310,7 +353,11 @@ fn warm_start_continues_bit_identically() {
             embedding_optimizer: opt,
             admit_after: 1,
             expire_after_windows: 1,
-            ..params(DeepVariant::DeepFm)
+            ..params(if opt == SparseOptimizer::Adam {
+                DeepVariant::Dcn
+            } else {
+                DeepVariant::DeepFm
+            })
         };
         let train = |m: &mut Deep, seeds: std::ops::Range<u64>| {
             for s in seeds {
@@ -455,10 +502,29 @@ fn set_params_changes_rates_but_refuses_shape_changes() {
             embedding_lr: 0.0,
             ..p.clone()
         },
+        DeepParams {
+            variant: DeepVariant::Dcn,
+            ..p.clone()
+        },
     ] {
         assert!(m.set_params(bad).is_err());
     }
     assert_eq!(m.params(), &p);
+    // cross_layers is part of the shape only for dcn
+    m.set_params(DeepParams {
+        cross_layers: 5,
+        ..p.clone()
+    })
+    .expect("ignored by wide_deep");
+    let mut d = Deep::new(params(DeepVariant::Dcn), 1 << 10, FIELDS);
+    let q = d.params().clone();
+    assert!(
+        d.set_params(DeepParams {
+            cross_layers: 3,
+            ..q
+        })
+        .is_err()
+    );
 }
 
 #[test]
@@ -484,6 +550,13 @@ fn params_parse_with_defaults_and_validate() {
         ..DeepParams::default()
     };
     assert_eq!(bad.validate().unwrap_err().0, "hidden");
+    let p: DeepParams = serde_json::from_str(r#"{"variant": "dcn"}"#).unwrap();
+    assert_eq!((p.variant, p.cross_layers), (DeepVariant::Dcn, 2));
+    let bad = DeepParams {
+        cross_layers: 0,
+        ..p
+    };
+    assert_eq!(bad.validate().unwrap_err().0, "cross_layers");
 }
 
 /// The model of the golden file (same code as examples/write_golden.rs).
@@ -574,6 +647,7 @@ proptest::proptest! {
         variant in proptest::prop_oneof![
             proptest::strategy::Just(DeepVariant::WideDeep),
             proptest::strategy::Just(DeepVariant::DeepFm),
+            proptest::strategy::Just(DeepVariant::Dcn),
         ],
     ) {
         let mut m = Deep::new(params(variant), 1 << 10, FIELDS);
@@ -615,6 +689,8 @@ proptest::proptest! {
 fn mutation_base() -> Vec<u8> {
     let mut m = Deep::new(
         DeepParams {
+            variant: DeepVariant::Dcn,
+            cross_layers: 1,
             embedding_dim: 2,
             hidden: vec![3],
             embedding_optimizer: SparseOptimizer::Adam,
