@@ -516,7 +516,7 @@ impl Deep {
     fn fm_term(&self, row: &[f32], sq: f32, sum: &mut [f32]) -> f64 {
         let k = self.params.embedding_dim;
         sum.fill(0.0);
-        for block in row.chunks_exact(k) {
+        for block in row.chunks_exact(k.max(1)) {
             for (s, &e) in sum.iter_mut().zip(block) {
                 *s += e;
             }

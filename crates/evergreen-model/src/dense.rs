@@ -165,7 +165,7 @@ impl DenseLayer {
         let out = &mut out[..self.output()];
         out.copy_from_slice(self.b.as_slice().unwrap_or(&[]));
         if let Some(w) = self.w.as_slice() {
-            for (&xi, wrow) in x.iter().zip(w.chunks_exact(self.output())) {
+            for (&xi, wrow) in x.iter().zip(w.chunks_exact(self.output().max(1))) {
                 if xi != 0.0 {
                     for (o, &wij) in out.iter_mut().zip(wrow) {
                         *o += xi * wij;

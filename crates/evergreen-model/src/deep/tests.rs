@@ -718,3 +718,30 @@ fn every_truncation_of_a_body_is_refused() {
     longer.push(0);
     assert!(Deep::decode(&longer).is_none());
 }
+
+#[test]
+fn degenerate_unvalidated_params_do_not_panic() {
+    for p in [
+        DeepParams {
+            embedding_dim: 0,
+            variant: DeepVariant::DeepFm,
+            ..DeepParams::default()
+        },
+        DeepParams {
+            hidden: vec![0, 3],
+            ..DeepParams::default()
+        },
+        DeepParams {
+            hidden: vec![],
+            variant: DeepVariant::Dcn,
+            ..DeepParams::default()
+        },
+    ] {
+        let mut m = Deep::new(p, 1 << 10, 0);
+        let (xs, ys) = batch(1, 8, true);
+        m.learn_batch(&xs, &ys, &mut Vec::new());
+        let p = m.predict(&xs[0]);
+        assert!((0.0..=1.0).contains(&p));
+        assert!(Deep::decode(&encoded(&m)).is_none() || m.params().validate().is_ok());
+    }
+}
