@@ -3,7 +3,8 @@
 //!
 //! 10 categorical fields (Zipf-like ids) + 5 numeric fields + bias, 2^20 hash buckets,
 //! hidden [64, 32], embedding_dim 8, batches of 256, single thread. Prints training examples/s,
-//! progressive logloss, and the median / p99 latency of one `predict`.
+//! progressive logloss, the median / p99 latency of one `predict` and the load time of the
+//! saved file, for wide_deep, deepfm and dcn (2 cross layers).
 use evergreen_core::FeatureVector;
 use evergreen_model::{Deep, DeepParams, DeepVariant, Model, SplitMix64, load, save};
 use std::time::Instant;
