@@ -5,7 +5,7 @@
 use evergreen_core::FeatureSpec;
 use evergreen_data::Format;
 use evergreen_eval::GateConfig;
-use evergreen_model::{FtrlParams, ModelKind};
+use evergreen_model::{DeepParams, FfmParams, FmParams, FtrlParams, ModelKind};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -86,9 +86,31 @@ pub struct ModelSection {
     /// Model kind.
     #[serde(default = "default_kind")]
     pub kind: ModelKind,
-    /// FTRL hyperparameters.
+    /// FTRL hyperparameters (`kind = "ftrl"`).
     #[serde(default)]
     pub ftrl: FtrlParams,
+    /// Factorization machine hyperparameters (`kind = "fm"`).
+    #[serde(default)]
+    pub fm: FmParams,
+    /// Field-aware factorization machine hyperparameters (`kind = "ffm"`).
+    #[serde(default)]
+    pub ffm: FfmParams,
+    /// Deep CTR model hyperparameters (`kind = "deep"`: Wide&Deep, DeepFM or DCN-v2).
+    #[serde(default)]
+    pub deep: DeepParams,
+}
+
+impl ModelSection {
+    /// The hyperparameters of the configured kind, as recorded in manifests and lineage.
+    pub fn params_json(&self) -> serde_json::Value {
+        let v = match self.kind {
+            ModelKind::Ftrl => serde_json::to_value(self.ftrl),
+            ModelKind::Fm => serde_json::to_value(self.fm),
+            ModelKind::Ffm => serde_json::to_value(self.ffm),
+            ModelKind::Deep => serde_json::to_value(&self.deep),
+        };
+        v.expect("params serialize")
+    }
 }
 
 fn default_kind() -> ModelKind {
@@ -498,6 +520,15 @@ impl Config {
         }
         if let Err((k, m)) = self.model.ftrl.validate() {
             return Err(invalid(&format!("model.ftrl.{k}"), m));
+        }
+        if let Err((k, m)) = self.model.fm.validate() {
+            return Err(invalid(&format!("model.fm.{k}"), m));
+        }
+        if let Err((k, m)) = self.model.ffm.validate() {
+            return Err(invalid(&format!("model.ffm.{k}"), m));
+        }
+        if let Err((k, m)) = self.model.deep.validate() {
+            return Err(invalid(&format!("model.deep.{k}"), m));
         }
         self.features
             .validate("features")

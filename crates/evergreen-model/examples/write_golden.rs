@@ -1,9 +1,12 @@
 //! Writes a golden model file (run once per new format version or model kind):
-//! `cargo run -p evergreen-model --example write_golden -- [ftrl|fm|ffm] [out]`
-//! (default `ftrl test-data/ftrl-v1.bin`; `fm` and `ffm` default to `test-data/<kind>-v1.bin`).
-//! The recipes are repeated in the golden tests of `src/format.rs`, which retrain and compare.
+//! `cargo run -p evergreen-model --example write_golden -- [ftrl|fm|ffm|deep] [out]`
+//! (default `ftrl test-data/ftrl-v1.bin`; the others default to `test-data/<kind>-v1.bin`).
+//! The recipes are repeated in the golden tests (`src/format.rs`, `src/deep/tests.rs`), which
+//! retrain or pin exact predictions.
 use evergreen_core::FeatureVector;
-use evergreen_model::{Ffm, FfmParams, Fm, FmParams, Ftrl, FtrlParams, Model, save};
+use evergreen_model::{
+    Deep, DeepParams, DeepVariant, Ffm, FfmParams, Fm, FmParams, Ftrl, FtrlParams, Model, save,
+};
 
 fn ftrl() -> Box<dyn Model> {
     let mut m = Ftrl::new(FtrlParams::default(), 64);
@@ -37,15 +40,56 @@ fn train(mut m: Box<dyn Model>) -> Box<dyn Model> {
     m
 }
 
+/// Keep in sync with `golden_model` in src/deep/tests.rs; prints the predictions it pins.
+fn deep() -> Box<dyn Model> {
+    let p = DeepParams {
+        variant: DeepVariant::DeepFm,
+        embedding_dim: 4,
+        hidden: vec![8, 4],
+        lr: 0.01,
+        admit_after: 1,
+        expire_after_windows: 3,
+        seed: 42,
+        ..DeepParams::default()
+    };
+    let mut m = Deep::new(p, 64, 3);
+    let mut xs = Vec::new();
+    let mut ys = Vec::new();
+    for i in 0..40u32 {
+        let mut x = FeatureVector::default();
+        x.push_field(0, 0, 1.0);
+        x.push_field(1, 1 + i % 5, 1.0);
+        x.push_field(2, 10 + i % 3, 0.5 * (i % 4) as f32);
+        xs.push(x);
+        ys.push(((i % 5 + i % 3) % 2) as f32);
+    }
+    for chunk in 0..4 {
+        let r = chunk * 10..(chunk + 1) * 10;
+        m.learn_batch(&xs[r.clone()], &ys[r], &mut Vec::new());
+        m.end_window();
+    }
+    // The exact predictions the golden test pins (GOLDEN_PREDICTIONS in src/deep/tests.rs).
+    for i in 0..5u32 {
+        let mut x = FeatureVector::default();
+        x.push_field(0, 0, 1.0);
+        x.push_field(1, 1 + i, 1.0);
+        x.push_field(2, 10 + i % 3, 0.5);
+        let p = m.predict(&x);
+        println!("0x{:016x}, // {p}", p.to_bits());
+    }
+    Box::new(m)
+}
+
 fn main() {
     let mut args = std::env::args().skip(1).peekable();
     let kind = match args.peek().map(String::as_str) {
-        Some("ftrl" | "fm" | "ffm") => args.next().unwrap_or_default(),
+        Some("ftrl" | "fm" | "ffm" | "deep") => args.next().unwrap_or_default(),
         _ => "ftrl".to_string(),
     };
     let model = match kind.as_str() {
         "fm" => train(Box::new(Fm::new(FmParams::default(), 16, 3))),
         "ffm" => train(Box::new(Ffm::new(FfmParams::default(), 16, 3))),
+        "deep" => deep(),
         _ => ftrl(),
     };
     let out = args

@@ -11,7 +11,7 @@
 //! checksum         u64 LE   xxh3-64 of every byte before it
 //! ```
 
-use crate::{Ffm, Fm, Ftrl, Model, ModelKind};
+use crate::{Deep, Ffm, Fm, Ftrl, Model, ModelKind};
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"EVGMODEL";
@@ -107,6 +107,7 @@ pub fn load(bytes: &[u8]) -> Result<(Header, Box<dyn Model>), ModelError> {
         ModelKind::Ftrl => Box::new(Ftrl::decode(body).ok_or(ModelError::Body("ftrl"))?),
         ModelKind::Fm => Box::new(Fm::decode(body).ok_or(ModelError::Body("fm"))?),
         ModelKind::Ffm => Box::new(Ffm::decode(body).ok_or(ModelError::Body("ffm"))?),
+        ModelKind::Deep => Box::new(Deep::decode(body).ok_or(ModelError::Body("deep"))?),
     };
     Ok((
         Header {

@@ -6,6 +6,9 @@
 //! format described in `docs/formats.md`.
 
 mod common;
+mod deep;
+mod dense;
+mod embedding;
 mod ffm;
 mod fm;
 mod format;
@@ -14,6 +17,10 @@ mod ftrl;
 pub use common::{MAX_FACTORS, MAX_STATE_FLOATS, ShapeError};
 pub use ffm::{Ffm, FfmParams};
 pub use fm::{Fm, FmParams};
+
+pub use deep::{Deep, DeepParams, DeepVariant};
+pub use dense::{Adam, DenseLayer, SplitMix64};
+pub use embedding::{HashedEmbeddingTable, SparseOptimizer, TableConfig};
 pub use format::{FORMAT_VERSION, Header, MAGIC, ModelError, load, save};
 pub use ftrl::{Ftrl, FtrlParams, MAX_ADMIT_AFTER, WeightStorage};
 
@@ -30,6 +37,8 @@ pub enum ModelKind {
     Fm,
     /// Field-aware factorization machine (Juan et al. 2016, as in LibFFM) trained with AdaGrad.
     Ffm,
+    /// Wide&Deep or DeepFM: embeddings, MLP tower and a wide part (`Deep`).
+    Deep,
 }
 
 impl ModelKind {
@@ -39,6 +48,7 @@ impl ModelKind {
             ModelKind::Ftrl => 1,
             ModelKind::Fm => 2,
             ModelKind::Ffm => 3,
+            ModelKind::Deep => 4,
         }
     }
 
@@ -48,6 +58,7 @@ impl ModelKind {
             1 => Some(ModelKind::Ftrl),
             2 => Some(ModelKind::Fm),
             3 => Some(ModelKind::Ffm),
+            4 => Some(ModelKind::Deep),
             _ => None,
         }
     }
@@ -58,6 +69,7 @@ impl ModelKind {
             ModelKind::Ftrl => "ftrl",
             ModelKind::Fm => "fm",
             ModelKind::Ffm => "ffm",
+            ModelKind::Deep => "deep",
         }
     }
 }
@@ -137,6 +149,7 @@ mod tests {
             (ModelKind::Ftrl, 1, "ftrl"),
             (ModelKind::Fm, 2, "fm"),
             (ModelKind::Ffm, 3, "ffm"),
+            (ModelKind::Deep, 4, "deep"),
         ] {
             assert_eq!(kind.code(), code);
             assert_eq!(ModelKind::from_code(code), Some(kind));
@@ -146,7 +159,7 @@ mod tests {
             assert_eq!(serde_json::from_str::<ModelKind>(&json).unwrap(), kind);
         }
         assert_eq!(ModelKind::from_code(0), None);
-        assert_eq!(ModelKind::from_code(4), None);
+        assert_eq!(ModelKind::from_code(5), None);
     }
 
     #[test]

@@ -323,10 +323,10 @@ impl Trainer {
             self.model = match parent_version {
                 Some(v) => {
                     let mut m = self.registry.load(v)?.model;
-                    crate::apply_params(&self.cfg, &mut m);
+                    crate::apply_params(&self.cfg, &mut m)?;
                     m
                 }
-                None => crate::fresh_model(&self.cfg),
+                None => crate::fresh_model(&self.cfg)?,
             };
         }
         out.seconds = started.elapsed().as_secs_f64();

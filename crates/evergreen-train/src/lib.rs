@@ -37,7 +37,7 @@ use evergreen_data::{Quarantine, SpanDir, SpanFile, SpanPattern, reason};
 use evergreen_eval::{GateResult, Metrics as EvalMetrics, Summary, evaluate_gate};
 use evergreen_lineage::{CycleRecord, GateRecord, LineageStore, MetricsRecord, SpanRef};
 use evergreen_metrics::{Metrics, ReasonLabels};
-use evergreen_model::{Ftrl, Model, ModelKind};
+use evergreen_model::{Deep, Ffm, Fm, Ftrl, Model, ModelKind};
 use evergreen_registry::{MANIFEST_FORMAT_VERSION, Manifest, Registry, SourcePosition};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -368,10 +368,10 @@ impl Trainer {
                     state.save(&state_path)?;
                 }
                 let mut model = loaded.model;
-                apply_params(&cfg, &mut model);
+                apply_params(&cfg, &mut model)?;
                 model
             }
-            None => fresh_model(&cfg),
+            None => fresh_model(&cfg)?,
         };
         // Lineage for every retained version (idempotent): covers a crash after publish.
         for v in registry.versions()? {
@@ -991,7 +991,7 @@ impl Trainer {
     pub fn hyperparameters(&self) -> serde_json::Value {
         serde_json::json!({
             "model_kind": self.cfg.model.kind.name(),
-            "ftrl": self.cfg.model.ftrl,
+            self.cfg.model.kind.name(): self.cfg.model.params_json(),
             "training": self.cfg.training,
             "gate": self.cfg.gate,
         })
@@ -1079,17 +1079,43 @@ fn interleave(
     (out_x, out_y, new)
 }
 
-fn fresh_model(cfg: &Config) -> Box<dyn Model> {
-    match cfg.model.kind {
-        ModelKind::Ftrl => Box::new(Ftrl::new(cfg.model.ftrl, cfg.features.dim())),
-    }
+/// A new model of the configured kind, sized by the feature spec (hash buckets, fields).
+fn fresh_model(cfg: &Config) -> Result<Box<dyn Model>, TrainError> {
+    let (dim, fields) = (cfg.features.dim(), cfg.features.field_count());
+    let shape = |e: evergreen_model::ShapeError| {
+        TrainError::Incompatible(format!("model.{}: {e}", cfg.model.kind.name()))
+    };
+    Ok(match cfg.model.kind {
+        ModelKind::Ftrl => Box::new(Ftrl::new(cfg.model.ftrl, dim)),
+        ModelKind::Fm => Box::new(Fm::try_new(cfg.model.fm, dim, fields).map_err(shape)?),
+        ModelKind::Ffm => Box::new(Ffm::try_new(cfg.model.ffm, dim, fields).map_err(shape)?),
+        ModelKind::Deep => Box::new(Deep::new(cfg.model.deep.clone(), dim, fields)),
+    })
 }
 
-/// Applies the configured hyperparameters (learning rates, regularization) to a loaded model.
-fn apply_params(cfg: &Config, model: &mut Box<dyn Model>) {
-    if let Some(ftrl) = model.as_any_mut().downcast_mut::<Ftrl>() {
-        ftrl.set_params(cfg.model.ftrl);
-    }
+/// Applies the configured hyperparameters (learning rates, regularization) to a loaded model;
+/// a change of shape (factors, layers, variant) is refused.
+fn apply_params(cfg: &Config, model: &mut Box<dyn Model>) -> Result<(), TrainError> {
+    let any = model.as_any_mut();
+    let kind = cfg.model.kind.name();
+    let result = if let Some(m) = any.downcast_mut::<Ftrl>() {
+        m.set_params(cfg.model.ftrl);
+        Ok(())
+    } else if let Some(m) = any.downcast_mut::<Fm>() {
+        m.set_params(cfg.model.fm)
+    } else if let Some(m) = any.downcast_mut::<Ffm>() {
+        m.set_params(cfg.model.ffm)
+    } else if let Some(m) = any.downcast_mut::<Deep>() {
+        m.set_params(cfg.model.deep.clone())
+    } else {
+        Ok(())
+    };
+    result.map_err(|e| {
+        TrainError::Incompatible(format!(
+            "model.{kind}: {e}; the model to warm-start from was built with other settings \
+             (use a new model name to start over)"
+        ))
+    })
 }
 
 /// Rebuilds the lineage record of a published cycle from its manifest (used when the process
