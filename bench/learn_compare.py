@@ -319,8 +319,9 @@ def run_vw(name, learner, repeat):
         times.append(time.perf_counter() - start)
     sec = float(np.median(times))
     row.update(seconds=sec, examples_per_second=len(labels) / sec, seconds_all=times,
-               command=[f"vowpalwabbit.Workspace({quality_args!r})  # progressive predictions",
-                        f"vowpalwabbit.Workspace({speed_args!r})  # timed, median of {repeat}"],
+               command=[f"vowpalwabbit.Workspace({a!r})  # {what}".replace(ROOT + os.sep, "")
+                        .replace(os.path.dirname(pred), "$TMP") for a, what in
+                        [(quality_args, "progressive predictions"), (speed_args, f"timed, median of {repeat}")]],
                notes="VW text reader + learner, one pass in process; loss from -p")
     return row
 
