@@ -4,6 +4,7 @@
 
 use evergreen_core::FeatureSpec;
 use evergreen_data::Format;
+pub use evergreen_data::ReplayConfig;
 use evergreen_eval::GateConfig;
 use evergreen_model::{DeepParams, FfmParams, FmParams, FtrlParams, ModelKind};
 use serde::{Deserialize, Serialize};
@@ -246,63 +247,6 @@ pub struct TrainingSection {
     /// Replay of past examples against forgetting (off unless `capacity > 0`).
     #[serde(default)]
     pub replay: ReplayConfig,
-}
-
-/// Replay settings (`[training.replay]`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReplayConfig {
-    /// Examples kept (0 disables replay).
-    #[serde(default)]
-    pub capacity: usize,
-    /// Replayed examples mixed into a window, per new training example (0.5: one replayed
-    /// example for every two new ones).
-    #[serde(default = "default_ratio")]
-    pub ratio: f64,
-    /// Windows after which an example's chance of being kept halves (0 = uniform reservoir over
-    /// the whole history).
-    #[serde(default)]
-    pub half_life_windows: f64,
-    /// Seed of the sampling.
-    #[serde(default)]
-    pub seed: u64,
-}
-
-fn default_ratio() -> f64 {
-    0.5
-}
-
-impl Default for ReplayConfig {
-    fn default() -> Self {
-        Self {
-            capacity: 0,
-            ratio: default_ratio(),
-            half_life_windows: 0.0,
-            seed: 0,
-        }
-    }
-}
-
-impl ReplayConfig {
-    /// Checks the ranges; returns the offending field and message.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.capacity > 10_000_000 {
-            return Err((
-                "capacity",
-                format!("must be at most 10000000 (got {})", self.capacity),
-            ));
-        }
-        if !(self.ratio.is_finite() && (0.0..=10.0).contains(&self.ratio)) {
-            return Err(("ratio", format!("must be in [0, 10] (got {})", self.ratio)));
-        }
-        if !(self.half_life_windows.is_finite() && self.half_life_windows >= 0.0) {
-            return Err((
-                "half_life_windows",
-                format!("must be >= 0 (got {})", self.half_life_windows),
-            ));
-        }
-        Ok(())
-    }
 }
 
 fn default_batch() -> usize {

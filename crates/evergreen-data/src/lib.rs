@@ -37,6 +37,7 @@ mod error;
 pub mod pipeline;
 mod quarantine;
 mod reader;
+mod replay;
 mod span;
 mod sparse_text;
 pub mod tfrecord;
@@ -47,4 +48,5 @@ pub use quarantine::{Quarantine, QuarantineWriter};
 pub use reader::{
     BadRecord, ReadOptions, SourceRecord, SpanReader, open_span, open_span_with, reason,
 };
+pub use replay::{ReplayConfig, ReplayError, ReplayStore};
 pub use span::{Format, SpanDir, SpanFile};

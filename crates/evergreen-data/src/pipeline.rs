@@ -21,7 +21,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use evergreen_core::{FeatureVector, TransformError, Transformer};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 /// Pipeline settings.
@@ -167,6 +167,8 @@ pub struct Pipeline {
     batch_size: usize,
     ready: std::collections::VecDeque<Item>,
     finished: bool,
+    /// Bytes read from the shard files so far (compressed bytes for gzip).
+    bytes_read: Arc<AtomicU64>,
 }
 
 /// Transforms one chunk of records.
@@ -214,6 +216,7 @@ fn package(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn reader_thread(
     shards: Arc<Vec<SpanFile>>,
     mine: Vec<usize>,
@@ -222,26 +225,28 @@ fn reader_thread(
     inline: Option<Arc<Transformer>>,
     tx: Sender<Chunk>,
     stop: Arc<AtomicBool>,
+    bytes: Arc<AtomicU64>,
 ) {
     for shard in mine {
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let reader = match crate::open_span_with(&shards[shard], read) {
-            Ok(r) => r,
-            Err(e) => {
-                let bad_input = matches!(
-                    e,
-                    DataError::Header { .. } | DataError::DuplicateColumn { .. }
-                );
-                let _ = tx.send(Chunk::Failed {
-                    shard,
-                    error: e.to_string(),
-                    bad_input,
-                });
-                continue;
-            }
-        };
+        let reader =
+            match crate::reader::open_span_counted(&shards[shard], read, Some(bytes.clone())) {
+                Ok(r) => r,
+                Err(e) => {
+                    let bad_input = matches!(
+                        e,
+                        DataError::Header { .. } | DataError::DuplicateColumn { .. }
+                    );
+                    let _ = tx.send(Chunk::Failed {
+                        shard,
+                        error: e.to_string(),
+                        bad_input,
+                    });
+                    continue;
+                }
+            };
         let mut buf = Vec::with_capacity(chunk);
         let mut count = 0u64;
         for item in reader {
@@ -316,6 +321,7 @@ impl Pipeline {
         let chunk = opts.chunk.max(1);
         let queue = opts.queue.max(1);
         let stop = Arc::new(AtomicBool::new(false));
+        let bytes_read = Arc::new(AtomicU64::new(0));
         let shards = Arc::new(shards);
         let mut threads = Vec::new();
 
@@ -325,11 +331,13 @@ impl Pipeline {
             let (tx, rx) = bounded::<Chunk>(2);
             let mine: Vec<usize> = (i..shards.len()).step_by(cycle).collect();
             let inline = inline.then(|| transformer.clone());
-            let (shards, stop) = (shards.clone(), stop.clone());
+            let (shards, stop, bytes) = (shards.clone(), stop.clone(), bytes_read.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("evergreen-read-{i}"))
-                    .spawn(move || reader_thread(shards, mine, chunk, opts.read, inline, tx, stop))
+                    .spawn(move || {
+                        reader_thread(shards, mine, chunk, opts.read, inline, tx, stop, bytes)
+                    })
                     .expect("spawn reader thread"),
             );
             reader_rx.push(rx);
@@ -424,7 +432,14 @@ impl Pipeline {
             batch_size: opts.batch_size.max(1),
             ready: Default::default(),
             finished: false,
+            bytes_read,
         }
+    }
+
+    /// Bytes read from the shard files so far (compressed bytes for gzip; with read-ahead, a bit
+    /// ahead of the examples delivered): for progress bars.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
     }
 
     fn absorb(&mut self, out: Output) {
@@ -634,6 +649,22 @@ mod tests {
         ));
         c.sort();
         assert_eq!(c, sorted);
+    }
+
+    #[test]
+    fn bytes_read_reaches_the_total_size_of_the_shards() {
+        let d = tempfile::tempdir().unwrap();
+        let files = shards(d.path(), 3, 2000);
+        let total: u64 = files.iter().map(|f| f.size).sum();
+        let mut p = Pipeline::start(files, transformer(), PipelineOptions::default());
+        assert!(p.bytes_read() <= total);
+        let mut last = 0;
+        while p.next().is_some() {
+            let now = p.bytes_read();
+            assert!(now >= last && now <= total);
+            last = now;
+        }
+        assert_eq!(p.bytes_read(), total);
     }
 
     #[test]

@@ -106,11 +106,40 @@ impl Default for ReadOptions {
 
 /// [`open_span`] with explicit [`ReadOptions`].
 pub fn open_span_with(file: &SpanFile, options: ReadOptions) -> Result<SpanReader, DataError> {
+    open_span_counted(file, options, None)
+}
+
+/// A span file being read: every byte read from disk (compressed bytes for gzip) is added to
+/// `progress`, for progress bars.
+pub(crate) struct InputFile {
+    file: File,
+    progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+}
+
+impl Read for InputFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        if let Some(p) = &self.progress {
+            p.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}
+
+/// [`open_span_with`], adding the bytes read from the file to `progress` as reading goes.
+pub fn open_span_counted(
+    file: &SpanFile,
+    options: ReadOptions,
+    progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+) -> Result<SpanReader, DataError> {
     let open_err = |source| DataError::Open {
         path: file.path.clone(),
         source,
     };
-    let handle = File::open(&file.path).map_err(open_err)?;
+    let handle = InputFile {
+        file: File::open(&file.path).map_err(open_err)?,
+        progress,
+    };
     let inner = match file.format {
         Format::Csv => match CsvRows::open(handle, &file.path)? {
             Some(rows) => Inner::Csv(Box::new(rows)),
@@ -263,7 +292,7 @@ impl std::iter::FusedIterator for SpanReader {}
 /// record's original text can be cut out by its byte offsets. Holds at most the parser's buffer
 /// plus the current record plus `COMPACT_AT`.
 struct Capture {
-    file: File,
+    file: InputFile,
     bytes: Vec<u8>,
     /// File offset of `bytes[0]`.
     base: u64,
@@ -338,7 +367,7 @@ fn count_breaks(bytes: &[u8], last_cr: &mut bool) -> u64 {
 
 impl CsvRows {
     /// Reads the header. `None` for a file without one (empty or only blank lines).
-    fn open(file: File, path: &std::path::Path) -> Result<Option<CsvRows>, DataError> {
+    fn open(file: InputFile, path: &std::path::Path) -> Result<Option<CsvRows>, DataError> {
         let mut rdr = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
@@ -510,7 +539,7 @@ impl CsvRows {
 /// line numbers, `\n` or `\r\n` endings, a byte-order mark dropped on line 1, invalid UTF-8
 /// reported as a bad record, IO errors as `Step::Failed`.
 pub(crate) struct LineReader {
-    rdr: BufReader<File>,
+    rdr: BufReader<InputFile>,
     buf: Vec<u8>,
     line: u64,
 }
@@ -524,7 +553,7 @@ pub(crate) enum Line<'a> {
 }
 
 impl LineReader {
-    pub(crate) fn new(file: File) -> Self {
+    pub(crate) fn new(file: InputFile) -> Self {
         Self {
             rdr: BufReader::with_capacity(64 * 1024, file),
             buf: Vec::new(),

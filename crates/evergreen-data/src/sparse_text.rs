@@ -64,7 +64,7 @@
 //! A token that is not exactly three non-empty `:`-separated parts with a numeric value is
 //! malformed.
 
-use std::fs::File;
+use crate::reader::InputFile;
 use std::path::Path;
 
 use evergreen_core::{RawRecord, RawValue};
@@ -73,17 +73,17 @@ use crate::DataError;
 use crate::reader::{Line, LineReader, RowSource, SourceRecord, Step, reason};
 
 /// Opens a Vowpal Wabbit text span.
-pub(crate) fn open_vw(file: File, _path: &Path) -> Result<Box<dyn RowSource>, DataError> {
+pub(crate) fn open_vw(file: InputFile, _path: &Path) -> Result<Box<dyn RowSource>, DataError> {
     Ok(Box::new(Lines::new(file, parse_vw)))
 }
 
 /// Opens a LibSVM text span.
-pub(crate) fn open_libsvm(file: File, _path: &Path) -> Result<Box<dyn RowSource>, DataError> {
+pub(crate) fn open_libsvm(file: InputFile, _path: &Path) -> Result<Box<dyn RowSource>, DataError> {
     Ok(Box::new(Lines::new(file, parse_libsvm)))
 }
 
 /// Opens a LibFFM text span.
-pub(crate) fn open_libffm(file: File, _path: &Path) -> Result<Box<dyn RowSource>, DataError> {
+pub(crate) fn open_libffm(file: InputFile, _path: &Path) -> Result<Box<dyn RowSource>, DataError> {
     Ok(Box::new(Lines::new(file, parse_libffm)))
 }
 
@@ -98,7 +98,7 @@ struct Lines {
 }
 
 impl Lines {
-    fn new(file: File, parse: ParseLine) -> Self {
+    fn new(file: InputFile, parse: ParseLine) -> Self {
         Lines {
             lines: LineReader::new(file),
             parse,

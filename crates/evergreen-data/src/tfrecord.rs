@@ -544,7 +544,7 @@ impl<W: Write> TfRecordWriter<W> {
 /// Opens a TFRecord span (plain or gzip, detected from the content) as a row source; with
 /// `verify_crc` false, neither CRC is checked.
 pub(crate) fn open_tfrecord_rows(
-    file: File,
+    file: crate::reader::InputFile,
     path: &Path,
     verify_crc: bool,
 ) -> Result<Box<dyn RowSource>, DataError> {

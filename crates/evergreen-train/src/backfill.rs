@@ -3,14 +3,16 @@
 //! training warm-started from the latest version, holdout gate), over files given on the command
 //! line instead of spans discovered in the data directory.
 //!
-//! Each input file is read whole (like a span), then cut into windows of `window_rows` records
-//! (the whole file when unset), trained one after the other in file order. Nothing is written
+//! Each input file is read through the pipeline and cut into windows of `window_rows` records
+//! (the whole file when unset), each trained as soon as it is complete, in file order: reading
+//! overlaps training and memory holds one window. The bad-record limit applies per window, and a
+//! file whose framing breaks part way has the windows before the break trained, the rest not. Nothing is written
 //! to the registry until the end: with [`PublishMode::Last`] the final model becomes one new
 //! version (the atomic rename is the only commit), so a backfill killed at any point leaves the
 //! registry exactly as it was and can simply be rerun; it never moves the `run` watermark.
 
 use crate::{
-    CycleReport, Outcome, Sinks, Span, SpanRead, TrainError, Trainer, WindowMode, failpoint, now_ms,
+    CycleReport, Outcome, Sinks, Span, TrainError, Trainer, WindowMode, failpoint, now_ms,
 };
 use evergreen_data::{Format, SpanDir, SpanFile};
 use evergreen_eval::{GateResult, Summary};
@@ -43,22 +45,18 @@ pub struct BackfillOptions {
 /// Progress of a backfill, for a progress bar.
 #[derive(Debug)]
 pub enum BackfillEvent<'a> {
-    /// A file was read and transformed; its windows follow.
-    FileRead {
+    /// Reading a file starts; its windows follow.
+    FileStarted {
         /// The file.
         file: &'a Path,
         /// Its size.
         bytes: u64,
-        /// Good examples in it.
-        examples: u64,
-        /// Windows it is cut into (0 when held back or empty).
-        windows: usize,
     },
     /// A window was trained.
     Window {
         /// The file it came from.
         file: &'a Path,
-        /// Bytes of the file accounted for so far (proportional to the examples trained).
+        /// Bytes of the file read so far (the pipeline reads a little ahead of training).
         bytes_done: u64,
         /// The window's report.
         report: &'a CycleReport,
@@ -78,6 +76,8 @@ pub struct BackfillReport {
     pub examples: u64,
     /// Records quarantined.
     pub bad: u64,
+    /// Records quarantined, by reason.
+    pub bad_by_reason: std::collections::BTreeMap<String, u64>,
     /// Files held back (too many bad records, or unreadable framing/header), with why.
     pub held_back: Vec<String>,
     /// Examples learned (times epochs).
@@ -118,6 +118,7 @@ impl Trainer {
             accepted_windows: 0,
             examples: 0,
             bad: 0,
+            bad_by_reason: Default::default(),
             held_back: Vec::new(),
             trained: 0,
             seconds: 0.0,
@@ -134,125 +135,127 @@ impl Trainer {
         let mut accepted_spans: Vec<String> = Vec::new();
         let mut positions = Vec::new();
         let mut last_gate: Option<(CycleReport, GateResult)> = None;
+        let rows = opts.window_rows.unwrap_or(usize::MAX).max(1);
         for file in &files {
             let span = Span {
                 id: format!("backfill-{}", file.name),
                 uri: file.path.clone(),
                 shards: vec![file.clone()],
             };
-            let SpanRead {
-                examples,
-                bad,
-                positions: file_positions,
-                header_error,
-            } = self.read_span(&span)?;
-            failpoint("after_read");
-            let bad_total: u64 = bad.values().sum();
-            let records = examples.len() as u64;
-            out.examples += records;
-            out.bad += bad_total;
-            let total = records + bad_total;
-            let hold = if let Some(e) = header_error {
-                Some(e)
-            } else if total > 0 && bad_total as f64 / total as f64 > self.cfg.data.max_bad_fraction
-            {
-                Some(format!(
-                    "{bad_total} of {total} records bad (> max_bad_fraction {}); see {}",
-                    self.cfg.data.max_bad_fraction,
-                    self.quarantine.path_for(&span.id).display()
-                ))
-            } else {
-                None
-            };
-            if let Some(why) = hold {
-                tracing::error!(file = %file.path.display(), "held back: {why}");
-                out.held_back
-                    .push(format!("{}: {why}", file.path.display()));
-                progress(BackfillEvent::FileRead {
-                    file: &file.path,
-                    bytes: file.size,
-                    examples: records,
-                    windows: 0,
-                });
-                continue;
-            }
-            positions.extend(file_positions.iter().cloned());
-            let rows = opts.window_rows.unwrap_or(usize::MAX).max(1);
-            let windows = examples.len().div_ceil(rows);
-            progress(BackfillEvent::FileRead {
+            progress(BackfillEvent::FileStarted {
                 file: &file.path,
                 bytes: file.size,
-                examples: records,
-                windows,
             });
-            let mut rest = examples;
-            let mut done = 0usize;
-            for w in 0..windows {
-                let tail = rest.split_off(rows.min(rest.len()));
-                let window = std::mem::replace(&mut rest, tail);
-                done += window.len();
-                let window_span = Span {
-                    id: if windows > 1 {
-                        format!("{}#{w}", span.id)
+            // Windows are trained as the pipeline delivers them: reading (on the pipeline's
+            // threads) overlaps training, and memory holds one window, not the file.
+            let mut stream = self.stream_span(&span)?;
+            let mut buf = Vec::new();
+            let mut bad_at_cut = 0u64;
+            let mut w = 0usize;
+            let mut trained_any = false;
+            loop {
+                let more = stream.fill(&mut buf, rows)?;
+                if let Some(e) = &stream.header_error {
+                    let why = if w > 0 {
+                        format!("{e} (the {w} windows before it were trained, the rest is not)")
                     } else {
-                        span.id.clone()
-                    },
-                    ..span.clone()
-                };
-                let mut report = CycleReport {
-                    span: window_span.id.clone(),
-                    outcome: Outcome::Empty,
-                    records: window.len() as u64,
-                    bad: if w == 0 {
-                        bad.clone()
-                    } else {
-                        Default::default()
-                    },
-                    trained: 0,
-                    replayed: 0,
-                    progressive: None,
-                    online: None,
-                    evaluation: None,
-                    baseline: None,
-                    gate: None,
-                    parent_version,
-                    version: None,
-                    serving_version: parent_version,
-                    seconds: 0.0,
-                    note: String::new(),
-                    positions: Vec::new(),
-                };
-                let t = Instant::now();
-                self.train_and_gate(
-                    &window_span,
-                    window,
-                    &mut report,
-                    WindowMode::Backfill { enforce_gate },
-                    Some(&mut sinks),
-                )?;
-                report.seconds = t.elapsed().as_secs_f64();
-                out.windows += 1;
-                out.trained += report.trained;
-                if report.outcome == Outcome::Published {
-                    out.accepted_windows += 1;
-                    if accepted_spans.last() != Some(&span.id) {
-                        accepted_spans.push(span.id.clone());
-                    }
-                    if let Some(g) = &report.gate {
-                        last_gate = Some((report.clone(), g.clone()));
-                    }
+                        e.clone()
+                    };
+                    tracing::error!(file = %file.path.display(), "held back: {why}");
+                    out.held_back
+                        .push(format!("{}: {why}", file.path.display()));
+                    break;
                 }
-                let bytes_done = if records == 0 {
-                    file.size
-                } else {
-                    (file.size as f64 * done as f64 / records as f64) as u64
-                };
-                progress(BackfillEvent::Window {
-                    file: &file.path,
-                    bytes_done,
-                    report: &report,
-                });
-                out.window_reports.push(report);
+                while buf.len() >= rows || (!more && !buf.is_empty()) {
+                    let rest = buf.split_off(rows.min(buf.len()));
+                    let window = std::mem::replace(&mut buf, rest);
+                    let bad_here = stream.bad_seen - bad_at_cut;
+                    bad_at_cut = stream.bad_seen;
+                    let window_span = Span {
+                        id: if rows == usize::MAX {
+                            span.id.clone()
+                        } else {
+                            format!("{}#{w}", span.id)
+                        },
+                        ..span.clone()
+                    };
+                    w += 1;
+                    out.examples += window.len() as u64;
+                    let total = window.len() as u64 + bad_here;
+                    // The bad-record limit applies per window (a window is trained before the
+                    // rest of the file is read).
+                    if bad_here as f64 / total as f64 > self.cfg.data.max_bad_fraction {
+                        let why = format!(
+                            "window {}: {bad_here} of {total} records bad (> max_bad_fraction {}); \
+                             see {}",
+                            window_span.id,
+                            self.cfg.data.max_bad_fraction,
+                            self.quarantine.path_for(&span.id).display()
+                        );
+                        tracing::error!(file = %file.path.display(), "held back: {why}");
+                        out.held_back
+                            .push(format!("{}: {why}", file.path.display()));
+                        continue;
+                    }
+                    let mut report = CycleReport {
+                        span: window_span.id.clone(),
+                        outcome: Outcome::Empty,
+                        records: window.len() as u64,
+                        bad: Default::default(),
+                        trained: 0,
+                        replayed: 0,
+                        progressive: None,
+                        online: None,
+                        evaluation: None,
+                        baseline: None,
+                        gate: None,
+                        parent_version,
+                        version: None,
+                        serving_version: parent_version,
+                        seconds: 0.0,
+                        note: String::new(),
+                        positions: Vec::new(),
+                    };
+                    let t = Instant::now();
+                    self.train_and_gate(
+                        &window_span,
+                        window,
+                        &mut report,
+                        WindowMode::Backfill { enforce_gate },
+                        Some(&mut sinks),
+                    )?;
+                    report.seconds = t.elapsed().as_secs_f64();
+                    out.windows += 1;
+                    out.trained += report.trained;
+                    if report.outcome == Outcome::Published {
+                        out.accepted_windows += 1;
+                        trained_any = true;
+                        if let Some(g) = &report.gate {
+                            last_gate = Some((report.clone(), g.clone()));
+                        }
+                    }
+                    progress(BackfillEvent::Window {
+                        file: &file.path,
+                        bytes_done: stream.bytes_read().min(file.size),
+                        report: &report,
+                    });
+                    out.window_reports.push(report);
+                }
+                if !more {
+                    break;
+                }
+            }
+            // Drain what is left (after a framing error) so the quarantine file is complete.
+            while stream.fill(&mut Vec::new(), usize::MAX)? {}
+            let read = stream.finish(Vec::new())?;
+            failpoint("after_read");
+            out.bad += read.bad.values().sum::<u64>();
+            for (k, v) in read.bad {
+                *out.bad_by_reason.entry(k).or_default() += v;
+            }
+            if trained_any {
+                accepted_spans.push(span.id.clone());
+                positions.extend(read.positions);
             }
         }
         if !sinks.progressive.is_empty() {

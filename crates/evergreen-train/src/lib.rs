@@ -20,10 +20,9 @@
 
 mod backfill;
 mod failpoint;
-mod replay;
 mod state;
 
-pub use replay::{ReplayError, ReplayStore};
+pub use evergreen_data::{ReplayError, ReplayStore};
 
 pub use backfill::{BackfillEvent, BackfillOptions, BackfillReport, PublishMode};
 
@@ -179,6 +178,147 @@ enum WindowMode {
 struct Sinks {
     progressive: EvalMetrics,
     online: EvalMetrics,
+}
+
+/// A span being read: examples are pulled as the pipeline delivers them, bad records go to the
+/// span's quarantine file as they come.
+struct SpanStream<'a> {
+    span: &'a Span,
+    qw: evergreen_data::QuarantineWriter,
+    pipeline: Pipeline,
+    header_error: Option<String>,
+    positions: Vec<SourcePosition>,
+    /// Records quarantined so far.
+    bad_seen: u64,
+    done: bool,
+}
+
+impl SpanStream<'_> {
+    fn shard_prefix(&self, i: usize) -> String {
+        if self.span.shards.len() > 1 {
+            format!("shard {}: ", self.span.shards[i].name)
+        } else {
+            String::new()
+        }
+    }
+
+    fn shard_of(&self, name: &str) -> usize {
+        self.span
+            .shards
+            .iter()
+            .position(|s| s.name == name)
+            .unwrap_or(0)
+    }
+
+    /// Bytes read from the span's files so far.
+    fn bytes_read(&self) -> u64 {
+        self.pipeline.bytes_read()
+    }
+
+    /// Reads until `out` holds at least `want` examples or the span ends (or cannot be read
+    /// further: see `header_error`); returns false once the span is exhausted.
+    fn fill(
+        &mut self,
+        out: &mut Vec<(u64, FeatureVector, f32)>,
+        want: usize,
+    ) -> Result<bool, TrainError> {
+        while out.len() < want {
+            let Some(item) = self.pipeline.next() else {
+                self.done = true;
+                return Ok(false);
+            };
+            match item {
+                Item::Batch(batch) => {
+                    out.extend(
+                        batch
+                            .into_iter()
+                            .map(|e| (((e.shard as u64) << 40) | e.position, e.features, e.label)),
+                    );
+                    // With a span larger than one batch, this is in the middle of a shard.
+                    failpoint("mid_read");
+                }
+                Item::Rejected(Rejected::Parse(bad))
+                    if [
+                        reason::BAD_LENGTH,
+                        reason::TRUNCATED_RECORD,
+                        reason::CORRUPT_GZIP,
+                    ]
+                    .contains(&bad.reason) =>
+                {
+                    // The rest of this shard cannot be framed: its records can be neither
+                    // trained nor accounted for one by one, so the span is held back.
+                    let shard = self.shard_of(&bad.span);
+                    self.qw.add_bad(&bad)?;
+                    self.bad_seen += 1;
+                    self.header_error = Some(format!(
+                        "corrupt shard {}: record {}: {} ({}); the rest of the shard cannot be read",
+                        self.span.shards[shard].name, bad.line, bad.reason, bad.detail
+                    ));
+                }
+                Item::Rejected(Rejected::Parse(bad)) if self.span.shards.len() > 1 => {
+                    let prefix = self.shard_prefix(self.shard_of(&bad.span));
+                    self.qw.add(
+                        bad.line,
+                        bad.reason,
+                        &format!("{prefix}{}", bad.detail),
+                        &bad.raw,
+                    )?;
+                    self.bad_seen += 1;
+                }
+                Item::Rejected(Rejected::Parse(bad)) => {
+                    self.qw.add_bad(&bad)?;
+                    self.bad_seen += 1;
+                }
+                Item::Rejected(Rejected::Transform {
+                    shard,
+                    position,
+                    error,
+                    raw,
+                }) => {
+                    let prefix = self.shard_prefix(shard);
+                    self.qw
+                        .add(position, error.reason(), &format!("{prefix}{error}"), &raw)?;
+                    self.bad_seen += 1;
+                }
+                Item::ShardDone { shard, records } => self.positions.push(SourcePosition {
+                    span: self.span.id.clone(),
+                    shard: self.span.shards[shard].path.display().to_string(),
+                    records,
+                }),
+                Item::Failed {
+                    shard,
+                    error,
+                    bad_input: true,
+                } => {
+                    // An unusable header is bad input, not a transient failure: the span is held
+                    // back (consumed, not trained) so that it does not block the spans behind it.
+                    let prefix = self.shard_prefix(shard);
+                    self.qw
+                        .add(1, "bad_header", &format!("{prefix}{error}"), "")?;
+                    self.bad_seen += 1;
+                    self.header_error = Some(error);
+                }
+                Item::Failed { error, .. } => {
+                    return Err(TrainError::SpanRead {
+                        span: self.span.id.clone(),
+                        detail: error,
+                    });
+                }
+            }
+        }
+        Ok(!self.done)
+    }
+
+    /// Closes the quarantine file and returns what the span produced, `examples` included.
+    fn finish(self, examples: Vec<(u64, FeatureVector, f32)>) -> Result<SpanRead, TrainError> {
+        let bad = self.qw.finish()?;
+        Ok(SpanRead {
+            examples,
+            bad,
+            positions: self.positions,
+            header_error: self.header_error,
+        })
+    }
 }
 
 /// What reading a span produced.
@@ -643,114 +783,26 @@ impl Trainer {
     /// to the span's quarantine file. The position of an example is (shard index, record
     /// number), kept for the holdout split.
     fn read_span(&self, span: &Span) -> Result<SpanRead, TrainError> {
-        let mut qw = self.quarantine.begin(&span.id)?;
-        let mut examples: Vec<(u64, FeatureVector, f32)> = Vec::new();
-        let mut header_error = None;
-        let mut positions: Vec<SourcePosition> = Vec::new();
-        let multi = span.shards.len() > 1;
-        let shard_name = |i: usize| -> String {
-            if multi {
-                format!("shard {}: ", span.shards[i].name)
-            } else {
-                String::new()
-            }
-        };
-        // The parallel pipeline reads the shards, decodes and transforms on worker threads, and
-        // delivers examples in a deterministic order (so a retried span trains identically).
+        let mut stream = self.stream_span(span)?;
+        let mut examples = Vec::new();
+        stream.fill(&mut examples, usize::MAX)?;
+        stream.finish(examples)
+    }
+
+    /// Starts reading a span through the parallel pipeline, which reads the shards, decodes and
+    /// transforms on worker threads, and delivers examples in a deterministic order (so a retried
+    /// span trains identically).
+    fn stream_span<'a>(&self, span: &'a Span) -> Result<SpanStream<'a>, TrainError> {
         let mut options = self.cfg.pipeline.options();
         options.read.verify_crc = self.cfg.data.verify_checksums;
-        let pipeline = Pipeline::start(span.shards.clone(), self.transformer.clone(), options);
-        for item in pipeline {
-            match item {
-                Item::Batch(batch) => {
-                    examples.extend(
-                        batch
-                            .into_iter()
-                            .map(|e| (((e.shard as u64) << 40) | e.position, e.features, e.label)),
-                    );
-                    // With a span larger than one batch, this is in the middle of a shard.
-                    failpoint("mid_read");
-                }
-                Item::Rejected(Rejected::Parse(bad))
-                    if [
-                        reason::BAD_LENGTH,
-                        reason::TRUNCATED_RECORD,
-                        reason::CORRUPT_GZIP,
-                    ]
-                    .contains(&bad.reason) =>
-                {
-                    // The rest of this shard cannot be framed: its records can be neither
-                    // trained nor accounted for one by one, so the span is held back.
-                    let shard = span
-                        .shards
-                        .iter()
-                        .position(|s| s.name == bad.span)
-                        .unwrap_or(0);
-                    qw.add_bad(&bad)?;
-                    header_error = Some(format!(
-                        "corrupt shard {}: record {}: {} ({}); the rest of the shard cannot be read",
-                        span.shards[shard].name, bad.line, bad.reason, bad.detail
-                    ));
-                }
-                Item::Rejected(Rejected::Parse(bad)) if multi => {
-                    let shard = span
-                        .shards
-                        .iter()
-                        .position(|s| s.name == bad.span)
-                        .unwrap_or(0);
-                    qw.add(
-                        bad.line,
-                        bad.reason,
-                        &format!("{}{}", shard_name(shard), bad.detail),
-                        &bad.raw,
-                    )?
-                }
-                Item::Rejected(Rejected::Parse(bad)) => qw.add_bad(&bad)?,
-                Item::Rejected(Rejected::Transform {
-                    shard,
-                    position,
-                    error,
-                    raw,
-                }) => qw.add(
-                    position,
-                    error.reason(),
-                    &format!("{}{error}", shard_name(shard)),
-                    &raw,
-                )?,
-                Item::ShardDone { shard, records } => positions.push(SourcePosition {
-                    span: span.id.clone(),
-                    shard: span.shards[shard].path.display().to_string(),
-                    records,
-                }),
-                Item::Failed {
-                    shard,
-                    error,
-                    bad_input: true,
-                } => {
-                    // An unusable header is bad input, not a transient failure: the span is held
-                    // back (consumed, not trained) so that it does not block the spans behind it.
-                    qw.add(
-                        1,
-                        "bad_header",
-                        &format!("{}{error}", shard_name(shard)),
-                        "",
-                    )?;
-                    header_error = Some(error);
-                }
-                Item::Failed { error, .. } => {
-                    return Err(TrainError::SpanRead {
-                        span: span.id.clone(),
-                        detail: error,
-                    });
-                }
-            }
-        }
-        let bad = qw.finish()?;
-        Ok(SpanRead {
-            examples,
-            bad,
-            positions,
-            header_error,
+        Ok(SpanStream {
+            span,
+            qw: self.quarantine.begin(&span.id)?,
+            pipeline: Pipeline::start(span.shards.clone(), self.transformer.clone(), options),
+            header_error: None,
+            positions: Vec::new(),
+            bad_seen: 0,
+            done: false,
         })
     }
 
@@ -793,7 +845,6 @@ impl Trainer {
         // 4. Train a copy (warm start from the current model, optimizer state included) in
         //    mini-batches. The first epoch's predictions are made before each batch is learned:
         //    online progressive validation at batch granularity.
-        let mut candidate = self.model.clone();
         let mut trained = 0u64;
         let batch = self.cfg.training.batch_size.max(1);
         let mut online = EvalMetrics::new();
@@ -814,6 +865,17 @@ impl Trainer {
         let replayed = self.replay.draw(train_x.len());
         report.replayed = replayed.len() as u64;
         let (train_x, train_y, is_new) = interleave(train_x, train_y, replayed);
+        // An offline evaluation without holdout keeps every candidate and compares it with
+        // nothing: the model trains in place (no copy of a possibly large model per window).
+        let in_place =
+            mode == (WindowMode::Backfill {
+                enforce_gate: false,
+            }) && holdout.is_empty();
+        let mut copy = (!in_place).then(|| self.model.clone());
+        let candidate: &mut dyn Model = match &mut copy {
+            Some(c) => c.as_mut(),
+            None => self.model.as_mut(),
+        };
         for epoch in 0..self.cfg.training.epochs {
             for ((xs, ys), new) in train_x
                 .chunks(batch)
@@ -857,6 +919,14 @@ impl Trainer {
             .examples_trained
             .get_or_create(&ml)
             .inc_by(trained);
+        let Some(candidate) = copy else {
+            if let Some(next) = next_replay {
+                self.replay = next;
+            }
+            report.outcome = Outcome::Published;
+            report.note = "trained in place (offline evaluation without holdout: no gate)".into();
+            return Ok(());
+        };
 
         // 5. Evaluate candidate and current (serving) model on the held-out slice.
         let mut eval = EvalMetrics::new();

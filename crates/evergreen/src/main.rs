@@ -55,8 +55,27 @@ enum Command {
     Lineage(cmd::lineage::LineageArgs),
 }
 
+/// Restores the default SIGPIPE disposition (Rust's runtime ignores it).
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    // SAFETY: `signal` with a valid signal number and `SIG_DFL` has no memory-safety
+    // preconditions; it runs before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Run(_) | Command::Serve(_) | Command::Demo(_)
+    ) {
+        // Report commands end quietly when their reader goes away (`evergreen train ... | head`),
+        // as Unix tools do, instead of panicking on a failed print. Not for the long-running
+        // commands, which write to sockets.
+        restore_sigpipe();
+    }
     let result = match cli.command {
         Command::Run(a) => cmd::run::run(a),
         Command::Serve(a) => cmd::serve::run(a),

@@ -192,3 +192,59 @@ fn poisoned_file_is_held_back_and_overrides_are_applied() {
     assert!(!ok);
     assert!(err.contains("training.epochs"), "{err}");
 }
+
+#[test]
+fn a_file_whose_framing_breaks_part_way_trains_the_windows_before_the_break() {
+    use evergreen_data::tfrecord::{FeatureValues, TfRecordWriter, encode_example};
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let cfg = write_config(root, false, "");
+    let (header, rows) = elec2();
+    let names: Vec<&str> = header.split(',').collect();
+    let path = root.join("cut.tfrecord");
+    let mut w = TfRecordWriter::new(Vec::new());
+    for r in &rows[..5000] {
+        let f: Vec<(String, FeatureValues)> = names
+            .iter()
+            .zip(r.split(','))
+            .map(|(k, v)| {
+                let x: f64 = v.parse().unwrap();
+                let v = if *k == "class" {
+                    FeatureValues::Int64(vec![x as i64])
+                } else {
+                    FeatureValues::Float(vec![x as f32])
+                };
+                (k.to_string(), v)
+            })
+            .collect();
+        w.write_record(&encode_example(&f)).unwrap();
+    }
+    let mut bytes = w.into_inner();
+    // Cut inside record 4,501 (records of this stream all have one length): the tail cannot be
+    // framed.
+    let keep = bytes.len() * 9 / 10 + 7;
+    bytes.truncate(keep);
+    std::fs::write(&path, bytes).unwrap();
+    let r = root.join("r.json");
+    let (ok, out, err) = train(
+        &cfg,
+        &[
+            "--data",
+            path.to_str().unwrap(),
+            "--window-rows",
+            "1000",
+            "--publish",
+            "none",
+            "--report",
+            r.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains("held back:") && out.contains("the 4 windows before it were trained"),
+        "{out}"
+    );
+    let j = report(&r);
+    assert_eq!(j["windows"], 4);
+    assert_eq!(j["bad_by_reason"]["truncated_record"], 1, "{j}");
+}

@@ -92,24 +92,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let mut windows = 0u64;
     let quiet = a.quiet;
     let report = trainer.backfill(&a.data, &opts, &mut |e| match e {
-        BackfillEvent::FileRead {
-            file,
-            bytes,
-            examples,
-            windows: w,
-        } => {
+        BackfillEvent::FileStarted { file, bytes } => {
             base += file_bytes;
             file_bytes = bytes;
             bar.set_position(base);
-            bar.set_message(format!(
-                "{}: {examples} examples, {w} windows",
-                file.display()
-            ));
-            if w == 0 {
-                base += bytes;
-                file_bytes = 0;
-                bar.set_position(base);
-            }
+            bar.set_message(format!("{}", file.display()));
         }
         BackfillEvent::Window {
             bytes_done, report, ..

@@ -16,8 +16,8 @@
 //! item: f64 priority, f32 label, u32 nnz, nnz × (u32 index, f32 value, u16 field); then an xxh3-64
 //! checksum of every byte before it. All integers little-endian.
 
-use evergreen_config::ReplayConfig;
 use evergreen_core::FeatureVector;
+use serde::{Deserialize, Serialize};
 use std::collections::BinaryHeap;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +25,63 @@ const MAGIC: &[u8; 8] = b"EVGREPLY";
 const VERSION: u32 = 1;
 /// Cap on the entries of one stored feature vector (longer vectors are not sampled).
 const MAX_NNZ: usize = 1 << 16;
+
+/// Replay settings (`[training.replay]`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayConfig {
+    /// Examples kept (0 disables replay).
+    #[serde(default)]
+    pub capacity: usize,
+    /// Replayed examples mixed into a window, per new training example (0.5: one replayed
+    /// example for every two new ones).
+    #[serde(default = "default_ratio")]
+    pub ratio: f64,
+    /// Windows after which an example's chance of being kept halves (0 = uniform reservoir over
+    /// the whole history).
+    #[serde(default)]
+    pub half_life_windows: f64,
+    /// Seed of the sampling.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_ratio() -> f64 {
+    0.5
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 0,
+            ratio: default_ratio(),
+            half_life_windows: 0.0,
+            seed: 0,
+        }
+    }
+}
+
+impl ReplayConfig {
+    /// Checks the ranges; returns the offending field and message.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.capacity > 10_000_000 {
+            return Err((
+                "capacity",
+                format!("must be at most 10000000 (got {})", self.capacity),
+            ));
+        }
+        if !(self.ratio.is_finite() && (0.0..=10.0).contains(&self.ratio)) {
+            return Err(("ratio", format!("must be in [0, 10] (got {})", self.ratio)));
+        }
+        if !(self.half_life_windows.is_finite() && self.half_life_windows >= 0.0) {
+            return Err((
+                "half_life_windows",
+                format!("must be >= 0 (got {})", self.half_life_windows),
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Why a replay file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +109,19 @@ struct Item {
     priority: f64,
     label: f32,
     x: FeatureVector,
+}
+
+/// The canonical order of items in a file (and of draws): priority, then content.
+fn canonical(a: &Item, b: &Item) -> std::cmp::Ordering {
+    a.priority
+        .total_cmp(&b.priority)
+        .then_with(|| a.label.total_cmp(&b.label))
+        .then_with(|| a.x.indices.cmp(&b.x.indices))
+        .then_with(|| {
+            let bits = |x: &FeatureVector| x.values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            bits(&a.x).cmp(&bits(&b.x))
+        })
+        .then_with(|| a.x.fields.cmp(&b.x.fields))
 }
 
 impl PartialEq for Item {
@@ -142,7 +212,7 @@ impl ReplayStore {
         let want = (self.cfg.ratio * n_new as f64).round() as usize;
         // Canonical order, so that a store read back from disk draws exactly the same examples.
         let mut items: Vec<&Item> = self.heap.iter().collect();
-        items.sort_by(|a, b| a.priority.total_cmp(&b.priority));
+        items.sort_by(|a, b| canonical(a, b));
         let base = mix(self.cfg.seed ^ 0x5245_504c ^ self.window.rotate_left(32));
         (0..want)
             .map(|i| {
@@ -195,7 +265,7 @@ impl ReplayStore {
     /// Serializes the store (canonical: items in priority order).
     pub fn encode(&self) -> Vec<u8> {
         let mut items: Vec<&Item> = self.heap.iter().collect();
-        items.sort_by(|a, b| a.priority.total_cmp(&b.priority));
+        items.sort_by(|a, b| canonical(a, b));
         let mut out = Vec::with_capacity(32 + items.len() * 64);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
@@ -239,6 +309,7 @@ impl ReplayStore {
         let offered = r.u64()?;
         let n = r.u32()? as usize;
         let mut heap = BinaryHeap::with_capacity(n.min(r.0.len() / 16));
+        let mut prev: Option<Item> = None;
         for _ in 0..n {
             let priority = r.f64()?;
             let label = r.f32()?;
@@ -256,7 +327,12 @@ impl ReplayStore {
             if !priority.is_finite() || !(label == 0.0 || label == 1.0) {
                 return Err("bad item");
             }
-            heap.push(Item { priority, label, x });
+            let item = Item { priority, label, x };
+            if prev.as_ref().is_some_and(|p| canonical(p, &item).is_gt()) {
+                return Err("items out of order");
+            }
+            prev = Some(item.clone());
+            heap.push(item);
         }
         if !r.0.is_empty() {
             return Err("trailing bytes");
@@ -419,6 +495,10 @@ mod tests {
         let bytes = s.encode();
         let t = ReplayStore::decode(&bytes, s.cfg).unwrap();
         assert_eq!(t.encode(), bytes);
+        if std::env::var_os("EVERGREEN_WRITE_FUZZ_SEED").is_some() {
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/seeds/replay_load");
+            std::fs::write(format!("{dir}/small.bin"), &bytes).unwrap();
+        }
         assert_eq!(t.draw(40), s.draw(40));
         for i in [0, 9, bytes.len() / 2, bytes.len() - 1] {
             let mut b = bytes.clone();
