@@ -67,7 +67,8 @@ fn main() {
         .unwrap_or(400_000);
     let (xs, ys) = stream(n, 1);
     println!(
-        "{n} examples x {FEATURES} features, 2^20 buckets, batches of {BATCH}, {PASSES} passes, {} CPUs visible",
+        "{n} examples x {FEATURES} features, 2^20 buckets, batches of {BATCH}, {PASSES} passes, \
+         {} CPUs visible",
         std::thread::available_parallelism().map_or(1, |p| p.get())
     );
     for threads in [0usize, 1, 2, 4] {

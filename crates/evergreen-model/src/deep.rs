@@ -1051,7 +1051,8 @@ impl Model for Deep {
     }
 }
 
-/// Where a [`Differentiable`] parameter id points (see the id scheme on the impl).
+/// Where a [`Differentiable`](crate::Differentiable) parameter id points (see the id scheme on
+/// the impl).
 enum ParamRef {
     /// Layer `layer` of `layers` then `cross` (chained), weight at flat row-major offset.
     Weight(usize, usize),
@@ -1117,19 +1118,20 @@ impl Deep {
 /// - `D + dim·k + idx`: the wide (linear) weight of hashed index `idx < dim`.
 ///
 /// Embedding and wide parameters exist only for rows that exist (admitted and not expired):
-/// [`param`](Differentiable::param) of a missing row reads 0 and
-/// [`set_param`](Differentiable::set_param) on it does nothing (it never creates a row). The
-/// wide part (and the embeddings with `embedding_optimizer = "ftrl"`) store FTRL `z` and `n`,
-/// not the weight: the parameter is still the effective weight, and `set_param` solves for the
-/// `z` that yields it under the current `n` (as [`crate::Ftrl`] does), so it round-trips up to
-/// f32 rounding of `z` and a NaN reaches the encoded state.
+/// [`param`](crate::Differentiable::param) of a missing row reads 0 and
+/// [`set_param`](crate::Differentiable::set_param) on it does nothing (it never creates a
+/// row). The wide part (and the embeddings with `embedding_optimizer = "ftrl"`) store FTRL `z`
+/// and `n`, not the weight: the parameter is still the effective weight, and `set_param` solves
+/// for the `z` that yields it under the current `n` (as [`crate::Ftrl`] does), so it
+/// round-trips up to f32 rounding of `z` and a NaN reaches the encoded state. Dense
+/// parameters are set directly (their Adam moments are left alone).
 ///
-/// [`loss_and_grad`](Differentiable::loss_and_grad) runs the training forward and backward
-/// passes on a batch of one (so the gradient is exactly what a `learn` step uses, before the
-/// optimizers) and returns every dense parameter (zero derivatives included: fine for the
-/// small shapes it is meant for), then the embedding coordinates of the example's existing
+/// [`loss_and_grad`](crate::Differentiable::loss_and_grad) runs the training forward and
+/// backward passes on a batch of one (so the gradient is exactly the one a `learn` step feeds
+/// to the optimizers) and returns every dense parameter (zero derivatives included: fine for
+/// the small shapes it is meant for), then the embedding coordinates of the example's existing
 /// rows in fields `< F`, then the wide weights of its existing rows, each in first-seen order.
-/// The loss is computed in f32 like training, so finite-difference checks need an f32
+/// The forward pass runs in f32 like training, so finite-difference checks need an f32
 /// tolerance.
 impl crate::Differentiable for Deep {
     fn loss_and_grad(&self, x: &FeatureVector, y: f32) -> (f64, Vec<(usize, f64)>) {

@@ -532,7 +532,8 @@ proptest! {
                 let (_, back) =
                     loaded.map_err(|e| TestCaseError::fail(format!("{}: {e}", k.name)))?;
                 for (x, _) in &xs {
-                    prop_assert_eq!(back.predict(x).to_bits(), m.predict(x).to_bits(), "{}", k.name);
+                    let (b, a) = (back.predict(x), m.predict(x));
+                    prop_assert_eq!(b.to_bits(), a.to_bits(), "{}", k.name);
                 }
             } else {
                 prop_assert!(matches!(loaded, Err(ModelError::Body(_))), "{}", k.name);
