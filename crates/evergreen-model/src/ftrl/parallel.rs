@@ -5,12 +5,13 @@
 //!
 //! Sharing is data-race free: for the duration of the call the storage (held through
 //! `&mut self`) is viewed as atomics of the same size and alignment (`f32` bits as
-//! [`AtomicU32`], f16 bits as [`AtomicU16`], counters as [`AtomicU8`]) and every access is a
-//! `Relaxed` load or store, which compiles to a plain load or store on the usual targets. Two
-//! threads updating the same bucket at once may lose one of the two updates (a read-modify-write
-//! is not atomic as a whole), which is the Hogwild trade: with sparse features collisions are
-//! rare and the effect is a small amount of extra noise. Each bucket's value is always one that
-//! some thread wrote, never a torn mix.
+//! [`AtomicU32`], f16 bits as [`AtomicU16`], counters as [`AtomicU8`]). `z` and `n` are read and
+//! written with `Relaxed` loads and stores, which compile to plain loads and stores on the usual
+//! targets. Two threads updating the same bucket at once may lose one of the two updates (the
+//! update is not atomic as a whole), which is the Hogwild trade: with sparse features
+//! collisions are rare and the effect is a small amount of extra noise. Each value is always one
+//! that some thread wrote, never a torn mix, and `n` stays non-negative. Admission counters use
+//! atomic read-modify-writes (see `Worker::admit`) so that an admitted bucket stays admitted.
 //!
 //! With one thread the update sequence, the example numbers used for the f16 rounding and
 //! admission draws, and hence the result, are exactly those of
@@ -125,26 +126,29 @@ impl Worker<'_> {
         weight_of(&self.params, self.z.get(i), || self.n.get(i))
     }
 
-    /// `Ftrl::admit` on the shared counters (a racing increment may be lost).
+    /// `Ftrl::admit` on the shared counters. Unlike `z` and `n`, the counters are updated with
+    /// atomic read-modify-writes: a count only grows (compare-and-swap, never past `need`) and
+    /// `ADMITTED` (`u8::MAX`) is set with `fetch_max`, so once a bucket is admitted, and maybe
+    /// updated, no racing thread can turn it back into "not admitted" (which would leave state
+    /// the decoder refuses: a bucket with `z`, `n` but no admission).
     fn admit(&self, i: usize, examples: u64) -> bool {
         let need = self.params.admit_after.max(1) as u8;
         let p = self.params.admit_probability;
         let Some(cell) = self.counts.get(i) else {
             return false;
         };
-        let mut c = cell.load(Relaxed);
+        let c = match cell.fetch_update(Relaxed, Relaxed, |c| (c < need).then(|| c + 1)) {
+            Ok(old) => old + 1,
+            Err(c) => c,
+        };
         if c == ADMITTED {
             return true;
-        }
-        if c < need {
-            c += 1;
-            cell.store(c, Relaxed);
         }
         if c < need {
             return false;
         }
         if p >= 1.0 || admission_draw(self.params.seed, i, examples, p) {
-            cell.store(ADMITTED, Relaxed);
+            cell.fetch_max(ADMITTED, Relaxed);
             true
         } else {
             false
@@ -398,5 +402,96 @@ mod tests {
         x.push(DIM as u32 + 5, 1.0);
         m.learn_parallel(&[x.clone(), x], &[1.0, 0.0], 2, &mut p);
         assert!(m.is_finite());
+    }
+}
+
+#[cfg(test)]
+mod contention {
+    use super::*;
+    use crate::Model;
+
+    /// Two threads released together on the same fresh buckets, many times: the admission
+    /// counters race, and the state must still be one the decoder accepts (no bucket with `z`,
+    /// `n` but not marked admitted). The harmful interleavings are nanoseconds wide, so this is a
+    /// smoke test (it did not catch the earlier load/store version in a few runs); the argument
+    /// for correctness is in `Worker::admit`.
+    #[test]
+    fn racing_admissions_never_unadmit_a_bucket() {
+        let dim = 1 << 14;
+        for probability in [1.0, 0.5] {
+            let params = FtrlParams {
+                admit_after: 2,
+                admit_probability: probability,
+                seed: 1,
+                ..FtrlParams::default()
+            };
+            let mut m = Ftrl::new(params, dim);
+            let worker = Worker {
+                params,
+                z: Shared::of(&mut m.z),
+                n: Shared::of(&mut m.n),
+                counts: view::u8s(&mut m.counts),
+            };
+            let barrier = std::sync::Barrier::new(2);
+            std::thread::scope(|s| {
+                for t in 0..2u64 {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        for chunk in 0..dim / 64 {
+                            barrier.wait();
+                            for rep in 0..8u64 {
+                                for i in chunk * 64..(chunk + 1) * 64 {
+                                    let mut x = FeatureVector::default();
+                                    x.push(i as u32, 1.0);
+                                    worker.learn(&x, (rep % 2) as f32, 2 * rep + t);
+                                }
+                            }
+                        }
+                    });
+                }
+            });
+            crate::load(&crate::save(&m, 1))
+                .unwrap_or_else(|e| panic!("p={probability}: racing admissions: {e}"));
+        }
+    }
+
+    /// Many threads hammering few buckets (every update races): the state stays one the decoder
+    /// accepts: `n >= 0`, finite, and no bucket updated without being marked admitted.
+    #[test]
+    fn heavy_contention_keeps_a_loadable_state() {
+        let dim = 4096;
+        for params in [
+            FtrlParams::default(),
+            FtrlParams {
+                storage: WeightStorage::F16,
+                ..FtrlParams::default()
+            },
+            FtrlParams {
+                admit_after: 3,
+                admit_probability: 0.5,
+                seed: 9,
+                ..FtrlParams::default()
+            },
+        ] {
+            let mut m = Ftrl::new(params, dim);
+            let mut preds = Vec::new();
+            for round in 0..20u32 {
+                // each round: fresh buckets, so admission races happen every round
+                let (xs, ys): (Vec<_>, Vec<_>) = (0..4000u32)
+                    .map(|j| {
+                        let mut x = FeatureVector::default();
+                        for f in 0..20 {
+                            x.push((round * 40 + (j + f) % 24) % dim as u32, 1.0);
+                        }
+                        (x, f32::from(u8::from(j % 3 == 0)))
+                    })
+                    .unzip();
+                m.learn_parallel(&xs, &ys, 4, &mut preds);
+            }
+            assert!(preds.iter().all(|p| (0.0..=1.0).contains(p)));
+            assert!(m.is_finite());
+            crate::load(&crate::save(&m, 1))
+                .unwrap_or_else(|e| panic!("{params:?}: racing updates broke the state: {e}"));
+        }
     }
 }
