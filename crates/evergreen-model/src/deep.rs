@@ -9,7 +9,9 @@
 //!   constant input) is sum-pooled: `e_f = Σ_{entries i of field f} x_i · v(index_i)`, so a
 //!   numeric field's single entry with value `x` gives `x·v` as in DeepFM. Entries whose field id
 //!   is `>= F` are skipped by the embedding part (they still feed the wide part). An id without
-//!   a row (not admitted yet, expired, or table full) contributes a zero vector.
+//!   a row (not admitted yet, expired, or table full) contributes a zero vector. Entries whose
+//!   index is outside the hash space (`>= dim`) are ignored by every part (as by `Ftrl`): they
+//!   would otherwise create rows that the decoder refuses.
 //! - **Deep tower.** `[e_0, …, e_{F-1}]` (width `F·k`) → Linear+ReLU per `hidden` width →
 //!   Linear to one logit.
 //! - **Wide / linear part.** FTRL-Proximal over the same hashed features (all entries), stored
@@ -497,6 +499,9 @@ impl Deep {
         let mut sq = 0.0f32;
         let fm = self.params.variant == DeepVariant::DeepFm;
         for ((&idx, &val), &field) in x.indices.iter().zip(&x.values).zip(&x.fields) {
+            if idx as usize >= self.dim {
+                continue;
+            }
             let v = clean(val);
             if let Some(w) = self.wide.row(idx) {
                 wide += w[0] as f64 * v as f64;
@@ -537,12 +542,18 @@ impl Deep {
         if logit.is_nan() { 0.5 } else { sigmoid(logit) }
     }
 
-    /// Batch forward into the scratch buffers; returns nothing, logits in `out`.
+    /// Batch forward into the model's scratch buffers; logits appended to `out`.
     fn forward_batch(&mut self, xs: &[FeatureVector], out: &mut Vec<f64>) {
+        let mut s = std::mem::take(&mut self.scratch);
+        self.forward_into(&mut s, xs, out);
+        self.scratch = s;
+    }
+
+    /// Batch forward into the given scratch buffers; logits appended to `out`.
+    fn forward_into(&self, s: &mut Scratch, xs: &[FeatureVector], out: &mut Vec<f64>) {
         let b = xs.len();
         let k = self.params.embedding_dim;
         let in0 = self.fields * k;
-        let mut s = std::mem::take(&mut self.scratch);
         if s.x0.dim() != (b, in0) {
             s.x0 = Array2::zeros((b, in0));
         } else {
@@ -611,15 +622,22 @@ impl Deep {
             }
             out.push(logit);
         }
+    }
+
+    /// Backward of the summed loss `Σ_r loss_r` given `g[r] = ∂loss_r/∂logit_r`, after
+    /// [`forward_batch`](Self::forward_batch) on the same `xs`: dense gradients into
+    /// `scratch.dw/db` (`cdw/cdb`), sparse ones into `scratch.emb/lin`.
+    fn backward_batch(&mut self, xs: &[FeatureVector], g: &[f32]) {
+        let mut s = std::mem::take(&mut self.scratch);
+        self.backward_into(&mut s, xs, g);
         self.scratch = s;
     }
 
-    /// Backward of the summed loss `Σ_r loss_r` given `g[r] = ∂loss_r/∂logit_r`: dense
-    /// gradients into `scratch.dw/db`, sparse ones into `scratch.emb/lin`.
-    fn backward_batch(&mut self, xs: &[FeatureVector], g: &[f32]) {
+    /// [`backward_batch`](Self::backward_batch) on the given scratch buffers (filled by
+    /// [`forward_into`](Self::forward_into) on the same `xs`).
+    fn backward_into(&self, s: &mut Scratch, xs: &[FeatureVector], g: &[f32]) {
         let k = self.params.embedding_dim;
         let nl = self.layers.len();
-        let mut s = std::mem::take(&mut self.scratch);
         if s.dw.len() != nl {
             s.dw = self
                 .layers
@@ -665,7 +683,7 @@ impl Deep {
             }
         }
         if !self.cross.is_empty() {
-            self.cross_backward(&mut s);
+            self.cross_backward(s);
         }
         s.emb.clear();
         s.lin.clear();
@@ -677,6 +695,9 @@ impl Deep {
             let sum = s.sum.row(r);
             let sum = sum.as_slice().unwrap_or(&[]);
             for ((&idx, &val), &field) in x.indices.iter().zip(&x.values).zip(&x.fields) {
+                if idx as usize >= self.dim {
+                    continue;
+                }
                 let v = clean(val);
                 s.lin.slot(idx, 1)[0] += gr * v;
                 let f = field as usize;
@@ -695,7 +716,6 @@ impl Deep {
                 }
             }
         }
-        self.scratch = s;
     }
 
     /// DCN backward: on entry `s.dx0` holds ∂L/∂x_L (the tower's input); on exit ∂L/∂x_0.
@@ -1028,6 +1048,170 @@ impl Model for Deep {
 
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
         self
+    }
+}
+
+/// Where a [`Differentiable`](crate::Differentiable) parameter id points (see the id scheme on
+/// the impl).
+enum ParamRef {
+    /// Layer `layer` of `layers` then `cross` (chained), weight at flat row-major offset.
+    Weight(usize, usize),
+    /// Layer `layer` (as above), bias `j`.
+    Bias(usize, usize),
+    /// Embedding row of hashed index `idx`, coordinate `d`.
+    Embedding(u32, usize),
+    /// Wide weight of hashed index `idx`.
+    Wide(u32),
+}
+
+impl Deep {
+    /// Number of dense parameters (weights and biases of the tower and cross layers).
+    fn dense_params(&self) -> usize {
+        self.layers
+            .iter()
+            .chain(&self.cross)
+            .map(|l| l.w.len() + l.b.len())
+            .sum()
+    }
+
+    /// Decodes a parameter id; `None` past the last one.
+    fn param_ref(&self, id: usize) -> Option<ParamRef> {
+        let mut rest = id;
+        for (l, layer) in self.layers.iter().chain(&self.cross).enumerate() {
+            let (nw, nb) = (layer.w.len(), layer.b.len());
+            if rest < nw {
+                return Some(ParamRef::Weight(l, rest));
+            }
+            if rest < nw + nb {
+                return Some(ParamRef::Bias(l, rest - nw));
+            }
+            rest -= nw + nb;
+        }
+        let k = self.params.embedding_dim;
+        let emb = self.dim.checked_mul(k)?;
+        if rest < emb {
+            // (rest < emb implies k > 0)
+            return Some(ParamRef::Embedding((rest / k) as u32, rest % k));
+        }
+        rest -= emb;
+        (rest < self.dim).then_some(ParamRef::Wide(rest as u32))
+    }
+
+    fn dense_layer_mut(&mut self, l: usize) -> Option<&mut DenseLayer> {
+        let nl = self.layers.len();
+        if l < nl {
+            self.layers.get_mut(l)
+        } else {
+            self.cross.get_mut(l - nl)
+        }
+    }
+}
+
+/// Parameter ids (gradient checks and the conformance suite only; not a stable API). With
+/// `D = Σ (input·output + output)` over the tower layers (input to output, the final one-wide
+/// layer last) and then the DCN cross layers (empty for the other variants), `k` the embedding
+/// width and `dim` the hash space:
+///
+/// - `0 .. D`: per layer in that order, its weights `W[i][j]` at `i·output + j` (row-major),
+///   then its biases `b[j]`;
+/// - `D + idx·k + d`: coordinate `d` of the embedding row of hashed index `idx < dim`;
+/// - `D + dim·k + idx`: the wide (linear) weight of hashed index `idx < dim`.
+///
+/// Embedding and wide parameters exist only for rows that exist (admitted and not expired):
+/// [`param`](crate::Differentiable::param) of a missing row reads 0 and
+/// [`set_param`](crate::Differentiable::set_param) on it does nothing (it never creates a
+/// row). The wide part (and the embeddings with `embedding_optimizer = "ftrl"`) store FTRL `z`
+/// and `n`, not the weight: the parameter is still the effective weight, and `set_param` solves
+/// for the `z` that yields it under the current `n` (as [`crate::Ftrl`] does), so it
+/// round-trips up to f32 rounding of `z` and a NaN reaches the encoded state. Dense
+/// parameters are set directly (their Adam moments are left alone).
+///
+/// [`loss_and_grad`](crate::Differentiable::loss_and_grad) runs the training forward and
+/// backward passes on a batch of one (so the gradient is exactly the one a `learn` step feeds
+/// to the optimizers) and returns every dense parameter (zero derivatives included: fine for
+/// the small shapes it is meant for), then the embedding coordinates of the example's existing
+/// rows in fields `< F`, then the wide weights of its existing rows, each in first-seen order.
+/// The forward pass runs in f32 like training, so finite-difference checks need an f32
+/// tolerance.
+impl crate::Differentiable for Deep {
+    fn loss_and_grad(&self, x: &FeatureVector, y: f32) -> (f64, Vec<(usize, f64)>) {
+        let mut s = Scratch::default();
+        let mut logits = Vec::with_capacity(1);
+        let xs = std::slice::from_ref(x);
+        self.forward_into(&mut s, xs, &mut logits);
+        let p = Self::finish(logits[0]);
+        let g = (p - f64::from(y)) as f32;
+        self.backward_into(&mut s, xs, &[g]);
+        let mut grad = Vec::with_capacity(self.dense_params());
+        let dense =
+            s.dw.iter()
+                .zip(&s.db)
+                .chain(s.cdw.iter().zip(&s.cdb))
+                .flat_map(|(dw, db)| dw.iter().chain(db));
+        grad.extend(dense.enumerate().map(|(i, &v)| (i, f64::from(v))));
+        debug_assert_eq!(grad.len(), self.dense_params());
+        let k = self.params.embedding_dim;
+        let base = self.dense_params();
+        for (i, &id) in s.emb.ids.iter().enumerate() {
+            if (id as usize) < self.dim && self.emb.row(id).is_some() {
+                let gs = &s.emb.g[i * k..(i + 1) * k];
+                grad.extend(
+                    gs.iter()
+                        .enumerate()
+                        .map(|(d, &v)| (base + id as usize * k + d, f64::from(v))),
+                );
+            }
+        }
+        let base = base + self.dim * k;
+        for (i, &id) in s.lin.ids.iter().enumerate() {
+            if (id as usize) < self.dim && self.wide.row(id).is_some() {
+                grad.push((base + id as usize, f64::from(s.lin.g[i])));
+            }
+        }
+        (crate::common::logloss(p, y), grad)
+    }
+
+    fn param(&self, id: usize) -> f64 {
+        let v = match self.param_ref(id) {
+            Some(ParamRef::Weight(l, o)) => {
+                let layer = self.layers.iter().chain(&self.cross).nth(l);
+                layer.and_then(|l| l.w.as_slice()?.get(o).copied())
+            }
+            Some(ParamRef::Bias(l, j)) => {
+                let layer = self.layers.iter().chain(&self.cross).nth(l);
+                layer.and_then(|l| l.b.get(j).copied())
+            }
+            Some(ParamRef::Embedding(idx, d)) => self.emb.row(idx).and_then(|r| r.get(d).copied()),
+            Some(ParamRef::Wide(idx)) => self.wide.row(idx).map(|r| r[0]),
+            None => None,
+        };
+        v.map_or(0.0, f64::from)
+    }
+
+    fn set_param(&mut self, id: usize, value: f64) {
+        match self.param_ref(id) {
+            Some(ParamRef::Weight(l, o)) => {
+                if let Some(w) = self
+                    .dense_layer_mut(l)
+                    .and_then(|l| l.w.as_slice_mut())
+                    .and_then(|w| w.get_mut(o))
+                {
+                    *w = value as f32;
+                }
+            }
+            Some(ParamRef::Bias(l, j)) => {
+                if let Some(b) = self.dense_layer_mut(l).and_then(|l| l.b.get_mut(j)) {
+                    *b = value as f32;
+                }
+            }
+            Some(ParamRef::Embedding(idx, d)) => {
+                self.emb.set_weight(idx, d, value);
+            }
+            Some(ParamRef::Wide(idx)) => {
+                self.wide.set_weight(idx, 0, value);
+            }
+            None => {}
+        }
     }
 }
 

@@ -218,6 +218,36 @@ impl HashedEmbeddingTable {
         self.w.get_mut(s..s + self.dim)
     }
 
+    /// Overwrites coordinate `j` of the row of `id` with `value` (rounded to f32), if the row
+    /// exists; returns whether it does. With FTRL the stored state is `z` (and `n`): `z` is
+    /// solved for so that the derived weight is `value` under the current `n` (as
+    /// `Ftrl::set_param` does; 0 gives `z = 0`), so a NaN reaches `z` and hence the encoded
+    /// state. Parameter-level access for gradient checks, not a training path.
+    pub(crate) fn set_weight(&mut self, id: u32, j: usize, value: f64) -> bool {
+        let Some(&slot) = self.slots.get(&id) else {
+            return false;
+        };
+        if j >= self.dim {
+            return false;
+        }
+        let a = slot as usize * self.dim + j;
+        if self.cfg.optimizer == SparseOptimizer::Ftrl {
+            let c = &self.cfg;
+            let n = self.s2[a];
+            let denom = (c.ftrl_beta as f64 + (n as f64).sqrt()) / c.lr as f64 + c.l2 as f64;
+            let z = if value == 0.0 {
+                0.0
+            } else {
+                -(value * denom + value.signum() * c.ftrl_l1 as f64)
+            };
+            self.s1[a] = z as f32;
+            self.w[a] = ftrl_weight(c, self.s1[a], n);
+        } else {
+            self.w[a] = value as f32;
+        }
+        true
+    }
+
     /// Ids of the live rows, sorted.
     pub fn ids(&self) -> Vec<u32> {
         let mut v: Vec<u32> = self.slots.keys().copied().collect();

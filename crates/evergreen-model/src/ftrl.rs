@@ -5,6 +5,8 @@ use crate::{Differentiable, Model, ModelKind, sigmoid};
 use evergreen_core::FeatureVector;
 use serde::{Deserialize, Serialize};
 
+mod parallel;
+
 /// How `z` and `n` are stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -233,6 +235,38 @@ pub(crate) fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(bits)
 }
 
+/// The FTRL-Proximal weight of a bucket from its `z` and `n` (`n` read only when needed).
+#[inline(always)]
+fn weight_of(p: &FtrlParams, z: f32, n: impl FnOnce() -> f32) -> f64 {
+    let z = f64::from(z);
+    if z.abs() <= p.l1 {
+        0.0
+    } else {
+        let n = f64::from(n());
+        // Clamped: a weight beyond 1e10 saturates the sigmoid anyway, and the bound keeps
+        // every margin finite even when the denominator underflows to zero.
+        (-(z - z.signum() * p.l1) / ((p.beta + n.sqrt()) / p.alpha + p.l2))
+            .clamp(-MAX_WEIGHT, MAX_WEIGHT)
+    }
+}
+
+/// The probabilistic-admission draw of bucket `i` at example number `examples`.
+#[inline]
+fn admission_draw(seed: u64, i: usize, examples: u64, p: f64) -> bool {
+    let h =
+        crate::common::mix64(seed ^ crate::common::mix64((i as u64) ^ examples.rotate_left(32)));
+    ((h >> 11) as f64) * (1.0 / (1u64 << 53) as f64) < p
+}
+
+/// The stochastic-rounding draws (for `z`, for `n`) of an f16 update of bucket `i` at example
+/// number `examples`.
+#[inline]
+fn rounding_draws(seed: u64, i: usize, examples: u64) -> (f64, f64) {
+    let h = crate::common::mix64(seed ^ crate::common::mix64((i as u64) ^ (examples << 32)));
+    let to_unit = |b: u64| (b >> 40) as f64 * (1.0 / (1u64 << 24) as f64);
+    (to_unit(h), to_unit(h << 24))
+}
+
 /// Per-bucket values in the configured precision.
 #[derive(Debug, Clone, PartialEq)]
 enum Store {
@@ -389,17 +423,7 @@ impl Ftrl {
         if i >= self.z.len() {
             return 0.0;
         }
-        let z = f64::from(self.z.get(i));
-        let p = &self.params;
-        if z.abs() <= p.l1 {
-            0.0
-        } else {
-            let n = f64::from(self.n.get(i));
-            // Clamped: a weight beyond 1e10 saturates the sigmoid anyway, and the bound keeps
-            // every margin finite even when the denominator underflows to zero.
-            (-(z - z.signum() * p.l1) / ((p.beta + n.sqrt()) / p.alpha + p.l2))
-                .clamp(-MAX_WEIGHT, MAX_WEIGHT)
-        }
+        weight_of(&self.params, self.z.get(i), || self.n.get(i))
     }
 
     /// The current weight of a bucket (0 outside the model).
@@ -430,13 +454,7 @@ impl Ftrl {
         if *c < need {
             return false;
         }
-        let draw = || {
-            let h = crate::common::mix64(
-                seed ^ crate::common::mix64((i as u64) ^ examples.rotate_left(32)),
-            );
-            ((h >> 11) as f64) * (1.0 / (1u64 << 53) as f64) < p
-        };
-        if p >= 1.0 || draw() {
+        if p >= 1.0 || admission_draw(seed, i, examples, p) {
             *c = ADMITTED;
             true
         } else {
@@ -545,12 +563,9 @@ impl Model for Ftrl {
             let z = (self.z.get(i) as f64 + gi - sigma * w) as f32;
             let n = (n + gi * gi) as f32;
             if self.params.storage == WeightStorage::F16 {
-                let h = crate::common::mix64(
-                    self.params.seed ^ crate::common::mix64((i as u64) ^ (self.examples << 32)),
-                );
-                let to_unit = |b: u64| (b >> 40) as f64 * (1.0 / (1u64 << 24) as f64);
-                self.z.set_stochastic(i, z, to_unit(h));
-                self.n.set_stochastic(i, n, to_unit(h << 24));
+                let (uz, un) = rounding_draws(self.params.seed, i, self.examples);
+                self.z.set_stochastic(i, z, uz);
+                self.n.set_stochastic(i, n, un);
             } else {
                 self.z.set(i, z);
                 self.n.set(i, n);

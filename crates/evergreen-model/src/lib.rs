@@ -1,4 +1,5 @@
-//! Online models and their versioned, checksummed binary format. Pure: no IO, no threads.
+//! Online models and their versioned, checksummed binary format. Pure: no IO; no threads
+//! except inside [`Ftrl::learn_parallel`] (Hogwild-style, scoped, opt-in).
 //!
 //! Every model implements [`Model`]: predict a probability for a hashed feature vector, learn one
 //! labelled example, encode its full state (optimizer state included, so a later cycle

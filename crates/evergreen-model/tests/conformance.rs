@@ -1,10 +1,12 @@
-//! Conformance suite: every model kind must pass the same checks. To add a kind, add one line
-//! to [`KINDS`].
+//! Conformance suite: every model kind must pass the same checks. To add a kind, add one entry
+//! to [`KINDS`]. Per-example kinds (FTRL, FM, FFM) learn a batch example by example; mini-batch
+//! kinds (the deep models) take one step per batch, so for them the batch properties are: a
+//! batch of one is `learn`, and the predictions returned are `predict` before the batch.
 
 use evergreen_core::FeatureVector;
 use evergreen_model::{
-    Differentiable, Ffm, FfmParams, Fm, FmParams, Ftrl, FtrlParams, Model, ModelError,
-    WeightStorage, load, save,
+    Deep, DeepParams, DeepVariant, Differentiable, Ffm, FfmParams, Fm, FmParams, Ftrl, FtrlParams,
+    Model, ModelError, WeightStorage, load, save,
 };
 use proptest::prelude::*;
 
@@ -15,20 +17,38 @@ const FIELDS: usize = 4;
 struct Kind {
     name: &'static str,
     make: fn() -> Box<dyn Differentiable>,
-    /// Parameters exact enough (f32) for a finite-difference gradient check.
-    grad_check: bool,
+    /// Finite-difference gradient check, and how exact it can be.
+    grad_check: GradCheck,
+    /// True for a mini-batch model (`learn_batch` is one step on the whole batch, not
+    /// `learn` example by example): see `learn_batch_returns_pre_update_predictions`.
+    minibatch: bool,
+}
+
+/// How a kind's gradients are checked against central differences.
+#[derive(Clone, Copy, PartialEq)]
+enum GradCheck {
+    /// Not checked (parameters too coarse, e.g. f16 storage).
+    Off,
+    /// f32 parameters, loss computed in f64: step `1e-3·max(|θ|, 0.1)`, tolerance
+    /// `1e-4 + 2e-3·|g|`.
+    Exact,
+    /// f32 parameters and f32 arithmetic (the deep models): step `1e-2·max(|θ|, 0.1)`,
+    /// tolerance `2e-3 + 2e-2·|g|` (as the deep model's own gradient tests).
+    F32,
 }
 
 const KINDS: &[Kind] = &[
     Kind {
         name: "ftrl",
         make: || Box::new(Ftrl::new(FtrlParams::default(), DIM)),
-        grad_check: true,
+        grad_check: GradCheck::Exact,
+        minibatch: false,
     },
     Kind {
         name: "ftrl-f16-admission",
         make: ftrl_f16_admission,
-        grad_check: false,
+        grad_check: GradCheck::Off,
+        minibatch: false,
     },
     Kind {
         name: "fm",
@@ -42,12 +62,14 @@ const KINDS: &[Kind] = &[
                 FIELDS,
             ))
         },
-        grad_check: true,
+        grad_check: GradCheck::Exact,
+        minibatch: false,
     },
     Kind {
         name: "ffm",
         make: || Box::new(Ffm::new(FfmParams::default(), DIM, FIELDS)),
-        grad_check: true,
+        grad_check: GradCheck::Exact,
+        minibatch: false,
     },
     Kind {
         name: "ffm-unnormalized",
@@ -61,9 +83,65 @@ const KINDS: &[Kind] = &[
                 FIELDS,
             ))
         },
-        grad_check: true,
+        grad_check: GradCheck::Exact,
+        minibatch: false,
+    },
+    Kind {
+        name: "wide_deep",
+        make: || deep(DeepVariant::WideDeep),
+        grad_check: GradCheck::F32,
+        minibatch: true,
+    },
+    Kind {
+        name: "deepfm",
+        make: || deep(DeepVariant::DeepFm),
+        grad_check: GradCheck::F32,
+        minibatch: true,
+    },
+    Kind {
+        name: "dcn",
+        make: || deep(DeepVariant::Dcn),
+        grad_check: GradCheck::F32,
+        minibatch: true,
+    },
+    Kind {
+        name: "deepfm-ftrl-embeddings",
+        make: deepfm_ftrl_embeddings,
+        grad_check: GradCheck::F32,
+        minibatch: true,
     },
 ];
+
+/// A small deep model: embedding width 4, tower [8, 6] (DCN: 2 cross layers of 16×16).
+fn deep_params(variant: DeepVariant) -> DeepParams {
+    DeepParams {
+        variant,
+        embedding_dim: 4,
+        hidden: vec![8, 6],
+        cross_layers: 2,
+        lr: 0.01,
+        seed: 5,
+        ..DeepParams::default()
+    }
+}
+
+fn deep(variant: DeepVariant) -> Box<dyn Differentiable> {
+    let p = deep_params(variant);
+    p.validate().expect("valid deep params");
+    Box::new(Deep::new(p, DIM, FIELDS))
+}
+
+/// DeepFM with FTRL embeddings (settable only through `z`) and admission after 1 sighting
+/// (rows created lazily).
+fn deepfm_ftrl_embeddings() -> Box<dyn Differentiable> {
+    let p = DeepParams {
+        embedding_optimizer: evergreen_model::SparseOptimizer::Ftrl,
+        admit_after: 1,
+        ..deep_params(DeepVariant::DeepFm)
+    };
+    p.validate().expect("valid deep params");
+    Box::new(Deep::new(p, DIM, FIELDS))
+}
 
 fn ftrl_f16_admission() -> Box<dyn Differentiable> {
     let params = FtrlParams {
@@ -136,7 +214,11 @@ fn mean_logloss(m: &dyn Model, data: &[(FeatureVector, f32)]) -> f64 {
 
 #[test]
 fn analytic_gradients_match_central_differences() {
-    for k in KINDS.iter().filter(|k| k.grad_check) {
+    for k in KINDS.iter().filter(|k| k.grad_check != GradCheck::Off) {
+        let (step, abs, rel) = match k.grad_check {
+            GradCheck::F32 => (1e-2, 2e-3, 2e-2),
+            _ => (1e-3, 1e-4, 2e-3),
+        };
         let mut m = trained(k);
         // Repeated indices, several fields, real values.
         let mut x = FeatureVector::default();
@@ -151,7 +233,7 @@ fn analytic_gradients_match_central_differences() {
             assert!(grad.len() > 3, "{}: {} gradients", k.name, grad.len());
             for &(id, g) in &grad {
                 let theta = m.param(id);
-                let h = 1e-3 * theta.abs().max(0.1);
+                let h = step * theta.abs().max(0.1);
                 m.set_param(id, theta + h);
                 let (plus, up) = (m.loss_and_grad(&x, y).0, m.param(id));
                 m.set_param(id, theta - h);
@@ -165,7 +247,7 @@ fn analytic_gradients_match_central_differences() {
                 );
                 let numeric = (plus - minus) / (up - down);
                 assert!(
-                    (numeric - g).abs() <= 1e-4 + 2e-3 * g.abs(),
+                    (numeric - g).abs() <= abs + rel * g.abs(),
                     "{} y={y} param {id}: analytic {g} vs numeric {numeric}",
                     k.name
                 );
@@ -248,26 +330,34 @@ fn warm_start_through_a_file_equals_training_in_one_go() {
 #[test]
 fn a_nan_parameter_fails_the_finite_check_and_the_decoder() {
     for k in KINDS {
-        let mut m = trained(k);
-        assert!(m.is_finite(), "{}", k.name);
         let x = &toy(1, 21)[0].0;
-        let (_, grad) = m.loss_and_grad(x, 1.0);
-        let id = grad.last().expect("some parameter").0;
-        m.set_param(id, f64::NAN);
-        assert!(!m.is_finite(), "{}: NaN parameter {id} not noticed", k.name);
-        let p = m.predict(x);
-        assert!((0.0..=1.0).contains(&p), "{}: {p}", k.name);
-        assert!(
-            matches!(load(&save(m.as_ref(), 1)), Err(ModelError::Body(_))),
-            "{}: a NaN parameter loaded",
-            k.name
-        );
+        let (_, grad) = trained(k).loss_and_grad(x, 1.0);
+        assert!(!grad.is_empty(), "{}", k.name);
+        // The last, first and middle parameters the example touches (for the deep kinds: a
+        // wide weight, a dense weight, an embedding coordinate or dense parameter).
+        for at in [grad.len() - 1, 0, grad.len() / 2] {
+            let mut m = trained(k);
+            assert!(m.is_finite(), "{}", k.name);
+            let id = grad[at].0;
+            m.set_param(id, f64::NAN);
+            assert!(!m.is_finite(), "{}: NaN parameter {id} not noticed", k.name);
+            let p = m.predict(x);
+            assert!((0.0..=1.0).contains(&p), "{}: {p}", k.name);
+            assert!(
+                matches!(load(&save(m.as_ref(), 1)), Err(ModelError::Body(_))),
+                "{}: a NaN parameter {id} loaded",
+                k.name
+            );
+        }
     }
 }
 
+/// Per-example kinds: `learn_batch` is `learn` example by example, bit for bit (predictions and
+/// state), whatever the batch size. (A mini-batch kind takes one step per batch instead: see
+/// the two tests below.)
 #[test]
 fn learn_batch_equals_learning_one_by_one() {
-    for k in KINDS {
+    for k in KINDS.iter().filter(|k| !k.minibatch) {
         let data = toy(120, 31);
         let (xs, ys): (Vec<_>, Vec<_>) = data.into_iter().unzip();
         let mut a = (k.make)();
@@ -279,6 +369,114 @@ fn learn_batch_equals_learning_one_by_one() {
         }
         assert_eq!(pa, pb, "{}", k.name);
         assert_eq!(body(a.as_ref()), body(b.as_ref()), "{}", k.name);
+    }
+}
+
+/// Every kind: `learn_batch` on batches of one is exactly `learn` (predictions and state, bit
+/// for bit).
+#[test]
+fn learn_batch_of_one_equals_learn() {
+    for k in KINDS {
+        let data = toy(120, 32);
+        let mut a = (k.make)();
+        let mut b = (k.make)();
+        let mut pb = Vec::new();
+        for (x, y) in &data {
+            let pa = a.learn(x, *y);
+            b.learn_batch(std::slice::from_ref(x), std::slice::from_ref(y), &mut pb);
+            assert_eq!(
+                pb.last().map(|p| p.to_bits()),
+                Some(pa.to_bits()),
+                "{}",
+                k.name
+            );
+        }
+        assert_eq!(pb.len(), data.len(), "{}", k.name);
+        assert_eq!(body(a.as_ref()), body(b.as_ref()), "{}", k.name);
+    }
+}
+
+/// Every kind: `learn_batch` appends one pre-update prediction per example (progressive
+/// validation): for a mini-batch kind, what `predict` said before the batch (the batch forward
+/// path may round differently from `predict`: 1e-6); for a per-example kind, exactly what
+/// `predict` said just before that example's own update. The step is deterministic (a copy
+/// taking the same batch ends bit-identical) and changes the model.
+#[test]
+fn learn_batch_returns_pre_update_predictions() {
+    for k in KINDS {
+        let data = toy(120, 33);
+        let mut m = (k.make)();
+        let mut shadow = (k.make)();
+        let mut preds = vec![-1.0];
+        for chunk in data.chunks(16) {
+            let (xs, ys): (Vec<_>, Vec<_>) = chunk.iter().cloned().unzip();
+            let expected: Vec<f64> = if k.minibatch {
+                xs.iter().map(|x| m.predict(x)).collect()
+            } else {
+                xs.iter()
+                    .zip(&ys)
+                    .map(|(x, y)| {
+                        let p = shadow.predict(x);
+                        shadow.learn(x, *y);
+                        p
+                    })
+                    .collect()
+            };
+            let before = body(m.as_ref());
+            let mut copy = m.clone_box();
+            let start = preds.len();
+            m.learn_batch(&xs, &ys, &mut preds);
+            assert_eq!(preds.len(), start + xs.len(), "{}", k.name);
+            for (i, (&got, &want)) in preds[start..].iter().zip(&expected).enumerate() {
+                if k.minibatch {
+                    assert!(
+                        (got - want).abs() <= 1e-6,
+                        "{} example {i}: batch {got} vs predict {want}",
+                        k.name
+                    );
+                } else {
+                    assert_eq!(got.to_bits(), want.to_bits(), "{} example {i}", k.name);
+                }
+            }
+            let mut again = Vec::new();
+            copy.learn_batch(&xs, &ys, &mut again);
+            assert_eq!(again, preds[start..], "{}", k.name);
+            assert_eq!(body(copy.as_ref()), body(m.as_ref()), "{}", k.name);
+            assert_ne!(
+                before,
+                body(m.as_ref()),
+                "{}: the batch changed nothing",
+                k.name
+            );
+        }
+        assert_eq!(preds[0], -1.0, "{}: appended, not overwritten", k.name);
+    }
+}
+
+/// Every kind also learns when trained by mini-batches of 16.
+#[test]
+fn loss_decreases_when_learning_by_batches() {
+    for k in KINDS {
+        let mut m = (k.make)();
+        let test = toy(200, 99);
+        let before = mean_logloss(m.as_ref(), &test);
+        let (xs, ys): (Vec<_>, Vec<_>) = toy(200, 5).into_iter().unzip();
+        for _ in 0..10 {
+            for (cx, cy) in xs.chunks(16).zip(ys.chunks(16)) {
+                m.learn_batch(cx, cy, &mut Vec::new());
+            }
+        }
+        let after = mean_logloss(m.as_ref(), &test);
+        println!(
+            "{} (batches of 16): logloss {before:.4} -> {after:.4}",
+            k.name
+        );
+        assert!(
+            after < 0.5 * before && after < 0.3,
+            "{}: {before} -> {after}",
+            k.name
+        );
+        assert!(m.is_finite());
     }
 }
 
@@ -325,6 +523,20 @@ proptest! {
             for (x, _) in &xs {
                 let p = m.predict(x);
                 prop_assert!((0.0..=1.0).contains(&p), "{}: after learning {p}", k.name);
+            }
+            // Whatever it learned from, a finite model saves and loads (nothing it holds is
+            // refused by its own decoder) and predicts the same; one that is not finite (the
+            // gate rejects it) is refused.
+            let loaded = load(&save(m.as_ref(), 1));
+            if m.is_finite() {
+                let (_, back) =
+                    loaded.map_err(|e| TestCaseError::fail(format!("{}: {e}", k.name)))?;
+                for (x, _) in &xs {
+                    let (b, a) = (back.predict(x), m.predict(x));
+                    prop_assert_eq!(b.to_bits(), a.to_bits(), "{}", k.name);
+                }
+            } else {
+                prop_assert!(matches!(loaded, Err(ModelError::Body(_))), "{}", k.name);
             }
         }
     }

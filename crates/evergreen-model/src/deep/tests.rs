@@ -746,3 +746,88 @@ fn degenerate_unvalidated_params_do_not_panic() {
         assert!(Deep::decode(&encoded(&m)).is_none() || m.params().validate().is_ok());
     }
 }
+
+#[test]
+fn differentiable_ids_follow_the_documented_scheme() {
+    use crate::Differentiable;
+    for variant in [DeepVariant::WideDeep, DeepVariant::DeepFm, DeepVariant::Dcn] {
+        let mut m = Deep::new(params(variant), 1 << 10, FIELDS);
+        let (xs, ys) = batch(3, 16, true);
+        m.learn_batch(&xs, &ys, &mut Vec::new());
+        let (in0, h0) = m.layers[0].w.dim();
+        let dense = m.dense_params();
+        let expected: usize = m
+            .layers
+            .iter()
+            .chain(&m.cross)
+            .map(|l| l.w.len() + l.b.len())
+            .sum();
+        assert_eq!(dense, expected);
+        // tower layer 0: W row-major, then b
+        assert_eq!(m.param(h0 + 1), m.layers[0].w[[1, 1]] as f64);
+        assert_eq!(m.param(in0 * h0 + 2), m.layers[0].b[2] as f64);
+        m.set_param(in0 * h0 + 2, 0.25);
+        assert_eq!(m.layers[0].b[2], 0.25);
+        // cross layers after the whole tower
+        if let Some(c) = m.cross.first() {
+            let tower: usize = m.layers.iter().map(|l| l.w.len() + l.b.len()).sum();
+            assert_eq!(m.param(tower + 3), c.w.as_slice().unwrap()[3] as f64);
+        }
+        // embeddings, then wide weights, of existing rows only
+        let k = m.params.embedding_dim;
+        let id = 10 + (0..6).find(|a| m.emb.row(10 + a).is_some()).unwrap();
+        let e = dense + id as usize * k + 2;
+        assert_eq!(m.param(e), m.emb.row(id).unwrap()[2] as f64);
+        m.set_param(e, -0.125);
+        assert_eq!(m.emb.row(id).unwrap()[2], -0.125);
+        let w = dense + (1 << 10) * k + id as usize;
+        m.set_param(w, 0.375);
+        assert!((m.wide.row(id).unwrap()[0] as f64 - 0.375).abs() < 1e-6);
+        assert!((m.param(w) - 0.375).abs() < 1e-6);
+        let before = encoded(&m);
+        for missing in [dense + 999 * k, dense + (1 << 10) * k + 999, usize::MAX] {
+            assert_eq!(m.param(missing), 0.0);
+            m.set_param(missing, 1.0);
+        }
+        assert_eq!(encoded(&m), before, "no row created");
+        // the gradient is the training backward's, ids unique and in range
+        let (loss, grad) = m.loss_and_grad(&xs[0], ys[0]);
+        assert!(loss.is_finite());
+        let mut ids: Vec<usize> = grad.iter().map(|g| g.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), grad.len());
+        assert!(
+            ids.iter()
+                .take(dense)
+                .eq((0..dense).collect::<Vec<_>>().iter())
+        );
+        assert!(ids.iter().any(|&i| i >= dense && i < dense + (1 << 10) * k));
+        assert!(ids.iter().any(|&i| i >= dense + (1 << 10) * k));
+        assert!(
+            ids.contains(&(dense + (1 << 10) * k + 60)),
+            "wide of an unknown field"
+        );
+        assert!(
+            !ids.contains(&(dense + 60 * k)),
+            "no embedding for an unknown field"
+        );
+    }
+}
+
+#[test]
+fn indices_outside_the_hash_space_are_ignored() {
+    let mut m = Deep::new(params(DeepVariant::DeepFm), 64, FIELDS);
+    let mut inside = FeatureVector::default();
+    inside.push_field(1, 5, 1.0);
+    let mut x = inside.clone();
+    x.push_field(1, 100, 1.0);
+    x.push_field(9, 64, 1.0);
+    for _ in 0..3 {
+        m.learn(&x, 1.0);
+    }
+    assert_eq!(m.predict(&x), m.predict(&inside));
+    assert!(m.emb.ids().iter().chain(&m.wide.ids()).all(|&i| i < 64));
+    let (_, back) = load(&save(&m, 1)).expect("a model trained on any input loads");
+    assert_eq!(back.predict(&x), m.predict(&x));
+}
