@@ -102,6 +102,19 @@ pub struct ModelSection {
 }
 
 impl ModelSection {
+    /// This section with every learning rate (FTRL `alpha`, FM/FFM `lr`, deep `lr`,
+    /// `embedding_lr` and wide `alpha`) multiplied by `factor` (the per-epoch schedule).
+    pub fn with_learning_rate_scaled(&self, factor: f64) -> ModelSection {
+        let mut m = self.clone();
+        m.ftrl.alpha *= factor;
+        m.fm.lr *= factor;
+        m.ffm.lr *= factor;
+        m.deep.lr *= factor;
+        m.deep.embedding_lr *= factor;
+        m.deep.wide.alpha *= factor;
+        m
+    }
+
     /// The hyperparameters of the configured kind, as recorded in manifests and lineage.
     pub fn params_json(&self) -> serde_json::Value {
         let v = match self.kind {
@@ -244,9 +257,26 @@ pub struct TrainingSection {
     /// batch, so for them it only sets the granularity of the online metrics.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Training threads: with more than 1, FTRL learns each epoch of a window Hogwild-style
+    /// (lock-free shared updates, the window cut into one contiguous shard per thread; not
+    /// deterministic). 1 (default) is deterministic. Other kinds take only 1.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Learning-rate schedule within a window: epoch `e` (from 0) trains with every learning
+    /// rate of the model multiplied by `epoch_lr_decay^e` (1 = constant).
+    #[serde(default = "default_decay")]
+    pub epoch_lr_decay: f64,
     /// Replay of past examples against forgetting (off unless `capacity > 0`).
     #[serde(default)]
     pub replay: ReplayConfig,
+}
+
+fn default_threads() -> usize {
+    1
+}
+
+fn default_decay() -> f64 {
+    1.0
 }
 
 fn default_batch() -> usize {
@@ -267,6 +297,8 @@ impl Default for TrainingSection {
             holdout_fraction: default_holdout(),
             seed: 0,
             batch_size: default_batch(),
+            epoch_lr_decay: default_decay(),
+            threads: default_threads(),
             replay: ReplayConfig::default(),
         }
     }
@@ -526,6 +558,28 @@ impl Config {
                 "must be between 1 and 1000".into(),
             ));
         }
+        if self.training.threads == 0 || self.training.threads > 64 {
+            return Err(invalid(
+                "training.threads",
+                format!("must be between 1 and 64 (got {})", self.training.threads),
+            ));
+        }
+        if self.training.threads > 1 && self.model.kind != ModelKind::Ftrl {
+            return Err(invalid(
+                "training.threads",
+                format!(
+                    "parallel training is implemented for kind \"ftrl\" only (kind is {:?})",
+                    self.model.kind.name()
+                ),
+            ));
+        }
+        let d = self.training.epoch_lr_decay;
+        if !(d.is_finite() && d > 0.0 && d <= 1.0) {
+            return Err(invalid(
+                "training.epoch_lr_decay",
+                format!("must be > 0 and <= 1 (got {d})"),
+            ));
+        }
         if let Err((k, m)) = self.training.replay.validate() {
             return Err(invalid(&format!("training.replay.{k}"), m));
         }
@@ -661,6 +715,17 @@ mod tests {
             ("version = 1", "version = 7", "version"),
             ("name = \"elec2\"", "name = \"../x\"", "model.name"),
             ("alpha = 1.0", "alpha = -1.0", "model.ftrl.alpha"),
+            ("epochs = 3", "epochs = 3\nthreads = 0", "training.threads"),
+            (
+                "epochs = 3",
+                "epochs = 3\nepoch_lr_decay = 1.5",
+                "training.epoch_lr_decay",
+            ),
+            (
+                "epochs = 3",
+                "epochs = 3\nbatch_size = 0",
+                "training.batch_size",
+            ),
             (
                 "max_auc_drop = 0.01",
                 "max_auc_drop = -0.5",
@@ -674,6 +739,15 @@ mod tests {
                 other => panic!("{from}: expected Invalid, got {other}"),
             }
         }
+        // Parallel training exists for FTRL only.
+        let text = EXAMPLE
+            .replace("epochs = 3", "epochs = 3\nthreads = 2")
+            .replace("kind = \"ftrl\"", "kind = \"fm\"");
+        match parse(&text).unwrap_err() {
+            ConfigError::Invalid { key, .. } => assert_eq!(key, "training.threads"),
+            other => panic!("expected Invalid, got {other}"),
+        }
+        assert!(parse(&EXAMPLE.replace("epochs = 3", "epochs = 3\nthreads = 2")).is_ok());
     }
 
     #[test]

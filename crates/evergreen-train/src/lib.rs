@@ -876,7 +876,35 @@ impl Trainer {
             Some(c) => c.as_mut(),
             None => self.model.as_mut(),
         };
+        let decay = self.cfg.training.epoch_lr_decay;
         for epoch in 0..self.cfg.training.epochs {
+            if decay != 1.0 {
+                let scaled = self
+                    .cfg
+                    .model
+                    .with_learning_rate_scaled(decay.powi(epoch as i32));
+                set_model_params(&scaled, candidate)?;
+            }
+            let threads = self.cfg.training.threads;
+            if threads > 1
+                && let Some(ftrl) = candidate.as_any_mut().downcast_mut::<Ftrl>()
+            {
+                // Hogwild: one call per epoch over the whole window, the window cut into one
+                // contiguous shard per thread.
+                preds.clear();
+                ftrl.learn_parallel(&train_x, &train_y, threads, &mut preds);
+                if epoch == 0 {
+                    for ((p, y), _) in preds.iter().zip(&train_y).zip(&is_new).filter(|(_, n)| **n)
+                    {
+                        online.add(*p, *y);
+                        if let Some(s) = sinks.as_deref_mut() {
+                            s.online.add(*p, *y);
+                        }
+                    }
+                }
+                trained += train_x.len() as u64;
+                continue;
+            }
             for ((xs, ys), new) in train_x
                 .chunks(batch)
                 .zip(train_y.chunks(batch))
@@ -894,6 +922,9 @@ impl Trainer {
                 }
                 trained += xs.len() as u64;
             }
+        }
+        if decay != 1.0 {
+            set_model_params(&self.cfg.model, candidate)?;
         }
         candidate.end_window();
         // The window's new training examples join the replay sample, committed with the cycle.
@@ -1166,17 +1197,25 @@ fn fresh_model(cfg: &Config) -> Result<Box<dyn Model>, TrainError> {
 /// Applies the configured hyperparameters (learning rates, regularization) to a loaded model;
 /// a change of shape (factors, layers, variant) is refused.
 fn apply_params(cfg: &Config, model: &mut Box<dyn Model>) -> Result<(), TrainError> {
+    set_model_params(&cfg.model, model.as_mut())
+}
+
+/// Sets the hyperparameters of `section` on a model of its kind.
+fn set_model_params(
+    section: &evergreen_config::ModelSection,
+    model: &mut dyn Model,
+) -> Result<(), TrainError> {
     let any = model.as_any_mut();
-    let kind = cfg.model.kind.name();
+    let kind = section.kind.name();
     let result = if let Some(m) = any.downcast_mut::<Ftrl>() {
-        m.set_params(cfg.model.ftrl);
+        m.set_params(section.ftrl);
         Ok(())
     } else if let Some(m) = any.downcast_mut::<Fm>() {
-        m.set_params(cfg.model.fm)
+        m.set_params(section.fm)
     } else if let Some(m) = any.downcast_mut::<Ffm>() {
-        m.set_params(cfg.model.ffm)
+        m.set_params(section.ffm)
     } else if let Some(m) = any.downcast_mut::<Deep>() {
-        m.set_params(cfg.model.deep.clone())
+        m.set_params(section.deep.clone())
     } else {
         Ok(())
     };

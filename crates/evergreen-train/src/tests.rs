@@ -452,3 +452,48 @@ fn interleave_spreads_replayed_rows_evenly() {
     let pattern: String = new.iter().map(|n| if *n { 'n' } else { 'r' }).collect();
     assert_eq!(pattern, "nrnnrnnrnnrnnrn");
 }
+
+#[test]
+fn epoch_learning_rate_decay_changes_training_and_restores_the_base_rate() {
+    let run = |decay: f64| {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        write_span(root, "s1.csv", 400, 1);
+        let mut c = config(root);
+        c.training.epochs = 3;
+        c.training.epoch_lr_decay = decay;
+        let mut t = Trainer::open(c, Arc::new(Metrics::new()), "t").unwrap();
+        let r = t.run_once().unwrap().unwrap();
+        assert_eq!(r.outcome, Outcome::Published, "{}", r.note);
+        let ftrl = t.model.as_any_mut().downcast_mut::<Ftrl>().unwrap();
+        assert_eq!(
+            ftrl.params().alpha,
+            t.cfg.model.ftrl.alpha,
+            "base rate restored"
+        );
+        let mut body = Vec::new();
+        t.model.encode(&mut body);
+        body
+    };
+    assert_ne!(run(1.0), run(0.5));
+}
+
+#[test]
+fn hogwild_threads_train_ftrl_and_report_every_example() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    for i in 0..3 {
+        write_span(root, &format!("s{i}.csv"), 2000, i);
+    }
+    let mut c = config(root);
+    c.training.threads = 2;
+    let mut t = Trainer::open(c, Arc::new(Metrics::new()), "t").unwrap();
+    let mut last = None;
+    while let Some(r) = t.run_once().unwrap() {
+        assert_eq!(r.online.unwrap().examples, r.trained, "{r:?}");
+        last = Some(r);
+    }
+    let r = last.unwrap();
+    assert_eq!(r.outcome, Outcome::Published, "{}", r.note);
+    assert!(r.progressive.unwrap().auc > 0.8, "{:?}", r.progressive);
+}
