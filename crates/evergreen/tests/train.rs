@@ -248,3 +248,67 @@ fn a_file_whose_framing_breaks_part_way_trains_the_windows_before_the_break() {
     assert_eq!(j["windows"], 4);
     assert_eq!(j["bad_by_reason"]["truncated_record"], 1, "{j}");
 }
+
+#[test]
+fn every_model_kind_trains_publishes_and_serves() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let cfg = write_config(root, false, "");
+    let (header, rows) = elec2();
+    let data = root.join("data.csv");
+    write_span(root, "data.csv", &header, &rows[..4000]);
+    for kind in ["ftrl", "fm", "ffm", "deep"] {
+        let name = format!("m{kind}");
+        let (ok, out, err) = train(
+            &cfg,
+            &[
+                "--data",
+                data.to_str().unwrap(),
+                "--window-rows",
+                "1000",
+                "--quiet",
+                "--set",
+                &format!("model.kind={kind}"),
+                "--set",
+                &format!("model.name={name}"),
+                "--set",
+                &format!("state.dir=state-{kind}"),
+            ],
+        );
+        assert!(ok && out.contains("published v1"), "{kind}: {out}\n{err}");
+        let model_dir = root.join("models").join(&name);
+        let mut s = Proc::spawn(
+            &[
+                "serve",
+                "--rest_api_port=0",
+                &format!("--model_name={name}"),
+                &format!("--model_base_path={}", model_dir.display()),
+            ],
+            &[],
+        );
+        let base = s.rest_addr();
+        let status: serde_json::Value = eventually("status", || {
+            let r = reqwest::blocking::get(format!("{base}/v1/models/{name}")).ok()?;
+            r.status().is_success().then(|| r.json().unwrap())
+        });
+        assert_eq!(status["model_version_status"][0]["state"], "AVAILABLE");
+        let r: serde_json::Value = reqwest::blocking::Client::new()
+            .post(format!("{base}/v1/models/{name}:predict"))
+            .json(&serde_json::json!({"instances": [
+                {"period": 0.5, "nswprice": 0.06, "nswdemand": 0.4, "vicprice": 0.003,
+                 "vicdemand": 0.4, "transfer": 0.41},
+                {"period": 0.1, "nswprice": 0.02, "nswdemand": 0.2, "vicprice": 0.003,
+                 "vicdemand": 0.4, "transfer": 0.41}]}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let p = r["predictions"].as_array().unwrap();
+        assert_eq!(p.len(), 2, "{kind}: {r}");
+        for v in p {
+            let v = v.as_f64().unwrap();
+            assert!(v > 0.0 && v < 1.0, "{kind}: {r}");
+        }
+        assert_ne!(p[0], p[1], "{kind}: a trained model tells the two apart");
+    }
+}
