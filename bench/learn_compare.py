@@ -89,8 +89,8 @@ EVERGREEN_RUNS = {
     "evergreen ffm": ("ffm", ["features.hash_bits=18"], "csv"),
     "evergreen deep wide_deep": ("deep", ["model.deep.variant=wide_deep"], "csv"),
     "evergreen deep deepfm": ("deep", ["model.deep.variant=deepfm"], "csv"),
-    "evergreen deep deepfm, batch 32": ("deep", ["model.deep.variant=deepfm",
-                                                 "training.batch_size=32"], "csv"),
+    "evergreen deep deepfm, batch 256": ("deep", ["model.deep.variant=deepfm",
+                                                  "training.batch_size=256"], "csv"),
 }
 
 

@@ -280,7 +280,7 @@ fn default_decay() -> f64 {
 }
 
 fn default_batch() -> usize {
-    256
+    32
 }
 
 fn default_epochs() -> u32 {
