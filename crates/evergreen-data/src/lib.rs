@@ -34,6 +34,7 @@
 
 mod discovery;
 mod error;
+pub mod examples;
 pub mod pipeline;
 mod quarantine;
 mod reader;

@@ -216,6 +216,57 @@ fn package(
     }
 }
 
+/// Reads an example-file shard straight into examples (no parsing, no transform); false when
+/// the pipeline is gone.
+fn read_examples_shard(
+    file: &SpanFile,
+    shard: usize,
+    chunk: usize,
+    read: crate::ReadOptions,
+    tx: &Sender<Chunk>,
+    bytes: &Arc<AtomicU64>,
+    expected: crate::examples::ExamplesHeader,
+) -> bool {
+    use crate::examples::{ExamplesShard, ShardStep};
+    let opened = crate::reader::InputFile::open(&file.path, Some(bytes.clone()))
+        .map_err(|e| (format!("cannot open {}: {e}", file.path.display()), false))
+        .and_then(|f| {
+            ExamplesShard::open(f, &file.path, &file.name, shard, read.verify_crc, expected)
+        });
+    let mut reader = match opened {
+        Ok(r) => r,
+        Err((error, bad_input)) => {
+            return tx
+                .send(Chunk::Failed {
+                    shard,
+                    error,
+                    bad_input,
+                })
+                .is_ok();
+        }
+    };
+    loop {
+        let msg = match reader.step(chunk.max(1)) {
+            ShardStep::Chunk(good, bad) => Chunk::Transformed { good, bad },
+            ShardStep::Done(records) => {
+                return tx.send(Chunk::Done { shard, records }).is_ok();
+            }
+            ShardStep::Failed { error, bad_input } => {
+                return tx
+                    .send(Chunk::Failed {
+                        shard,
+                        error,
+                        bad_input,
+                    })
+                    .is_ok();
+            }
+        };
+        if tx.send(msg).is_err() {
+            return false;
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn reader_thread(
     shards: Arc<Vec<SpanFile>>,
@@ -226,10 +277,17 @@ fn reader_thread(
     tx: Sender<Chunk>,
     stop: Arc<AtomicBool>,
     bytes: Arc<AtomicU64>,
+    examples: crate::examples::ExamplesHeader,
 ) {
     for shard in mine {
         if stop.load(Ordering::Relaxed) {
             return;
+        }
+        if shards[shard].format == crate::Format::Examples {
+            if !read_examples_shard(&shards[shard], shard, chunk, read, &tx, &bytes, examples) {
+                return;
+            }
+            continue;
         }
         let reader =
             match crate::reader::open_span_counted(&shards[shard], read, Some(bytes.clone())) {
@@ -322,6 +380,12 @@ impl Pipeline {
         let queue = opts.queue.max(1);
         let stop = Arc::new(AtomicBool::new(false));
         let bytes_read = Arc::new(AtomicU64::new(0));
+        let spec = transformer.spec();
+        let examples = crate::examples::ExamplesHeader {
+            spec_fingerprint: spec.fingerprint(),
+            hash_bits: spec.hash_bits,
+            fields: u16::try_from(spec.field_count()).unwrap_or(u16::MAX),
+        };
         let shards = Arc::new(shards);
         let mut threads = Vec::new();
 
@@ -336,7 +400,9 @@ impl Pipeline {
                 std::thread::Builder::new()
                     .name(format!("evergreen-read-{i}"))
                     .spawn(move || {
-                        reader_thread(shards, mine, chunk, opts.read, inline, tx, stop, bytes)
+                        reader_thread(
+                            shards, mine, chunk, opts.read, inline, tx, stop, bytes, examples,
+                        )
                     })
                     .expect("spawn reader thread"),
             );

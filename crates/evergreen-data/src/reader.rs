@@ -41,6 +41,9 @@ pub mod reason {
     /// short, which is [`TRUNCATED_RECORD`]). Nothing after it can be read, so the reader ends
     /// after this item; retrying would not help.
     pub const CORRUPT_GZIP: &str = "corrupt_gzip";
+    /// An example-file (`.evgx`) record that does not decode (bad label byte, entry count,
+    /// bucket or field out of range, non-finite value). Reading continues.
+    pub const MALFORMED_RECORD: &str = "malformed_record";
     /// Reading the file failed part way. The reader ends after this item, so the span was
     /// **not** read to its end: treat the span as failed (retry it), do not just quarantine.
     pub const IO_ERROR: &str = "io_error";
@@ -116,6 +119,19 @@ pub(crate) struct InputFile {
     progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
+impl InputFile {
+    /// Opens `path`, counting the bytes read into `progress`.
+    pub(crate) fn open(
+        path: &std::path::Path,
+        progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    ) -> io::Result<Self> {
+        Ok(Self {
+            file: File::open(path)?,
+            progress,
+        })
+    }
+}
+
 impl Read for InputFile {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.file.read(buf)?;
@@ -156,6 +172,15 @@ pub fn open_span_counted(
         Format::Vw => Inner::Other(crate::sparse_text::open_vw(handle, &file.path)?),
         Format::Libsvm => Inner::Other(crate::sparse_text::open_libsvm(handle, &file.path)?),
         Format::Libffm => Inner::Other(crate::sparse_text::open_libffm(handle, &file.path)?),
+        Format::Examples => {
+            return Err(DataError::Header {
+                path: file.path.clone(),
+                line: 1,
+                detail: "an example file holds hashed feature vectors, not records: only the \
+                         training pipeline (evergreen train / run) reads it"
+                    .into(),
+            });
+        }
     };
     Ok(SpanReader {
         span: file.name.clone(),

@@ -25,13 +25,16 @@ pub enum Format {
     Libsvm,
     /// LibFFM text format (`label field:index:value ...`).
     Libffm,
+    /// Evergreen example file (`.evgx`): transformed examples, see `examples.rs`.
+    Examples,
 }
 
 impl Format {
     /// The format a file name's extension implies (case-insensitive): `.csv` → [`Format::Csv`];
     /// `.jsonl`, `.ndjson`, `.json` → [`Format::Jsonl`]; `.tfrecord`, `.tfrecords` (optionally
     /// followed by `.gz`/`.gzip`) → [`Format::Tfrecord`]; `.vw` → [`Format::Vw`]; `.libsvm`,
-    /// `.svm` → [`Format::Libsvm`]; `.libffm`, `.ffm` → [`Format::Libffm`]; anything else → `None`.
+    /// `.svm` → [`Format::Libsvm`]; `.libffm`, `.ffm` → [`Format::Libffm`]; `.evgx`, `.evgx.gz`
+    /// → [`Format::Examples`]; anything else → `None`.
     pub fn from_path(p: &Path) -> Option<Format> {
         let name = p.file_name()?.to_str()?.to_ascii_lowercase();
         for (suffixes, format) in [
@@ -48,6 +51,7 @@ impl Format {
             (&[".vw"][..], Format::Vw),
             (&[".libsvm", ".svm"][..], Format::Libsvm),
             (&[".libffm", ".ffm"][..], Format::Libffm),
+            (&[".evgx", ".evgx.gz"][..], Format::Examples),
         ] {
             if suffixes.iter().any(|s| name.ends_with(s)) {
                 return Some(format);
@@ -75,6 +79,7 @@ impl Format {
             Format::Vw => "vw",
             Format::Libsvm => "libsvm",
             Format::Libffm => "libffm",
+            Format::Examples => "examples",
         }
     }
 }

@@ -605,47 +605,57 @@ impl RowSource for TfRecordRows {
             }
             Some(Err(e)) => e,
         };
-        let line = self.reader.record_number();
-        let (reason, raw, detail) = match &error {
-            TfRecordError::DataCrc { .. } => (
-                reason::BAD_CRC,
-                raw_text(self.reader.payload()),
-                error.to_string(),
-            ),
-            TfRecordError::LengthCrc { .. } | TfRecordError::TooLong { .. } => (
-                reason::BAD_LENGTH,
-                raw_text(self.reader.header()),
-                error.to_string(),
-            ),
-            TfRecordError::Truncated { .. } => (
+        frame_error(&self.reader, error, self.gzip)
+    }
+}
+
+/// A framing error of a TFRecord file as a reader step: a bad record with its reason (bad CRC,
+/// bad length, truncated record, corrupt gzip) or, for a plain IO error, a failure.
+pub(crate) fn frame_error<R: Read>(
+    reader: &TfRecordReader<R>,
+    error: TfRecordError,
+    gzip: bool,
+) -> Step {
+    let line = reader.record_number();
+    let (reason, raw, detail) = match &error {
+        TfRecordError::DataCrc { .. } => (
+            reason::BAD_CRC,
+            raw_text(reader.payload()),
+            error.to_string(),
+        ),
+        TfRecordError::LengthCrc { .. } | TfRecordError::TooLong { .. } => (
+            reason::BAD_LENGTH,
+            raw_text(reader.header()),
+            error.to_string(),
+        ),
+        TfRecordError::Truncated { .. } => (
+            reason::TRUNCATED_RECORD,
+            raw_text(reader.payload()),
+            error.to_string(),
+        ),
+        // flate2 reports a gzip stream cut short as UnexpectedEof, and a corrupt one (bad
+        // header, deflate data or trailer checksum) as InvalidInput/InvalidData: both are
+        // properties of the file, not read failures that a retry could get past.
+        TfRecordError::Io { at, source } if gzip => match source.kind() {
+            io::ErrorKind::UnexpectedEof => (
                 reason::TRUNCATED_RECORD,
-                raw_text(self.reader.payload()),
-                error.to_string(),
+                String::new(),
+                format!("{at}: the gzip stream ends early ({source}): the file is truncated"),
             ),
-            // flate2 reports a gzip stream cut short as UnexpectedEof, and a corrupt one (bad
-            // header, deflate data or trailer checksum) as InvalidInput/InvalidData: both are
-            // properties of the file, not read failures that a retry could get past.
-            TfRecordError::Io { at, source } if self.gzip => match source.kind() {
-                io::ErrorKind::UnexpectedEof => (
-                    reason::TRUNCATED_RECORD,
-                    String::new(),
-                    format!("{at}: the gzip stream ends early ({source}): the file is truncated"),
-                ),
-                io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => (
-                    reason::CORRUPT_GZIP,
-                    String::new(),
-                    format!("{at}: corrupt gzip stream ({source}): nothing after it can be read"),
-                ),
-                _ => return io_failed(line, error),
-            },
-            TfRecordError::Io { .. } | TfRecordError::Open { .. } => return io_failed(line, error),
-        };
-        Step::Bad {
-            line,
-            reason,
-            detail,
-            raw,
-        }
+            io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => (
+                reason::CORRUPT_GZIP,
+                String::new(),
+                format!("{at}: corrupt gzip stream ({source}): nothing after it can be read"),
+            ),
+            _ => return io_failed(line, error),
+        },
+        TfRecordError::Io { .. } | TfRecordError::Open { .. } => return io_failed(line, error),
+    };
+    Step::Bad {
+        line,
+        reason,
+        detail,
+        raw,
     }
 }
 
