@@ -497,3 +497,27 @@ fn hogwild_threads_train_ftrl_and_report_every_example() {
     assert_eq!(r.outcome, Outcome::Published, "{}", r.note);
     assert!(r.progressive.unwrap().auc > 0.8, "{:?}", r.progressive);
 }
+
+#[test]
+fn a_restarted_trainer_continues_bit_identically() {
+    let run = |restart: bool| {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        for i in 0..3 {
+            write_span(root, &format!("s{i}.csv"), 400, i);
+        }
+        let mut c = config(root);
+        c.training.replay.capacity = 100;
+        let open = || Trainer::open(c.clone(), Arc::new(Metrics::new()), "t").unwrap();
+        let mut t = open();
+        for _ in 0..3 {
+            t.run_once().unwrap().unwrap();
+            if restart {
+                t = open();
+            }
+        }
+        let v = t.registry().latest().unwrap().unwrap();
+        fs::read(t.registry().version_dir(v).join("model.bin")).unwrap()
+    };
+    assert_eq!(run(false), run(true), "model, optimizer state and replay sample survive");
+}
