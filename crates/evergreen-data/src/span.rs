@@ -25,13 +25,16 @@ pub enum Format {
     Libsvm,
     /// LibFFM text format (`label field:index:value ...`).
     Libffm,
+    /// Apache Parquet (one record per row; see `docs/formats.md`).
+    Parquet,
 }
 
 impl Format {
     /// The format a file name's extension implies (case-insensitive): `.csv` → [`Format::Csv`];
     /// `.jsonl`, `.ndjson`, `.json` → [`Format::Jsonl`]; `.tfrecord`, `.tfrecords` (optionally
     /// followed by `.gz`/`.gzip`) → [`Format::Tfrecord`]; `.vw` → [`Format::Vw`]; `.libsvm`,
-    /// `.svm` → [`Format::Libsvm`]; `.libffm`, `.ffm` → [`Format::Libffm`]; anything else → `None`.
+    /// `.svm` → [`Format::Libsvm`]; `.libffm`, `.ffm` → [`Format::Libffm`]; `.parquet`, `.parq` →
+    /// [`Format::Parquet`]; anything else → `None`.
     pub fn from_path(p: &Path) -> Option<Format> {
         let name = p.file_name()?.to_str()?.to_ascii_lowercase();
         for (suffixes, format) in [
@@ -48,6 +51,7 @@ impl Format {
             (&[".vw"][..], Format::Vw),
             (&[".libsvm", ".svm"][..], Format::Libsvm),
             (&[".libffm", ".ffm"][..], Format::Libffm),
+            (&[".parquet", ".parq"][..], Format::Parquet),
         ] {
             if suffixes.iter().any(|s| name.ends_with(s)) {
                 return Some(format);
@@ -75,6 +79,7 @@ impl Format {
             Format::Vw => "vw",
             Format::Libsvm => "libsvm",
             Format::Libffm => "libffm",
+            Format::Parquet => "parquet",
         }
     }
 }
@@ -261,7 +266,9 @@ mod tests {
         assert_eq!(d.candidate_format("span.csv.TMP"), None);
         assert_eq!(d.candidate_format("span.csv.partial"), None);
         assert_eq!(d.candidate_format("span.csv.ready"), None);
-        assert_eq!(d.candidate_format("span.parquet"), None);
+        assert_eq!(d.candidate_format("span.parquet"), Some(Format::Parquet));
+        assert_eq!(d.candidate_format("span.PARQ"), Some(Format::Parquet));
+        assert_eq!(d.candidate_format("span.orc"), None);
         let forced = SpanDir::new("/nowhere", false, Some(Format::Jsonl));
         assert_eq!(forced.candidate_format("span-001"), Some(Format::Jsonl));
         assert_eq!(forced.candidate_format("span.csv"), Some(Format::Jsonl));
