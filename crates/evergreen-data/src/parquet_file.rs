@@ -357,7 +357,7 @@ impl RowSource for ParquetRows {
                 match next {
                     Ok(Some(Ok(row))) => {
                         let line = self.next_row;
-                        self.next_row += 1;
+                        self.next_row = self.next_row.saturating_add(1);
                         self.left -= 1;
                         return self.record(line, &row);
                     }
