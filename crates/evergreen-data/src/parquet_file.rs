@@ -53,7 +53,7 @@
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -82,18 +82,25 @@ struct CountingFile {
     file: File,
     len: u64,
     progress: Arc<Progress>,
-    io_error: Mutex<Option<(io::ErrorKind, String)>>,
 }
 
-/// Bytes read so far, capped at the file length (the footer is read more than once), and the
-/// caller's progress counter.
+/// Bytes read so far, capped at the file length (the footer is read more than once), the
+/// caller's progress counter, and the first IO error seen.
 struct Progress {
     sink: Option<Arc<AtomicU64>>,
     counted: AtomicU64,
     len: u64,
+    io_error: Mutex<Option<(io::ErrorKind, String)>>,
 }
 
 impl Progress {
+    /// Remembers an IO error (the first one).
+    fn note(&self, e: &io::Error) {
+        if let Ok(mut slot) = self.io_error.lock() {
+            slot.get_or_insert_with(|| (e.kind(), e.to_string()));
+        }
+    }
+
     /// Counts `n` bytes read, never past the file length.
     fn count(&self, n: u64) {
         let Some(sink) = &self.sink else { return };
@@ -116,15 +123,13 @@ impl Progress {
 
 impl CountingFile {
     fn note(&self, e: io::Error) -> ParquetError {
-        if let Ok(mut slot) = self.io_error.lock() {
-            slot.get_or_insert_with(|| (e.kind(), e.to_string()));
-        }
+        self.progress.note(&e);
         ParquetError::External(Box::new(e))
     }
 
     /// The first IO error seen, if any.
     fn io_error(&self) -> Option<io::Error> {
-        let slot = self.io_error.lock().ok()?;
+        let slot = self.progress.io_error.lock().ok()?;
         slot.as_ref().map(|(k, m)| io::Error::new(*k, m.clone()))
     }
 
@@ -153,7 +158,7 @@ struct CountingRead {
 
 impl Read for CountingRead {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read(buf)?;
+        let n = self.file.read(buf).inspect_err(|e| self.progress.note(e))?;
         self.progress.count(n as u64);
         Ok(n)
     }
@@ -201,8 +206,8 @@ pub(crate) fn open_parquet(file: InputFile, path: &Path) -> Result<Box<dyn RowSo
             sink: progress,
             counted: AtomicU64::new(0),
             len,
+            io_error: Mutex::new(None),
         }),
-        io_error: Mutex::new(None),
     });
     let bad = |detail: String| DataError::Parquet {
         path: path.to_path_buf(),
@@ -237,7 +242,6 @@ pub(crate) fn open_parquet(file: InputFile, path: &Path) -> Result<Box<dyn RowSo
         .map(|f| FieldName::from(f.name()))
         .collect();
     Ok(Box::new(ParquetRows {
-        path: path.to_path_buf(),
         chunk,
         meta,
         descr,
@@ -262,7 +266,6 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 
 /// The rows of a Parquet span (see the module documentation).
 struct ParquetRows {
-    path: PathBuf,
     chunk: Arc<CountingFile>,
     meta: ParquetMetaData,
     descr: SchemaDescPtr,
@@ -295,8 +298,7 @@ impl ParquetRows {
             line,
             reason: reason::CORRUPT_ROW_GROUP,
             detail: format!(
-                "{}: row group {group} cannot be decoded at row {line}: {detail}; its remaining {skipped} row(s) are skipped",
-                self.path.display()
+                "row group {group} cannot be decoded at row {line}: {detail}; its remaining {skipped} row(s) are skipped"
             ),
             raw: String::new(),
         }
