@@ -67,6 +67,15 @@ pub enum DataError {
         /// What is wrong with it.
         detail: String,
     },
+    /// A Parquet span that is not a readable Parquet file (bad magic, a footer that cannot be
+    /// decoded, too short): bad input, like an unusable CSV header.
+    #[error("{} is not a readable Parquet file: {detail}", path.display())]
+    Parquet {
+        /// The span file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// Two CSV header cells name the same column (after trimming).
     #[error("duplicate column {column:?} in the CSV header of {}", path.display())]
     DuplicateColumn {

@@ -9,7 +9,8 @@
 //!   else are ignored);
 //! - its name does not start with `.` or `_`;
 //! - its name does not end with `.tmp`, `.partial` or `.ready` (compared case-insensitively);
-//! - its name has a known format extension (`.csv`; `.jsonl`, `.ndjson`, `.json`; compared
+//! - its name has a known format extension (`.csv`; `.jsonl`, `.ndjson`, `.json`; `.tfrecord`;
+//!   `.vw`; `.libsvm`; `.libffm`; `.parquet`, `.parq`; see [`Format::from_path`]; compared
 //!   case-insensitively), or the directory has a forced format, which then applies to every file
 //!   that passes the rules above;
 //! - in ready-marker mode only: a file named `X.ready` exists beside the span `X` (its content
@@ -35,6 +36,7 @@
 mod discovery;
 mod error;
 pub mod examples;
+mod parquet_file;
 pub mod pipeline;
 mod quarantine;
 mod reader;

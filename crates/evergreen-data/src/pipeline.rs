@@ -116,7 +116,8 @@ pub enum Item {
         shard: usize,
         /// The error.
         error: String,
-        /// Whether the error is about the content (an unusable header) rather than IO.
+        /// Whether the error is about the content (an unusable CSV header, a file that is not
+        /// Parquet) rather than IO.
         bad_input: bool,
     },
 }
@@ -295,7 +296,9 @@ fn reader_thread(
                 Err(e) => {
                     let bad_input = matches!(
                         e,
-                        DataError::Header { .. } | DataError::DuplicateColumn { .. }
+                        DataError::Header { .. }
+                            | DataError::DuplicateColumn { .. }
+                            | DataError::Parquet { .. }
                     );
                     let _ = tx.send(Chunk::Failed {
                         shard,
@@ -759,5 +762,110 @@ mod tests {
             })
             .collect();
         assert_eq!(failed, vec![(1, false)]);
+    }
+
+    /// A Parquet shard with the columns of [`shards`]: `x` double, `c` string, `y` int64, in
+    /// row groups of 100.
+    fn parquet_shard(dir: &std::path::Path, name: &str, rows: usize) -> SpanFile {
+        use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
+        let path = dir.join(name);
+        let schema = Arc::new(
+            parquet::schema::parser::parse_message_type(
+                "message s { required double x; required binary c (UTF8); required int64 y; }",
+            )
+            .unwrap(),
+        );
+        let props = Arc::new(parquet::file::properties::WriterProperties::builder().build());
+        let mut w = parquet::file::writer::SerializedFileWriter::new(
+            std::fs::File::create(&path).unwrap(),
+            schema,
+            props,
+        )
+        .unwrap();
+        let all: Vec<usize> = (0..rows).collect();
+        for chunk in all.chunks(100) {
+            let mut rg = w.next_row_group().unwrap();
+            let x: Vec<f64> = chunk.iter().map(|&r| r as f64 + 0.5).collect();
+            let c: Vec<ByteArray> = chunk
+                .iter()
+                .map(|&r| ByteArray::from(format!("c{}", r % 7).as_str()))
+                .collect();
+            let y: Vec<i64> = chunk.iter().map(|&r| (r % 2) as i64).collect();
+            let mut col = rg.next_column().unwrap().unwrap();
+            col.typed::<DoubleType>()
+                .write_batch(&x, None, None)
+                .unwrap();
+            col.close().unwrap();
+            let mut col = rg.next_column().unwrap().unwrap();
+            col.typed::<ByteArrayType>()
+                .write_batch(&c, None, None)
+                .unwrap();
+            col.close().unwrap();
+            let mut col = rg.next_column().unwrap().unwrap();
+            col.typed::<Int64Type>()
+                .write_batch(&y, None, None)
+                .unwrap();
+            col.close().unwrap();
+            rg.close().unwrap();
+        }
+        w.close().unwrap();
+        SpanFile {
+            name: name.to_string(),
+            size: std::fs::metadata(&path).unwrap().len(),
+            path,
+            format: crate::Format::Parquet,
+        }
+    }
+
+    #[test]
+    fn parquet_shards_count_their_size_and_train() {
+        let d = tempfile::tempdir().unwrap();
+        let files = vec![
+            parquet_shard(d.path(), "a.parquet", 1000),
+            parquet_shard(d.path(), "b.parquet", 250),
+        ];
+        let total: u64 = files.iter().map(|f| f.size).sum();
+        let mut p = Pipeline::start(files, transformer(), PipelineOptions::default());
+        let mut examples = 0;
+        let mut last = 0;
+        while let Some(item) = p.next() {
+            match item {
+                Item::Batch(b) => examples += b.len(),
+                Item::ShardDone { .. } => {}
+                other => panic!("{other:?}"),
+            }
+            let now = p.bytes_read();
+            assert!(now >= last && now <= total, "{now} of {total}");
+            last = now;
+        }
+        assert_eq!(examples, 1250);
+        assert_eq!(p.bytes_read(), total);
+    }
+
+    #[test]
+    fn a_file_that_is_not_parquet_is_bad_input() {
+        let d = tempfile::tempdir().unwrap();
+        let mut files = vec![parquet_shard(d.path(), "a.parquet", 10)];
+        let bad = d.path().join("b.parquet");
+        std::fs::write(&bad, b"PAR1 this is not parquet").unwrap();
+        files.push(SpanFile {
+            name: "b.parquet".into(),
+            path: bad,
+            format: crate::Format::Parquet,
+            size: 24,
+        });
+        let failed: Vec<_> = Pipeline::start(files, transformer(), PipelineOptions::default())
+            .filter_map(|i| match i {
+                Item::Failed {
+                    shard,
+                    bad_input,
+                    error,
+                } => Some((shard, bad_input, error)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!((failed[0].0, failed[0].1), (1, true));
+        assert!(failed[0].2.contains("b.parquet"), "{}", failed[0].2);
     }
 }

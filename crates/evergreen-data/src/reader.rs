@@ -47,6 +47,13 @@ pub mod reason {
     /// Reading the file failed part way. The reader ends after this item, so the span was
     /// **not** read to its end: treat the span as failed (retry it), do not just quarantine.
     pub const IO_ERROR: &str = "io_error";
+    /// A Parquet row group whose pages cannot be decoded (corrupt or truncated page, bad
+    /// compression, a value that cannot be converted). The rest of that row group is skipped;
+    /// reading continues with the next row group.
+    pub const CORRUPT_ROW_GROUP: &str = "corrupt_row_group";
+    /// A Parquet row with a value of a type that has no raw value (a map, a nested group, a list
+    /// of lists); the detail names the column. Reading continues; `raw` is the row as JSON.
+    pub const UNSUPPORTED_TYPE: &str = "unsupported_type";
 }
 
 /// One record read from a span, with its position and original text (for quarantine).
@@ -87,7 +94,8 @@ impl fmt::Display for BadRecord {
 
 /// Opens a span for reading.
 ///
-/// Fails only when the file cannot be opened or (CSV) its header cannot be read or used; a bad
+/// Fails only when the file cannot be opened, (CSV) its header cannot be read or used, or
+/// (Parquet) it is not a readable Parquet file; a bad
 /// row is an `Err(BadRecord)` item of the reader and iteration continues with the next row.
 pub fn open_span(file: &SpanFile) -> Result<SpanReader, DataError> {
     open_span_with(file, ReadOptions::default())
@@ -129,6 +137,12 @@ impl InputFile {
             file: File::open(path)?,
             progress,
         })
+    }
+
+    /// The file and the progress counter, for readers that do their own counting (Parquet
+    /// seeks, so it reads through its own counting chunk reader).
+    pub(crate) fn into_parts(self) -> (File, Option<std::sync::Arc<std::sync::atomic::AtomicU64>>) {
+        (self.file, self.progress)
     }
 }
 
@@ -181,6 +195,7 @@ pub fn open_span_counted(
                     .into(),
             });
         }
+        Format::Parquet => Inner::Other(crate::parquet_file::open_parquet(handle, &file.path)?),
     };
     Ok(SpanReader {
         span: file.name.clone(),

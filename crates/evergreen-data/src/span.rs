@@ -27,6 +27,8 @@ pub enum Format {
     Libffm,
     /// Evergreen example file (`.evgx`): transformed examples, see `examples.rs`.
     Examples,
+    /// Apache Parquet (one record per row; see `docs/formats.md`).
+    Parquet,
 }
 
 impl Format {
@@ -34,7 +36,7 @@ impl Format {
     /// `.jsonl`, `.ndjson`, `.json` → [`Format::Jsonl`]; `.tfrecord`, `.tfrecords` (optionally
     /// followed by `.gz`/`.gzip`) → [`Format::Tfrecord`]; `.vw` → [`Format::Vw`]; `.libsvm`,
     /// `.svm` → [`Format::Libsvm`]; `.libffm`, `.ffm` → [`Format::Libffm`]; `.evgx`, `.evgx.gz`
-    /// → [`Format::Examples`]; anything else → `None`.
+    /// → [`Format::Examples`]; `.parquet`, `.parq` → [`Format::Parquet`]; anything else → `None`.
     pub fn from_path(p: &Path) -> Option<Format> {
         let name = p.file_name()?.to_str()?.to_ascii_lowercase();
         for (suffixes, format) in [
@@ -52,6 +54,7 @@ impl Format {
             (&[".libsvm", ".svm"][..], Format::Libsvm),
             (&[".libffm", ".ffm"][..], Format::Libffm),
             (&[".evgx", ".evgx.gz"][..], Format::Examples),
+            (&[".parquet", ".parq"][..], Format::Parquet),
         ] {
             if suffixes.iter().any(|s| name.ends_with(s)) {
                 return Some(format);
@@ -80,6 +83,7 @@ impl Format {
             Format::Libsvm => "libsvm",
             Format::Libffm => "libffm",
             Format::Examples => "examples",
+            Format::Parquet => "parquet",
         }
     }
 }
@@ -266,7 +270,9 @@ mod tests {
         assert_eq!(d.candidate_format("span.csv.TMP"), None);
         assert_eq!(d.candidate_format("span.csv.partial"), None);
         assert_eq!(d.candidate_format("span.csv.ready"), None);
-        assert_eq!(d.candidate_format("span.parquet"), None);
+        assert_eq!(d.candidate_format("span.parquet"), Some(Format::Parquet));
+        assert_eq!(d.candidate_format("span.PARQ"), Some(Format::Parquet));
+        assert_eq!(d.candidate_format("span.orc"), None);
         let forced = SpanDir::new("/nowhere", false, Some(Format::Jsonl));
         assert_eq!(forced.candidate_format("span-001"), Some(Format::Jsonl));
         assert_eq!(forced.candidate_format("span.csv"), Some(Format::Jsonl));

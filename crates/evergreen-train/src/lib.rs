@@ -242,16 +242,23 @@ impl SpanStream<'_> {
                         reason::BAD_LENGTH,
                         reason::TRUNCATED_RECORD,
                         reason::CORRUPT_GZIP,
+                        reason::CORRUPT_ROW_GROUP,
                     ]
                     .contains(&bad.reason) =>
                 {
-                    // The rest of this shard cannot be framed: its records can be neither
-                    // trained nor accounted for one by one, so the span is held back.
+                    // The rest of this shard (TFRecord) or of this Parquet row group cannot be
+                    // decoded: its records can be neither trained nor accounted for one by one,
+                    // so the span is held back.
                     let shard = self.shard_of(&bad.span);
                     self.qw.add_bad(&bad)?;
                     self.bad_seen += 1;
+                    let lost = if bad.reason == reason::CORRUPT_ROW_GROUP {
+                        "the rest of its row group cannot be read"
+                    } else {
+                        "the rest of the shard cannot be read"
+                    };
                     self.header_error = Some(format!(
-                        "corrupt shard {}: record {}: {} ({}); the rest of the shard cannot be read",
+                        "corrupt shard {}: record {}: {} ({}); {lost}",
                         self.span.shards[shard].name, bad.line, bad.reason, bad.detail
                     ));
                 }

@@ -317,6 +317,112 @@ fn an_unusable_header_holds_the_span_back_without_blocking_the_stream() {
 }
 
 #[test]
+fn a_file_that_is_not_parquet_holds_the_span_back_without_blocking_the_stream() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    fs::create_dir_all(root.join("in")).unwrap();
+    fs::write(root.join("in/a.parquet"), "a,b,c,y\n0.1,0.2,x,1\n").unwrap();
+    write_span(root, "b.csv", 300, 2);
+    let mut t = trainer(root);
+    let a = t.run_once().unwrap().unwrap();
+    assert_eq!(a.span, "a.parquet");
+    assert_eq!(a.outcome, Outcome::HeldBack);
+    assert!(a.note.contains("not a readable Parquet file"), "{}", a.note);
+    let q = fs::read_to_string(root.join("state/quarantine/a.parquet.jsonl")).unwrap();
+    assert!(q.contains("bad_header"), "{q}");
+    let b = t.run_once().unwrap().unwrap();
+    assert_eq!(b.span, "b.csv");
+    assert_eq!(b.outcome, Outcome::Published, "{}", b.note);
+}
+
+/// A Parquet span with the columns of [`write_span`] (`a`, `b` doubles, `c` string, `y` int64),
+/// `rows` rows in row groups of `per_group`; returns the byte range of column `a` in each row
+/// group.
+fn write_parquet_span(root: &Path, name: &str, rows: usize, per_group: usize) -> Vec<(u64, u64)> {
+    use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
+    let schema = Arc::new(
+        parquet::schema::parser::parse_message_type(
+            "message s { required double a; required double b; required binary c (UTF8); required int64 y; }",
+        )
+        .unwrap(),
+    );
+    let props = Arc::new(parquet::file::properties::WriterProperties::builder().build());
+    fs::create_dir_all(root.join("in")).unwrap();
+    let tmp = root.join(format!(".{name}.tmp"));
+    let mut w = parquet::file::writer::SerializedFileWriter::new(
+        fs::File::create(&tmp).unwrap(),
+        schema,
+        props,
+    )
+    .unwrap();
+    let all: Vec<usize> = (0..rows).collect();
+    for chunk in all.chunks(per_group) {
+        let mut rg = w.next_row_group().unwrap();
+        let a: Vec<f64> = chunk.iter().map(|&r| (r % 10) as f64 / 10.0).collect();
+        let b: Vec<f64> = chunk.iter().map(|&r| (r % 7) as f64 / 7.0).collect();
+        let c: Vec<ByteArray> = chunk
+            .iter()
+            .map(|&r| ByteArray::from(if r % 2 == 0 { "x" } else { "z" }))
+            .collect();
+        let y: Vec<i64> = a.iter().zip(&b).map(|(a, b)| i64::from(a > b)).collect();
+        for v in [&a, &b] {
+            let mut col = rg.next_column().unwrap().unwrap();
+            col.typed::<DoubleType>()
+                .write_batch(v, None, None)
+                .unwrap();
+            col.close().unwrap();
+        }
+        let mut col = rg.next_column().unwrap().unwrap();
+        col.typed::<ByteArrayType>()
+            .write_batch(&c, None, None)
+            .unwrap();
+        col.close().unwrap();
+        let mut col = rg.next_column().unwrap().unwrap();
+        col.typed::<Int64Type>()
+            .write_batch(&y, None, None)
+            .unwrap();
+        col.close().unwrap();
+        rg.close().unwrap();
+    }
+    let meta = w.close().unwrap();
+    fs::rename(&tmp, root.join("in").join(name)).unwrap();
+    meta.row_groups()
+        .iter()
+        .map(|rg| rg.column(0).byte_range())
+        .collect()
+}
+
+#[test]
+fn parquet_spans_train_and_a_corrupt_row_group_holds_the_span_back() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    write_parquet_span(root, "a.parquet", 400, 100);
+    let ranges = write_parquet_span(root, "b.parquet", 400, 100);
+    write_span(root, "c.csv", 300, 2);
+    // Garbage over column `a` of b's third row group (rows 201..=300).
+    let path = root.join("in/b.parquet");
+    let mut bytes = fs::read(&path).unwrap();
+    let (start, len) = ranges[2];
+    for x in &mut bytes[start as usize..(start + len) as usize] {
+        *x = 0xee;
+    }
+    fs::write(&path, bytes).unwrap();
+
+    let mut t = trainer(root);
+    let a = t.run_once().unwrap().unwrap();
+    assert_eq!(a.span, "a.parquet");
+    assert_eq!(a.outcome, Outcome::Published, "{}", a.note);
+    let b = t.run_once().unwrap().unwrap();
+    assert_eq!(b.span, "b.parquet");
+    assert_eq!(b.outcome, Outcome::HeldBack);
+    assert!(b.note.contains("corrupt_row_group"), "{}", b.note);
+    let q = fs::read_to_string(root.join("state/quarantine/b.parquet.jsonl")).unwrap();
+    assert!(q.contains("\"line\":201"), "{q}");
+    let c = t.run_once().unwrap().unwrap();
+    assert_eq!(c.span, "c.csv");
+}
+
+#[test]
 fn a_late_span_is_reported_not_silently_skipped() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
@@ -519,5 +625,9 @@ fn a_restarted_trainer_continues_bit_identically() {
         let v = t.registry().latest().unwrap().unwrap();
         fs::read(t.registry().version_dir(v).join("model.bin")).unwrap()
     };
-    assert_eq!(run(false), run(true), "model, optimizer state and replay sample survive");
+    assert_eq!(
+        run(false),
+        run(true),
+        "model, optimizer state and replay sample survive"
+    );
 }

@@ -186,3 +186,38 @@ fn data_inspect_reports_schema_balance_missing_and_bad_reasons() {
     assert!(!ok);
     assert!(err.contains("nope.bin"), "{err}");
 }
+
+#[test]
+fn data_inspect_reads_parquet() {
+    // The fuzz seed: 6 rows in two row groups, written by crates/evergreen-data/tests/parquet.rs
+    // (`write_fuzz_seeds`): labels 0, 1, 0, 1, 0, 1; `tags` a list column.
+    let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/seeds/parquet/plain.parquet");
+    let (ok, out, err) = run(&["data", "inspect", seed.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("records: 6 good, 0 bad"), "{out}");
+    assert!(
+        out.contains("label \"label\": 0: 3 (50.0%), 1: 3 (50.0%)"),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.starts_with("tags")), "{out}");
+
+    let d = tempfile::tempdir().unwrap();
+    let junk = d.path().join("junk.parquet");
+    std::fs::write(&junk, "label,x\n1,2\n").unwrap();
+    let (ok, _, err) = run(&["data", "inspect", junk.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("junk.parquet"), "{err}");
+    assert!(err.contains("not a readable Parquet file"), "{err}");
+    let (ok, out, err) = run(&[
+        "data",
+        "inspect",
+        "--format",
+        "parquet",
+        "--json",
+        seed.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["records"], 6, "{v}");
+}

@@ -49,7 +49,8 @@ pub struct CacheArgs {
 pub struct InspectArgs {
     /// A span file, or a directory whose ready spans are all inspected.
     pub path: PathBuf,
-    /// Format, when the extension does not say (csv, jsonl, tfrecord, vw, libsvm, libffm).
+    /// Format, when the extension does not say (csv, jsonl, tfrecord, vw, libsvm, libffm,
+    /// parquet).
     #[arg(long)]
     pub format: Option<String>,
     /// Label column for the balance (default: the first of `label`, `class`, `target`, `y`
@@ -254,7 +255,7 @@ fn files_of(path: &Path, format: Option<Format>) -> Result<Vec<SpanFile>> {
         .or_else(|| Format::from_path(path))
         .with_context(|| {
             format!(
-                "{}: unknown format; pass --format (csv, jsonl, tfrecord, vw, libsvm, libffm)",
+                "{}: unknown format; pass --format (csv, jsonl, tfrecord, vw, libsvm, libffm, parquet)",
                 path.display()
             )
         })?;
@@ -278,7 +279,10 @@ fn parse_format(s: &str) -> Result<Format> {
         "libsvm" | "svm" => Format::Libsvm,
         "libffm" | "ffm" => Format::Libffm,
         "examples" | "evgx" => Format::Examples,
-        other => bail!("unknown format {other:?} (csv, jsonl, tfrecord, vw, libsvm, libffm)"),
+        "parquet" | "parq" => Format::Parquet,
+        other => bail!(
+            "unknown format {other:?} (csv, jsonl, tfrecord, vw, libsvm, libffm, parquet, examples)"
+        ),
     })
 }
 
