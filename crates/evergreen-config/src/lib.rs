@@ -262,6 +262,11 @@ pub struct TrainingSection {
     /// deterministic). 1 (default) is deterministic. Other kinds take only 1.
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// L2 pull towards the serving model's weights while a window trains (FTRL only): each
+    /// touched coordinate's gradient gains `l2_to_previous · (w − w_previous)`, keeping the
+    /// candidate close to what already worked (a regularizer against forgetting). 0 = off.
+    #[serde(default)]
+    pub l2_to_previous: f64,
     /// Learning-rate schedule within a window: epoch `e` (from 0) trains with every learning
     /// rate of the model multiplied by `epoch_lr_decay^e` (1 = constant).
     #[serde(default = "default_decay")]
@@ -298,6 +303,7 @@ impl Default for TrainingSection {
             seed: 0,
             batch_size: default_batch(),
             epoch_lr_decay: default_decay(),
+            l2_to_previous: 0.0,
             threads: default_threads(),
             replay: ReplayConfig::default(),
         }
@@ -569,6 +575,30 @@ impl Config {
                 "training.threads",
                 format!(
                     "parallel training is implemented for kind \"ftrl\" only (kind is {:?})",
+                    self.model.kind.name()
+                ),
+            ));
+        }
+        let mu = self.training.l2_to_previous;
+        if !(mu.is_finite() && mu >= 0.0) {
+            return Err(invalid(
+                "training.l2_to_previous",
+                format!("must be >= 0 (got {mu})"),
+            ));
+        }
+        if mu > 0.0 && self.training.threads > 1 {
+            return Err(invalid(
+                "training.l2_to_previous",
+                "cannot be combined with training.threads > 1 (parallel training has no pull)"
+                    .into(),
+            ));
+        }
+        if mu > 0.0 && self.model.kind != ModelKind::Ftrl {
+            return Err(invalid(
+                "training.l2_to_previous",
+                format!(
+                    "the pull towards the previous version is implemented for kind \"ftrl\" only \
+                     (kind is {:?})",
                     self.model.kind.name()
                 ),
             ));

@@ -1049,6 +1049,10 @@ impl Model for Deep {
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
         self
     }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 /// Where a [`Differentiable`](crate::Differentiable) parameter id points (see the id scheme on

@@ -394,6 +394,10 @@ impl Model for Ffm {
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
         self
     }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 /// Parameter ids: 0 = bias; `1 + i` = linear `w_i`; `1 + dim + (i·fields + f)·k + d` = factor

@@ -332,6 +332,10 @@ impl Model for Fm {
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
         self
     }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 /// Parameter ids: 0 = bias `w0`; `1 + i·(1+k)` = `w_i`; `1 + i·(1+k) + 1 + f` = `v_if`.

@@ -426,6 +426,48 @@ impl Ftrl {
         weight_of(&self.params, self.z.get(i), || self.n.get(i))
     }
 
+    /// One FTRL step; with `anchor = Some((previous, mu))` the gradient of each touched
+    /// coordinate gains `mu · (w_i − previous_i)`: an L2 pull towards another model's weights.
+    fn learn_inner(&mut self, x: &FeatureVector, y: f32, anchor: Option<(&Ftrl, f64)>) -> f64 {
+        let p = self.predict(x);
+        let g = p - y as f64;
+        let alpha = self.params.alpha;
+        let admission = !self.counts.is_empty();
+        for (i, v) in x.iter() {
+            let i = i as usize;
+            if i >= self.z.len() || (admission && !self.admit(i)) {
+                continue;
+            }
+            let w = self.weight(i);
+            let gi = match anchor {
+                Some((prev, mu)) => g * v as f64 + mu * (w - prev.weight(i)),
+                None => g * v as f64,
+            };
+            let n = self.n.get(i) as f64;
+            let sigma = ((n + gi * gi).sqrt() - n.sqrt()) / alpha;
+            let z = (self.z.get(i) as f64 + gi - sigma * w) as f32;
+            let n = (n + gi * gi) as f32;
+            if self.params.storage == WeightStorage::F16 {
+                let (uz, un) = rounding_draws(self.params.seed, i, self.examples);
+                self.z.set_stochastic(i, z, uz);
+                self.n.set_stochastic(i, n, un);
+            } else {
+                self.z.set(i, z);
+                self.n.set(i, n);
+            }
+        }
+        self.examples += 1;
+        p
+    }
+
+    /// Learns one example with an L2 pull of strength `mu` towards `previous`'s weights (the
+    /// penalty `mu/2 · Σ (w_i − previous_i)²` on the coordinates the example touches, as in
+    /// L2-SP fine-tuning); returns the prediction made before the update. With `mu = 0` this is
+    /// exactly [`Model::learn`].
+    pub fn learn_anchored(&mut self, x: &FeatureVector, y: f32, previous: &Ftrl, mu: f64) -> f64 {
+        self.learn_inner(x, y, (mu > 0.0).then_some((previous, mu)))
+    }
+
     /// The current weight of a bucket (0 outside the model).
     pub fn weight_at(&self, i: usize) -> f64 {
         self.weight(i)
@@ -547,32 +589,7 @@ impl Model for Ftrl {
     }
 
     fn learn(&mut self, x: &FeatureVector, y: f32) -> f64 {
-        let p = self.predict(x);
-        let g = p - y as f64;
-        let alpha = self.params.alpha;
-        let admission = !self.counts.is_empty();
-        for (i, v) in x.iter() {
-            let i = i as usize;
-            if i >= self.z.len() || (admission && !self.admit(i)) {
-                continue;
-            }
-            let gi = g * v as f64;
-            let w = self.weight(i);
-            let n = self.n.get(i) as f64;
-            let sigma = ((n + gi * gi).sqrt() - n.sqrt()) / alpha;
-            let z = (self.z.get(i) as f64 + gi - sigma * w) as f32;
-            let n = (n + gi * gi) as f32;
-            if self.params.storage == WeightStorage::F16 {
-                let (uz, un) = rounding_draws(self.params.seed, i, self.examples);
-                self.z.set_stochastic(i, z, uz);
-                self.n.set_stochastic(i, n, un);
-            } else {
-                self.z.set(i, z);
-                self.n.set(i, n);
-            }
-        }
-        self.examples += 1;
-        p
+        self.learn_inner(x, y, None)
     }
 
     fn is_finite(&self) -> bool {
@@ -614,6 +631,10 @@ impl Model for Ftrl {
     }
 
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
         self
     }
 }

@@ -107,6 +107,8 @@ pub trait Model: Send + Sync + std::fmt::Debug {
     fn clone_box(&self) -> Box<dyn Model>;
     /// For downcasting to the concrete kind (e.g. to change hyperparameters on warm start).
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+    /// For downcasting to the concrete kind, read-only.
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 impl Clone for Box<dyn Model> {

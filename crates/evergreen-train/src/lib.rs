@@ -874,14 +874,23 @@ impl Trainer {
         let (train_x, train_y, is_new) = interleave(train_x, train_y, replayed);
         // An offline evaluation without holdout keeps every candidate and compares it with
         // nothing: the model trains in place (no copy of a possibly large model per window).
+        let mu = self.cfg.training.l2_to_previous;
         let in_place =
             mode == (WindowMode::Backfill {
                 enforce_gate: false,
-            }) && holdout.is_empty();
+            }) && holdout.is_empty()
+                && mu == 0.0;
         let mut copy = (!in_place).then(|| self.model.clone());
-        let candidate: &mut dyn Model = match &mut copy {
-            Some(c) => c.as_mut(),
-            None => self.model.as_mut(),
+        // The pull towards the previous version needs both models: the serving one (the
+        // anchor) and the candidate (then always a copy).
+        let (candidate, anchor): (&mut dyn Model, Option<&Ftrl>) = match &mut copy {
+            Some(c) => (
+                c.as_mut(),
+                (mu > 0.0)
+                    .then(|| self.model.as_any().downcast_ref::<Ftrl>())
+                    .flatten(),
+            ),
+            None => (self.model.as_mut(), None),
         };
         let decay = self.cfg.training.epoch_lr_decay;
         for epoch in 0..self.cfg.training.epochs {
@@ -918,7 +927,14 @@ impl Trainer {
                 .zip(is_new.chunks(batch))
             {
                 preds.clear();
-                candidate.learn_batch(xs, ys, &mut preds);
+                match (anchor, candidate.as_any_mut().downcast_mut::<Ftrl>()) {
+                    (Some(prev), Some(ftrl)) => {
+                        for (x, y) in xs.iter().zip(ys) {
+                            preds.push(ftrl.learn_anchored(x, *y, prev, mu));
+                        }
+                    }
+                    _ => candidate.learn_batch(xs, ys, &mut preds),
+                }
                 if epoch == 0 {
                     for ((p, y), _) in preds.iter().zip(ys).zip(new).filter(|(_, n)| **n) {
                         online.add(*p, *y);

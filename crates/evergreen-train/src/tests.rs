@@ -631,3 +631,37 @@ fn a_restarted_trainer_continues_bit_identically() {
         "model, optimizer state and replay sample survive"
     );
 }
+
+#[test]
+fn the_l2_pull_keeps_a_new_version_close_to_the_previous_one() {
+    let distance = |mu: f64| {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        write_span(root, "s1.csv", 600, 1);
+        write_span(root, "s2.csv", 600, 2);
+        let mut c = config(root);
+        c.training.l2_to_previous = mu;
+        c.gate.max_auc_drop = Some(1.0);
+        c.gate.max_logloss_increase = Some(10.0);
+        let mut t = Trainer::open(c, Arc::new(Metrics::new()), "t").unwrap();
+        for _ in 0..2 {
+            let r = t.run_once().unwrap().unwrap();
+            assert_eq!(r.outcome, Outcome::Published, "{}", r.note);
+        }
+        let load = |v: u64| {
+            let mut m = t.registry().load(v).unwrap().model;
+            let f = m.as_any_mut().downcast_mut::<Ftrl>().unwrap().clone();
+            (0..f.dim()).map(|i| f.weight_at(i)).collect::<Vec<f64>>()
+        };
+        let (a, b) = (load(1), load(2));
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let free = distance(0.0);
+    let pulled = distance(5.0);
+    assert!(free > 0.0);
+    assert!(pulled < 0.7 * free, "pulled {pulled} vs free {free}");
+}
