@@ -99,6 +99,13 @@ pub struct Metrics {
     pub progressive_logloss: Family<ModelLabels, FloatGauge>,
     /// `evergreen_training_progressive_auc{model}` of the last cycle.
     pub progressive_auc: Family<ModelLabels, FloatGauge>,
+    /// `evergreen_training_online_logloss{model}`: each example predicted before it was
+    /// learned (first epoch of the last cycle).
+    pub online_logloss: Family<ModelLabels, FloatGauge>,
+    /// `evergreen_training_online_auc{model}` of the last cycle.
+    pub online_auc: Family<ModelLabels, FloatGauge>,
+    /// `evergreen_training_replayed_examples_total{model}`: past examples mixed into windows.
+    pub replayed: Family<ModelLabels, Counter>,
     /// `evergreen_training_last_published_version{model}`.
     pub published_version: Family<ModelLabels, Gauge>,
     /// `evergreen_data_pending_spans{model}`: ready spans not yet consumed.
@@ -195,6 +202,24 @@ impl Metrics {
             "Progressive-validation AUC of the last cycle",
             progressive_auc.clone(),
         );
+        let online_logloss = Family::<ModelLabels, FloatGauge>::default();
+        registry.register(
+            "evergreen_training_online_logloss",
+            "Online progressive logloss of the last cycle (each example predicted before it is learned, first epoch)",
+            online_logloss.clone(),
+        );
+        let online_auc = Family::<ModelLabels, FloatGauge>::default();
+        registry.register(
+            "evergreen_training_online_auc",
+            "Online progressive AUC of the last cycle",
+            online_auc.clone(),
+        );
+        let replayed = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "evergreen_training_replayed_examples",
+            "Past examples from the replay store mixed into training windows",
+            replayed.clone(),
+        );
         let published_version = Family::<ModelLabels, Gauge>::default();
         registry.register(
             "evergreen_training_last_published_version",
@@ -226,6 +251,9 @@ impl Metrics {
             quarantined,
             progressive_logloss,
             progressive_auc,
+            online_logloss,
+            online_auc,
+            replayed,
             published_version,
             pending_spans,
             late_spans,
@@ -301,6 +329,9 @@ mod tests {
             })
             .inc();
         m.progressive_logloss.get_or_create(&ml).set(0.5);
+        m.online_logloss.get_or_create(&ml).set(0.4);
+        m.online_auc.get_or_create(&ml).set(0.8);
+        m.replayed.get_or_create(&ml).inc_by(3);
         m.published_version.get_or_create(&ml).set(1);
         m.pending_spans.get_or_create(&ml).set(0);
         m.late_spans.get_or_create(&ml).inc();

@@ -967,8 +967,18 @@ impl Trainer {
         };
         report.trained = trained;
         if !online.is_empty() {
-            report.online = Some(online.summary());
+            let o = online.summary();
+            self.metrics
+                .online_logloss
+                .get_or_create(&ml)
+                .set(o.logloss);
+            self.metrics.online_auc.get_or_create(&ml).set(o.auc);
+            report.online = Some(o);
         }
+        self.metrics
+            .replayed
+            .get_or_create(&ml)
+            .inc_by(report.replayed);
         self.metrics
             .examples_trained
             .get_or_create(&ml)
