@@ -382,3 +382,48 @@ fn an_example_file_trains_exactly_like_its_source_and_refuses_another_spec() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("hashed feature vectors"));
 }
+
+#[test]
+fn a_backfill_killed_anywhere_leaves_the_registry_untouched_and_reruns_cleanly() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let cfg = write_config(root, false, "[training.replay]\ncapacity = 500\n");
+    let (header, rows) = elec2();
+    let data = root.join("backfill");
+    write_span(&data, "a.csv", &header, &rows[..3000]);
+    write_span(&data, "b.csv", &header, &rows[3000..6000]);
+    let args = [
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--window-rows",
+        "1000",
+        "--quiet",
+    ];
+    // Killed mid-read of the second file, after the first file, and just after the publish
+    // (before lineage and state): the first two leave no version, the last one a complete one.
+    for (point, expected) in [
+        ("mid_read:30", 0),
+        ("after_read:1", 0),
+        ("after_publish", 1),
+    ] {
+        let out = Command::new(bin())
+            .args(args)
+            .env("EVERGREEN_FAILPOINT", point)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{point}: the failpoint fired");
+        assert_eq!(versions(root).len(), expected, "{point}");
+        if expected == 1 {
+            // The version directory is complete (the rename is the commit): it loads.
+            let reg = evergreen_registry::Registry::open(root.join("models/m"), "m").unwrap();
+            reg.load(1).unwrap();
+        }
+    }
+    // A clean rerun warm-starts from the committed version and publishes the next one.
+    let out = Command::new(bin()).args(args).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(versions(root), [1, 2]);
+}
