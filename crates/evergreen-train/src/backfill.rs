@@ -246,7 +246,18 @@ impl Trainer {
                 }
             }
             // Drain what is left (after a framing error) so the quarantine file is complete.
+            let framing = stream.header_error.is_some();
             while stream.fill(&mut Vec::new(), usize::MAX)? {}
+            if w == 0 && !framing && stream.bad_seen > 0 {
+                // Not one good record: nothing of the file was trained, say so.
+                let why = format!(
+                    "all {} records bad; see {}",
+                    stream.bad_seen,
+                    self.quarantine.path_for(&span.id).display()
+                );
+                tracing::error!(file = %file.path.display(), "held back: {why}");
+                out.held_back.push(format!("{}: {why}", file.path.display()));
+            }
             let read = stream.finish(Vec::new())?;
             failpoint("after_read");
             out.bad += read.bad.values().sum::<u64>();
