@@ -248,7 +248,7 @@ impl Fm {
 
 /// The AdaGrad step of one bucket's row (`[w, acc(w), v.., acc(v)..]`) for an entry of value
 /// `x`, given the logloss derivative `d` and the factor sums `Σ_i v_if x_i` of the example.
-/// Shared by `learn` and the Hogwild workers (`learn_parallel`), so both do the same arithmetic.
+/// The Hogwild workers (`learn_parallel`) do the same arithmetic parameter by parameter.
 #[inline(always)]
 fn update_row(row: &mut [f32], k: usize, x: f64, d: f64, sums: &[f64], p: &FmParams) {
     let (wa, va) = row.split_at_mut(2);

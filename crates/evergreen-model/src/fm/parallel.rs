@@ -1,24 +1,25 @@
 //! Hogwild-style parallel training of [`Fm`], as for FTRL (`ftrl/parallel.rs`; Recht et al.,
 //! "Hogwild!", NIPS 2011): a batch is split into contiguous shards, one per thread, and every
-//! thread runs the ordinary per-example AdaGrad update of [`Model::learn`] on the shared bias and
-//! rows without locks.
+//! thread runs the ordinary per-example AdaGrad update of
+//! [`Model::learn`](crate::Model::learn) on the shared bias and rows without locks.
 //!
 //! Sharing is data-race free: for the duration of the call the `f32` state (held through
 //! `&mut self`) is viewed as [`AtomicU32`]s (`crate::hogwild`), read and written with `Relaxed`
 //! loads and stores (plain loads and stores on the usual targets). A thread computes the margin
-//! from the shared values, then updates each touched bucket by loading its row into a private
-//! buffer, applying the same step as `learn` (`update_row`) and storing the row back. Two
-//! threads updating the same bucket (or the bias, which every example updates) at once may lose
-//! one of the two updates, or mix parameters from the two within a row: the Hogwild trade, a
-//! small amount of noise with sparse features. Every value stored is one computed by the AdaGrad
-//! step from values some thread wrote, so accumulators stay >= 1 and parameters finite, and the
-//! state always loads.
+//! from the shared values, then steps each parameter it touches: load the parameter and its
+//! AdaGrad accumulator, apply the same step as `learn`, store both. Two threads updating the
+//! same parameter (or the bias, which every example updates) at once may lose one of the two
+//! updates, or pair a parameter with the other thread's accumulator: the Hogwild trade, a small
+//! amount of noise with sparse features. Every value stored is one computed by the AdaGrad step
+//! from values some thread wrote, never a torn mix, so accumulators stay positive and
+//! parameters finite, and the state always loads.
 //!
-//! With one thread the result is exactly that of [`Model::learn_batch`] (bit for bit). Scratch
-//! buffers (canonical entries, factor sums, the row buffer) are per thread.
+//! With one thread the result is exactly that of
+//! [`Model::learn_batch`](crate::Model::learn_batch) (bit for bit). Scratch buffers (canonical
+//! entries, factor sums) are per thread.
 
-use super::{Fm, update_row};
-use crate::common::{Entry, Scratch, adagrad, canonicalize};
+use super::Fm;
+use crate::common::{Entry, Scratch, adagrad, adagrad_f32, canonicalize};
 use crate::hogwild::atomic_view;
 use crate::{FmParams, sigmoid};
 use evergreen_core::FeatureVector;
@@ -43,13 +44,6 @@ fn get(a: &AtomicU32) -> f32 {
 #[inline(always)]
 fn set(a: &AtomicU32, x: f32) {
     a.store(x.to_bits(), Relaxed);
-}
-
-/// Per-thread buffers.
-#[derive(Default)]
-struct Buffers {
-    scratch: Scratch,
-    row: Vec<f32>,
 }
 
 impl Worker<'_> {
@@ -86,34 +80,53 @@ impl Worker<'_> {
         lin + 0.5 * (pair - sq)
     }
 
-    /// `Fm::learn` of one example on the shared state.
-    fn learn(&self, x: &FeatureVector, y: f32, b: &mut Buffers) -> f64 {
-        let Buffers { scratch: s, row } = b;
+    /// `Fm::learn` of one example on the shared state. Each parameter is loaded together with
+    /// its accumulator just before its step and stored right after (the narrowest race window;
+    /// measured faster than copying whole rows). The arithmetic is that of `update_row`, kept in
+    /// step with it by the bit-identity test.
+    fn learn(&self, x: &FeatureVector, y: f32, s: &mut Scratch) -> f64 {
         canonicalize(x, self.dim, None, &mut s.entries);
         let p = sigmoid(self.margin(&s.entries, &mut s.sums));
         let d = p - f64::from(y);
+        let FmParams {
+            lr,
+            l2_linear,
+            l2_factors,
+            ..
+        } = self.params;
         let (mut w0, mut a0) = (get(&self.bias[0]), get(&self.bias[1]));
-        adagrad(&mut w0, &mut a0, d, self.params.lr);
+        adagrad(&mut w0, &mut a0, d, lr);
         set(&self.bias[0], w0);
         set(&self.bias[1], a0);
+        let k = self.k;
+        let lrf = lr as f32;
         for en in &s.entries {
-            let Some(shared) = self.row(en.idx) else {
+            let Some(row) = self.row(en.idx) else {
                 continue;
             };
-            row.clear();
-            row.extend(shared.iter().map(get));
-            update_row(row, self.k, en.val, d, &s.sums, &self.params);
-            for (a, &v) in shared.iter().zip(row.iter()) {
-                set(a, v);
+            let x = en.val;
+            let (mut w, mut a) = (get(&row[0]), get(&row[1]));
+            let gw = d * x + l2_linear * f64::from(w);
+            adagrad(&mut w, &mut a, gw, lr);
+            set(&row[0], w);
+            set(&row[1], a);
+            let (v, acc) = row[2..].split_at(k);
+            for ((v, acc), &sf) in v.iter().zip(acc).zip(&s.sums) {
+                let (mut vv, mut aa) = (get(v), get(acc));
+                let vf = f64::from(vv);
+                let g = d * x * (sf - vf * x) + l2_factors * vf;
+                adagrad_f32(&mut vv, &mut aa, g as f32, lrf);
+                set(v, vv);
+                set(acc, aa);
             }
         }
         p
     }
 
     fn learn_shard(&self, xs: &[FeatureVector], ys: &[f32], preds: &mut Vec<f64>) {
-        let mut b = Buffers::default();
+        let mut scratch = Scratch::default();
         for (x, &y) in xs.iter().zip(ys) {
-            preds.push(self.learn(x, y, &mut b));
+            preds.push(self.learn(x, y, &mut scratch));
         }
     }
 }
@@ -126,9 +139,9 @@ impl Fm {
     /// made just before that example's update).
     ///
     /// `threads` is capped at the batch size; with 1 (or 0) the batch is learned on the calling
-    /// thread, bit-identical to [`Model::learn_batch`]. Threads are spawned per call
-    /// (`std::thread::scope`), so batches should be large (thousands of examples) for the
-    /// parallelism to pay.
+    /// thread, bit-identical to [`Model::learn_batch`](crate::Model::learn_batch). Threads are
+    /// spawned per call (`std::thread::scope`), so batches should be large (thousands of
+    /// examples) for the parallelism to pay.
     pub fn learn_parallel(
         &mut self,
         xs: &[FeatureVector],
