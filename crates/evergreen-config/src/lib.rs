@@ -257,9 +257,9 @@ pub struct TrainingSection {
     /// batch, so for them it only sets the granularity of the online metrics.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
-    /// Training threads: with more than 1, FTRL learns each epoch of a window Hogwild-style
-    /// (lock-free shared updates, the window cut into one contiguous shard per thread; not
-    /// deterministic). 1 (default) is deterministic. Other kinds take only 1.
+    /// Training threads: with more than 1, FTRL and FM learn each epoch of a window
+    /// Hogwild-style (lock-free shared updates, the window cut into one contiguous shard per
+    /// thread; not deterministic). 1 (default) is deterministic. Other kinds take only 1.
     #[serde(default = "default_threads")]
     pub threads: usize,
     /// L2 pull towards the serving model's weights while a window trains (FTRL only): each
@@ -570,11 +570,13 @@ impl Config {
                 format!("must be between 1 and 64 (got {})", self.training.threads),
             ));
         }
-        if self.training.threads > 1 && self.model.kind != ModelKind::Ftrl {
+        if self.training.threads > 1 && !matches!(self.model.kind, ModelKind::Ftrl | ModelKind::Fm)
+        {
             return Err(invalid(
                 "training.threads",
                 format!(
-                    "parallel training is implemented for kind \"ftrl\" only (kind is {:?})",
+                    "parallel training is implemented for kinds \"ftrl\" and \"fm\" only \
+                     (kind is {:?})",
                     self.model.kind.name()
                 ),
             ));
@@ -769,15 +771,18 @@ mod tests {
                 other => panic!("{from}: expected Invalid, got {other}"),
             }
         }
-        // Parallel training exists for FTRL only.
-        let text = EXAMPLE
-            .replace("epochs = 3", "epochs = 3\nthreads = 2")
-            .replace("kind = \"ftrl\"", "kind = \"fm\"");
-        match parse(&text).unwrap_err() {
-            ConfigError::Invalid { key, .. } => assert_eq!(key, "training.threads"),
+        // Parallel training exists for FTRL and FM only.
+        let threads2 = EXAMPLE.replace("epochs = 3", "epochs = 3\nthreads = 2");
+        assert!(parse(&threads2).is_ok());
+        assert!(parse(&threads2.replace("kind = \"ftrl\"", "kind = \"fm\"")).is_ok());
+        assert!(parse(&EXAMPLE.replace("kind = \"ftrl\"", "kind = \"ffm\"")).is_ok());
+        match parse(&threads2.replace("kind = \"ftrl\"", "kind = \"ffm\"")).unwrap_err() {
+            ConfigError::Invalid { key, message, .. } => {
+                assert_eq!(key, "training.threads");
+                assert!(message.contains("\"ftrl\" and \"fm\""), "{message}");
+            }
             other => panic!("expected Invalid, got {other}"),
         }
-        assert!(parse(&EXAMPLE.replace("epochs = 3", "epochs = 3\nthreads = 2")).is_ok());
     }
 
     #[test]

@@ -22,6 +22,8 @@ use crate::{Differentiable, Model, ModelKind, sigmoid};
 use evergreen_core::FeatureVector;
 use serde::{Deserialize, Serialize};
 
+mod parallel;
+
 /// FM hyperparameters (`[model.fm]`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -244,6 +246,24 @@ impl Fm {
     }
 }
 
+/// The AdaGrad step of one bucket's row (`[w, acc(w), v.., acc(v)..]`) for an entry of value
+/// `x`, given the logloss derivative `d` and the factor sums `Σ_i v_if x_i` of the example.
+/// The Hogwild workers (`learn_parallel`) do the same arithmetic parameter by parameter.
+#[inline(always)]
+fn update_row(row: &mut [f32], k: usize, x: f64, d: f64, sums: &[f64], p: &FmParams) {
+    let (wa, va) = row.split_at_mut(2);
+    let [w, a] = wa else { return };
+    adagrad(w, a, d * x + p.l2_linear * f64::from(*w), p.lr);
+    let (v, acc) = va.split_at_mut(k);
+    let (lrf, l2_factors) = (p.lr as f32, p.l2_factors);
+    // The hot loop: gradient in f64, step in f32 (see `adagrad_f32`).
+    for ((v, acc), &sf) in v.iter_mut().zip(acc.iter_mut()).zip(sums) {
+        let vf = f64::from(*v);
+        let g = d * x * (sf - vf * x) + l2_factors * vf;
+        adagrad_f32(v, acc, g as f32, lrf);
+    }
+}
+
 fn is_acc(pos_in_row: usize, k: usize) -> bool {
     pos_in_row == 1 || pos_in_row >= 2 + k
 }
@@ -269,33 +289,16 @@ impl Model for Fm {
         canonicalize(x, self.dim, None, &mut s.entries);
         let p = sigmoid(self.margin(&s.entries, &mut s.sums));
         let d = p - f64::from(y);
-        let FmParams {
-            lr,
-            l2_linear,
-            l2_factors,
-            ..
-        } = self.params;
         let [w0, a0] = &mut self.bias;
-        adagrad(w0, a0, d, lr);
+        adagrad(w0, a0, d, self.params.lr);
         let k = self.k;
         let stride = self.stride();
-        let lrf = lr as f32;
         for en in &s.entries {
             let o = en.idx as usize * stride;
             let Some(row) = self.rows.get_mut(o..o + stride) else {
                 continue;
             };
-            let x = en.val;
-            let (wa, va) = row.split_at_mut(2);
-            let [w, a] = wa else { continue };
-            adagrad(w, a, d * x + l2_linear * f64::from(*w), lr);
-            let (v, acc) = va.split_at_mut(k);
-            // The hot loop: gradient in f64, step in f32 (see `adagrad_f32`).
-            for ((v, acc), &sf) in v.iter_mut().zip(acc.iter_mut()).zip(&s.sums) {
-                let vf = f64::from(*v);
-                let g = d * x * (sf - vf * x) + l2_factors * vf;
-                adagrad_f32(v, acc, g as f32, lrf);
-            }
+            update_row(row, k, en.val, d, &s.sums, &self.params);
         }
         self.scratch = s;
         self.examples += 1;

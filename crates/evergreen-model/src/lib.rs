@@ -1,5 +1,6 @@
 //! Online models and their versioned, checksummed binary format. Pure: no IO; no threads
-//! except inside [`Ftrl::learn_parallel`] (Hogwild-style, scoped, opt-in).
+//! except inside [`Ftrl::learn_parallel`] and [`Fm::learn_parallel`] (Hogwild-style, scoped,
+//! opt-in).
 //!
 //! Every model implements [`Model`]: predict a probability for a hashed feature vector, learn one
 //! labelled example, encode its full state (optimizer state included, so a later cycle
@@ -14,6 +15,7 @@ mod ffm;
 mod fm;
 mod format;
 mod ftrl;
+mod hogwild;
 
 pub use common::{MAX_FACTORS, MAX_STATE_FLOATS, ShapeError};
 pub use ffm::{Ffm, FfmParams};

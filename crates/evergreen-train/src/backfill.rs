@@ -256,7 +256,8 @@ impl Trainer {
                     self.quarantine.path_for(&span.id).display()
                 );
                 tracing::error!(file = %file.path.display(), "held back: {why}");
-                out.held_back.push(format!("{}: {why}", file.path.display()));
+                out.held_back
+                    .push(format!("{}: {why}", file.path.display()));
             }
             let read = stream.finish(Vec::new())?;
             failpoint("after_read");

@@ -902,13 +902,10 @@ impl Trainer {
                 set_model_params(&scaled, candidate)?;
             }
             let threads = self.cfg.training.threads;
-            if threads > 1
-                && let Some(ftrl) = candidate.as_any_mut().downcast_mut::<Ftrl>()
-            {
-                // Hogwild: one call per epoch over the whole window, the window cut into one
-                // contiguous shard per thread.
-                preds.clear();
-                ftrl.learn_parallel(&train_x, &train_y, threads, &mut preds);
+            // Hogwild (FTRL, FM): one call per epoch over the whole window, the window cut into
+            // one contiguous shard per thread.
+            preds.clear();
+            if threads > 1 && learn_parallel(candidate, &train_x, &train_y, threads, &mut preds) {
                 if epoch == 0 {
                     for ((p, y), _) in preds.iter().zip(&train_y).zip(&is_new).filter(|(_, n)| **n)
                     {
@@ -1231,6 +1228,27 @@ fn fresh_model(cfg: &Config) -> Result<Box<dyn Model>, TrainError> {
 /// a change of shape (factors, layers, variant) is refused.
 fn apply_params(cfg: &Config, model: &mut Box<dyn Model>) -> Result<(), TrainError> {
     set_model_params(&cfg.model, model.as_mut())
+}
+
+/// Learns a whole window Hogwild-style on `threads` threads when the model has a parallel path
+/// (`Ftrl::learn_parallel`, `Fm::learn_parallel`), appending the pre-update predictions to
+/// `preds`; false (nothing learned) for the other kinds.
+fn learn_parallel(
+    model: &mut dyn Model,
+    xs: &[FeatureVector],
+    ys: &[f32],
+    threads: usize,
+    preds: &mut Vec<f64>,
+) -> bool {
+    let any = model.as_any_mut();
+    if let Some(m) = any.downcast_mut::<Ftrl>() {
+        m.learn_parallel(xs, ys, threads, preds);
+    } else if let Some(m) = any.downcast_mut::<Fm>() {
+        m.learn_parallel(xs, ys, threads, preds);
+    } else {
+        return false;
+    }
+    true
 }
 
 /// Sets the hyperparameters of `section` on a model of its kind.

@@ -605,6 +605,61 @@ fn hogwild_threads_train_ftrl_and_report_every_example() {
 }
 
 #[test]
+fn hogwild_threads_train_fm_and_report_every_example() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    for i in 0..3 {
+        write_span(root, &format!("s{i}.csv"), 2000, i);
+    }
+    let mut c = config(root);
+    c.model.kind = ModelKind::Fm;
+    c.training.threads = 2;
+    let mut t = Trainer::open(c, Arc::new(Metrics::new()), "t").unwrap();
+    let (mut last, mut trained) = (None, 0);
+    while let Some(r) = t.run_once().unwrap() {
+        assert_eq!(r.online.unwrap().examples, r.trained, "{r:?}");
+        trained += r.trained;
+        last = Some(r);
+    }
+    let r = last.unwrap();
+    assert_eq!(r.outcome, Outcome::Published, "{}", r.note);
+    assert!(r.progressive.unwrap().auc > 0.8, "{:?}", r.progressive);
+    // The published model is an FM that counted every example it learned.
+    let v = t.registry().latest().unwrap().unwrap();
+    let bytes = fs::read(t.registry().version_dir(v).join("model.bin")).unwrap();
+    let (_, m) = evergreen_model::load(&bytes).unwrap();
+    assert_eq!(m.kind(), ModelKind::Fm);
+    assert!(m.is_finite());
+    assert_eq!(m.examples_seen(), trained);
+}
+
+#[test]
+fn the_parallel_path_covers_ftrl_and_fm_only() {
+    use evergreen_model::{FfmParams, FmParams, FtrlParams};
+    let mut x = FeatureVector::default();
+    x.push(3, 1.0);
+    let (xs, ys) = (vec![x; 10], vec![1.0f32; 10]);
+    for (mut m, parallel) in [
+        (
+            Box::new(Ftrl::new(FtrlParams::default(), 16)) as Box<dyn Model>,
+            true,
+        ),
+        (Box::new(Fm::new(FmParams::default(), 16, 1)), true),
+        (Box::new(Ffm::new(FfmParams::default(), 16, 2)), false),
+    ] {
+        let mut preds = Vec::new();
+        assert_eq!(
+            learn_parallel(m.as_mut(), &xs, &ys, 2, &mut preds),
+            parallel,
+            "{:?}",
+            m.kind()
+        );
+        let n = if parallel { 10 } else { 0 };
+        assert_eq!((preds.len(), m.examples_seen()), (n, n as u64));
+    }
+}
+
+#[test]
 fn a_restarted_trainer_continues_bit_identically() {
     let run = |restart: bool| {
         let d = tempfile::tempdir().unwrap();

@@ -4,14 +4,15 @@
 //! shared `z`, `n` (and admission counter) arrays without locks.
 //!
 //! Sharing is data-race free: for the duration of the call the storage (held through
-//! `&mut self`) is viewed as atomics of the same size and alignment (`f32` bits as
-//! [`AtomicU32`], f16 bits as [`AtomicU16`], counters as [`AtomicU8`]). `z` and `n` are read and
-//! written with `Relaxed` loads and stores, which compile to plain loads and stores on the usual
-//! targets. Two threads updating the same bucket at once may lose one of the two updates (the
-//! update is not atomic as a whole), which is the Hogwild trade: with sparse features
-//! collisions are rare and the effect is a small amount of extra noise. Each value is always one
-//! that some thread wrote, never a torn mix, and `n` stays non-negative. Admission counters use
-//! atomic read-modify-writes (see `Worker::admit`) so that an admitted bucket stays admitted.
+//! `&mut self`) is viewed as atomics of the same size and alignment (`crate::hogwild`: `f32`
+//! bits as [`AtomicU32`], f16 bits as [`AtomicU16`], counters as [`AtomicU8`]). `z` and `n` are
+//! read and written with `Relaxed` loads and stores, which compile to plain loads and stores on
+//! the usual targets. Two threads updating the same bucket at once may lose one of the two
+//! updates (the update is not atomic as a whole), which is the Hogwild trade: with sparse
+//! features collisions are rare and the effect is a small amount of extra noise. Each value is
+//! always one that some thread wrote, never a torn mix, and `n` stays non-negative. Admission
+//! counters use atomic read-modify-writes (see `Worker::admit`) so that an admitted bucket stays
+//! admitted.
 //!
 //! With one thread the update sequence, the example numbers used for the f16 rounding and
 //! admission draws, and hence the result, are exactly those of
@@ -21,43 +22,10 @@
 
 use super::{ADMITTED, Ftrl, Store, admission_draw, rounding_draws, weight_of};
 use super::{f16_to_f32, f32_to_f16, f32_to_f16_stochastic};
+use crate::hogwild::atomic_view;
 use crate::{FtrlParams, WeightStorage, sigmoid};
 use evergreen_core::FeatureVector;
 use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, Ordering::Relaxed};
-
-// The views below rely on the atomic types having the layout of the plain ones.
-const _: () = {
-    assert!(size_of::<AtomicU32>() == size_of::<f32>());
-    assert!(align_of::<AtomicU32>() == align_of::<f32>());
-    assert!(size_of::<AtomicU16>() == size_of::<u16>());
-    assert!(align_of::<AtomicU16>() == align_of::<u16>());
-    assert!(size_of::<AtomicU8>() == size_of::<u8>());
-    assert!(align_of::<AtomicU8>() == align_of::<u8>());
-};
-
-/// Views exclusively borrowed plain values as atomics (what the unstable
-/// `AtomicU32::from_mut_slice` does).
-#[allow(unsafe_code)]
-mod view {
-    use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32};
-
-    pub(super) fn f32s(v: &mut [f32]) -> &[AtomicU32] {
-        // SAFETY: `AtomicU32` has the size, alignment and bit validity of `u32`, hence of `f32`
-        // (checked at compile time above); `v` is exclusively borrowed for the lifetime of the
-        // returned slice, so every access to the memory goes through the atomics meanwhile.
-        unsafe { &*(std::ptr::from_mut(v) as *const [AtomicU32]) }
-    }
-
-    pub(super) fn u16s(v: &mut [u16]) -> &[AtomicU16] {
-        // SAFETY: as above, for `AtomicU16` and `u16`.
-        unsafe { &*(std::ptr::from_mut(v) as *const [AtomicU16]) }
-    }
-
-    pub(super) fn u8s(v: &mut [u8]) -> &[AtomicU8] {
-        // SAFETY: as above, for `AtomicU8` and `u8`.
-        unsafe { &*(std::ptr::from_mut(v) as *const [AtomicU8]) }
-    }
-}
 
 /// A [`Store`] shared between threads.
 #[derive(Clone, Copy)]
@@ -69,8 +37,8 @@ enum Shared<'a> {
 impl<'a> Shared<'a> {
     fn of(store: &'a mut Store) -> Self {
         match store {
-            Store::F32(v) => Shared::F32(view::f32s(v)),
-            Store::F16(v) => Shared::F16(view::u16s(v)),
+            Store::F32(v) => Shared::F32(atomic_view(v)),
+            Store::F16(v) => Shared::F16(atomic_view(v)),
         }
     }
 
@@ -226,7 +194,7 @@ impl Ftrl {
             params: self.params,
             z: Shared::of(&mut self.z),
             n: Shared::of(&mut self.n),
-            counts: view::u8s(&mut self.counts),
+            counts: atomic_view(&mut self.counts),
         };
         preds.reserve(b);
         if threads == 1 {
@@ -430,7 +398,7 @@ mod contention {
                 params,
                 z: Shared::of(&mut m.z),
                 n: Shared::of(&mut m.n),
-                counts: view::u8s(&mut m.counts),
+                counts: atomic_view(&mut m.counts),
             };
             let barrier = std::sync::Barrier::new(2);
             std::thread::scope(|s| {
