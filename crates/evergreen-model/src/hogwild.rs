@@ -6,6 +6,7 @@
 //! `Relaxed` loads and stores, which compile to plain loads and stores on the usual targets.
 //! This is the only `unsafe` code of the crate.
 
+use evergreen_core::FeatureVector;
 use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32};
 
 mod sealed {
@@ -80,5 +81,49 @@ mod tests {
         assert_eq!(atomic_view(&mut c).len(), 4);
         atomic_view(&mut c)[3].fetch_max(200, Relaxed);
         assert_eq!(c, [0, 0, 0, 200]);
+    }
+}
+
+/// Runs `learn` over `xs`/`ys` (equal lengths, at least one example) cut into `threads`
+/// contiguous shards, each on its own scoped thread (on the calling thread when `threads <= 1`),
+/// and appends the shards' predictions to `preds` in batch order. `learn` gets the shard's
+/// offset in the batch, its examples, its labels and the buffer for its predictions.
+pub(crate) fn run_shards<F>(
+    xs: &[FeatureVector],
+    ys: &[f32],
+    threads: usize,
+    preds: &mut Vec<f64>,
+    learn: F,
+) where
+    F: Fn(usize, &[FeatureVector], &[f32], &mut Vec<f64>) + Sync,
+{
+    let b = xs.len();
+    preds.reserve(b);
+    if threads <= 1 {
+        learn(0, xs, ys, preds);
+        return;
+    }
+    let shard = b.div_ceil(threads);
+    let learn = &learn;
+    let outs: Vec<Vec<f64>> = std::thread::scope(|s| {
+        let handles: Vec<_> = xs
+            .chunks(shard)
+            .zip(ys.chunks(shard))
+            .enumerate()
+            .map(|(t, (cx, cy))| {
+                s.spawn(move || {
+                    let mut out = Vec::with_capacity(cx.len());
+                    learn(t * shard, cx, cy, &mut out);
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    for out in outs {
+        preds.extend(out);
     }
 }

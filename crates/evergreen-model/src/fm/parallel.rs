@@ -162,32 +162,9 @@ impl Fm {
             bias: atomic_view(&mut self.bias),
             rows: atomic_view(&mut self.rows),
         };
-        preds.reserve(b);
-        if threads == 1 {
-            worker.learn_shard(xs, ys, preds);
-        } else {
-            let shard = b.div_ceil(threads);
-            let outs: Vec<Vec<f64>> = std::thread::scope(|s| {
-                let handles: Vec<_> = xs
-                    .chunks(shard)
-                    .zip(ys.chunks(shard))
-                    .map(|(cx, cy)| {
-                        s.spawn(move || {
-                            let mut out = Vec::with_capacity(cx.len());
-                            worker.learn_shard(cx, cy, &mut out);
-                            out
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                    .collect()
-            });
-            for out in outs {
-                preds.extend(out);
-            }
-        }
+        crate::hogwild::run_shards(xs, ys, threads, preds, |_, cx, cy, out| {
+            worker.learn_shard(cx, cy, out)
+        });
         self.examples += b as u64;
     }
 }

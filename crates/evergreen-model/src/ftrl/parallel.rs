@@ -196,33 +196,9 @@ impl Ftrl {
             n: Shared::of(&mut self.n),
             counts: atomic_view(&mut self.counts),
         };
-        preds.reserve(b);
-        if threads == 1 {
-            worker.learn_shard(xs, ys, first, preds);
-        } else {
-            let shard = b.div_ceil(threads);
-            let outs: Vec<Vec<f64>> = std::thread::scope(|s| {
-                let handles: Vec<_> = xs
-                    .chunks(shard)
-                    .zip(ys.chunks(shard))
-                    .enumerate()
-                    .map(|(t, (cx, cy))| {
-                        s.spawn(move || {
-                            let mut out = Vec::with_capacity(cx.len());
-                            worker.learn_shard(cx, cy, first + (t * shard) as u64, &mut out);
-                            out
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                    .collect()
-            });
-            for out in outs {
-                preds.extend(out);
-            }
-        }
+        crate::hogwild::run_shards(xs, ys, threads, preds, |offset, cx, cy, out| {
+            worker.learn_shard(cx, cy, first + offset as u64, out)
+        });
         self.examples += b as u64;
     }
 }
