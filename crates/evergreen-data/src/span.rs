@@ -107,6 +107,23 @@ pub struct SpanFile {
     pub size: u64,
 }
 
+impl SpanFile {
+    /// A single file given by path (not listed from a data directory), read as `format`; its
+    /// name is the file name (the whole path when it has none).
+    pub fn at(path: &Path, format: Format) -> io::Result<SpanFile> {
+        let size = fs::metadata(path)?.len();
+        Ok(SpanFile {
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string()),
+            path: path.to_path_buf(),
+            format,
+            size,
+        })
+    }
+}
+
 /// Suffixes (compared case-insensitively) that mark a file as not (yet) a span.
 const NOT_READY_SUFFIXES: [&str; 3] = [".tmp", ".partial", ".ready"];
 

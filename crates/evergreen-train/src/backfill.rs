@@ -197,25 +197,8 @@ impl Trainer {
                             .push(format!("{}: {why}", file.path.display()));
                         continue;
                     }
-                    let mut report = CycleReport {
-                        span: window_span.id.clone(),
-                        outcome: Outcome::Empty,
-                        records: window.len() as u64,
-                        bad: Default::default(),
-                        trained: 0,
-                        replayed: 0,
-                        progressive: None,
-                        online: None,
-                        evaluation: None,
-                        baseline: None,
-                        gate: None,
-                        parent_version,
-                        version: None,
-                        serving_version: parent_version,
-                        seconds: 0.0,
-                        note: String::new(),
-                        positions: Vec::new(),
-                    };
+                    let mut report =
+                        CycleReport::started(&window_span.id, window.len() as u64, parent_version);
                     let t = Instant::now();
                     self.train_and_gate(
                         &window_span,
@@ -361,10 +344,6 @@ impl Trainer {
                 out.extend(SpanDir::new(p, false, self.cfg.data.format).list()?);
                 continue;
             }
-            let meta = std::fs::metadata(p).map_err(|e| TrainError::State {
-                path: p.clone(),
-                message: format!("cannot read input: {e}"),
-            })?;
             let format: Format = match self.cfg.data.format.or_else(|| Format::from_path(p)) {
                 Some(f) => f,
                 None => {
@@ -376,15 +355,10 @@ impl Trainer {
                     });
                 }
             };
-            out.push(SpanFile {
-                name: p
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| p.display().to_string()),
+            out.push(SpanFile::at(p, format).map_err(|e| TrainError::State {
                 path: p.clone(),
-                format,
-                size: meta.len(),
-            });
+                message: format!("cannot read input: {e}"),
+            })?);
         }
         Ok(out)
     }

@@ -148,6 +148,31 @@ pub struct CycleReport {
     pub positions: Vec<SourcePosition>,
 }
 
+impl CycleReport {
+    /// The report of a window of `records` good records on `span` that has not trained yet.
+    fn started(span: &str, records: u64, parent_version: Option<u64>) -> Self {
+        Self {
+            span: span.to_string(),
+            outcome: Outcome::Empty,
+            records,
+            bad: Default::default(),
+            trained: 0,
+            replayed: 0,
+            progressive: None,
+            online: None,
+            evaluation: None,
+            baseline: None,
+            gate: None,
+            parent_version,
+            version: None,
+            serving_version: parent_version,
+            seconds: 0.0,
+            note: String::new(),
+            positions: Vec::new(),
+        }
+    }
+}
+
 /// One span to consume: a single file (directory mode) or the shards of one span number
 /// (pattern mode).
 #[derive(Debug, Clone, PartialEq)]
@@ -679,25 +704,9 @@ impl Trainer {
         let records = examples.len() as u64;
         self.metrics.records_read.get_or_create(&ml).inc_by(records);
         let parent_version = self.state.last_version;
-        let mut report = CycleReport {
-            span: span.id.clone(),
-            outcome: Outcome::Empty,
-            records,
-            bad: bad.clone(),
-            trained: 0,
-            replayed: 0,
-            progressive: None,
-            online: None,
-            evaluation: None,
-            baseline: None,
-            gate: None,
-            parent_version,
-            version: None,
-            serving_version: parent_version,
-            seconds: 0.0,
-            note: String::new(),
-            positions,
-        };
+        let mut report = CycleReport::started(&span.id, records, parent_version);
+        report.bad = bad.clone();
+        report.positions = positions;
 
         let total = records + bad_total;
         let bad_fraction = if total == 0 {

@@ -250,7 +250,6 @@ fn files_of(path: &Path, format: Option<Format>) -> Result<Vec<SpanFile>> {
         }
         return Ok(files);
     }
-    let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
     let format = format
         .or_else(|| Format::from_path(path))
         .with_context(|| {
@@ -259,15 +258,9 @@ fn files_of(path: &Path, format: Option<Format>) -> Result<Vec<SpanFile>> {
                 path.display()
             )
         })?;
-    Ok(vec![SpanFile {
-        name: path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        path: path.to_path_buf(),
-        format,
-        size: meta.len(),
-    }])
+    Ok(vec![
+        SpanFile::at(path, format).with_context(|| format!("{}", path.display()))?,
+    ])
 }
 
 fn parse_format(s: &str) -> Result<Format> {
