@@ -916,13 +916,7 @@ impl Trainer {
             preds.clear();
             if threads > 1 && learn_parallel(candidate, &train_x, &train_y, threads, &mut preds) {
                 if epoch == 0 {
-                    for ((p, y), _) in preds.iter().zip(&train_y).zip(&is_new).filter(|(_, n)| **n)
-                    {
-                        online.add(*p, *y);
-                        if let Some(s) = sinks.as_deref_mut() {
-                            s.online.add(*p, *y);
-                        }
-                    }
+                    add_online(&mut online, sinks.as_deref_mut(), &preds, &train_y, &is_new);
                 }
                 trained += train_x.len() as u64;
                 continue;
@@ -933,21 +927,17 @@ impl Trainer {
                 .zip(is_new.chunks(batch))
             {
                 preds.clear();
-                match (anchor, candidate.as_any_mut().downcast_mut::<Ftrl>()) {
-                    (Some(prev), Some(ftrl)) => {
-                        for (x, y) in xs.iter().zip(ys) {
-                            preds.push(ftrl.learn_anchored(x, *y, prev, mu));
-                        }
+                if let Some(prev) = anchor
+                    && let Some(ftrl) = candidate.as_any_mut().downcast_mut::<Ftrl>()
+                {
+                    for (x, y) in xs.iter().zip(ys) {
+                        preds.push(ftrl.learn_anchored(x, *y, prev, mu));
                     }
-                    _ => candidate.learn_batch(xs, ys, &mut preds),
+                } else {
+                    candidate.learn_batch(xs, ys, &mut preds);
                 }
                 if epoch == 0 {
-                    for ((p, y), _) in preds.iter().zip(ys).zip(new).filter(|(_, n)| **n) {
-                        online.add(*p, *y);
-                        if let Some(s) = sinks.as_deref_mut() {
-                            s.online.add(*p, *y);
-                        }
-                    }
+                    add_online(&mut online, sinks.as_deref_mut(), &preds, ys, new);
                 }
                 trained += xs.len() as u64;
             }
@@ -1176,6 +1166,22 @@ impl Trainer {
             gate,
             started_ms,
             finished_ms,
+        }
+    }
+}
+
+/// Records the pre-update predictions of the new (not replayed) examples in the online metrics.
+fn add_online(
+    online: &mut EvalMetrics,
+    mut sinks: Option<&mut Sinks>,
+    preds: &[f64],
+    ys: &[f32],
+    new: &[bool],
+) {
+    for ((p, y), _) in preds.iter().zip(ys).zip(new).filter(|(_, n)| **n) {
+        online.add(*p, *y);
+        if let Some(s) = sinks.as_deref_mut() {
+            s.online.add(*p, *y);
         }
     }
 }
