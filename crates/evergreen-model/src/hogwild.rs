@@ -62,28 +62,6 @@ pub(crate) fn atomic_view<T: Plain>(v: &mut [T]) -> &[T::Atomic] {
     unsafe { &*(std::ptr::from_mut(v) as *const [T::Atomic]) }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::Ordering::Relaxed;
-
-    #[test]
-    fn views_read_and_write_the_plain_values() {
-        let mut f = vec![1.5f32, -2.0];
-        let a = atomic_view(&mut f);
-        assert_eq!(f32::from_bits(a[1].load(Relaxed)), -2.0);
-        a[0].store(3.25f32.to_bits(), Relaxed);
-        assert_eq!(f, [3.25, -2.0]);
-        let mut h = vec![7u16; 3];
-        atomic_view(&mut h)[2].store(9, Relaxed);
-        assert_eq!(h, [7, 7, 9]);
-        let mut c = vec![0u8; 4];
-        assert_eq!(atomic_view(&mut c).len(), 4);
-        atomic_view(&mut c)[3].fetch_max(200, Relaxed);
-        assert_eq!(c, [0, 0, 0, 200]);
-    }
-}
-
 /// Runs `learn` over `xs`/`ys` (equal lengths, at least one example) cut into `threads`
 /// contiguous shards, each on its own scoped thread (on the calling thread when `threads <= 1`),
 /// and appends the shards' predictions to `preds` in batch order. `learn` gets the shard's
@@ -125,5 +103,27 @@ pub(crate) fn run_shards<F>(
     });
     for out in outs {
         preds.extend(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    #[test]
+    fn views_read_and_write_the_plain_values() {
+        let mut f = vec![1.5f32, -2.0];
+        let a = atomic_view(&mut f);
+        assert_eq!(f32::from_bits(a[1].load(Relaxed)), -2.0);
+        a[0].store(3.25f32.to_bits(), Relaxed);
+        assert_eq!(f, [3.25, -2.0]);
+        let mut h = vec![7u16; 3];
+        atomic_view(&mut h)[2].store(9, Relaxed);
+        assert_eq!(h, [7, 7, 9]);
+        let mut c = vec![0u8; 4];
+        assert_eq!(atomic_view(&mut c).len(), 4);
+        atomic_view(&mut c)[3].fetch_max(200, Relaxed);
+        assert_eq!(c, [0, 0, 0, 200]);
     }
 }
