@@ -161,6 +161,11 @@ pub struct DataSection {
     /// How often the directory is listed when idle.
     #[serde(default = "default_poll_ms")]
     pub poll_interval_ms: u64,
+    /// 0: a span is one cycle. Otherwise a span is cut into windows of about this many records
+    /// (good and bad; a window ends at the end of a pipeline chunk), each trained, gated and
+    /// committed with its source positions, so a restart resumes inside the span.
+    #[serde(default)]
+    pub window_records: u64,
 }
 
 fn default_bad_fraction() -> f64 {
@@ -526,6 +531,14 @@ impl Config {
                     "must be between 0 and 1 (got {})",
                     self.data.max_bad_fraction
                 ),
+            ));
+        }
+        if self.data.window_records > 0 && !self.pipeline.ordered {
+            return Err(invalid(
+                "data.window_records",
+                "windows inside a span need pipeline.ordered = true (a resumed read must know \
+                 which records came before)"
+                    .into(),
             ));
         }
         if let Some(p) = &self.data.pattern

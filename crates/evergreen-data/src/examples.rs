@@ -278,6 +278,23 @@ impl ExamplesShard {
         })
     }
 
+    /// Passes over the first `n` records (good or bad) without decoding them: resuming after
+    /// records delivered before. Errors only on an IO failure.
+    pub(crate) fn skip(&mut self, n: u64) -> Result<(), String> {
+        while self.records < n {
+            match self.reader.next_record() {
+                None => break,
+                Some(Ok(_)) => self.records += 1,
+                Some(Err(e)) => match frame_error(&self.reader, e, self.gzip) {
+                    Step::Failed { error, .. } => return Err(format!("{}: {error}", self.name)),
+                    Step::Bad { .. } => self.records += 1,
+                    Step::End | Step::Record(_) => {}
+                },
+            }
+        }
+        Ok(())
+    }
+
     /// The next chunk of at most `chunk` records.
     pub(crate) fn step(&mut self, chunk: usize) -> ShardStep {
         let mut good = Vec::with_capacity(chunk);

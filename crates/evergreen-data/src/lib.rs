@@ -47,6 +47,7 @@ pub mod tfrecord;
 
 pub use discovery::{DiscoveredSpan, SpanPattern, span_id};
 pub use error::DataError;
+pub use pipeline::ResumePoint;
 pub use quarantine::{Quarantine, QuarantineWriter};
 pub use reader::{
     BadRecord, ReadOptions, SourceRecord, SpanReader, open_span, open_span_with, reason,

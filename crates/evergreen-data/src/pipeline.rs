@@ -15,6 +15,12 @@
 //! bounded, so memory is bounded by `(cycle_length * 2 + queue + workers + queue) * chunk`
 //! records whatever the size of the input; a slow consumer stops the readers (backpressure).
 //! Dropping the [`Pipeline`] stops every thread.
+//!
+//! In ordered mode the pipeline can also stop and resume exactly: after
+//! [`Pipeline::next_buffered`] has drained what was already taken in, [`Pipeline::resume_point`]
+//! says how far each shard has been delivered (always a whole number of chunks, or the shard's
+//! end) and whose turn comes next, and [`Pipeline::start_at`] continues from there with the same
+//! chunks in the same order as an uninterrupted run.
 
 use crate::{BadRecord, DataError, SpanFile};
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -122,13 +128,26 @@ pub enum Item {
     },
 }
 
+/// Where a pipeline stopped delivering, to resume from (see [`Pipeline::resume_point`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResumePoint {
+    /// Records (good and bad) delivered per shard, in input order.
+    pub records: Vec<u64>,
+    /// Shards whose end (or failure) has been delivered: not opened again.
+    pub finished: Vec<bool>,
+    /// Reader thread whose chunk comes next in the round robin.
+    pub next_reader: usize,
+}
+
 enum Chunk {
     Records {
         shard: usize,
         records: Vec<Result<crate::SourceRecord, BadRecord>>,
     },
-    /// Already transformed on the reader thread (`workers == 0`).
+    /// Already transformed on the reader thread (`workers == 0`): `records` records read.
     Transformed {
+        shard: usize,
+        records: u64,
         good: Vec<Example>,
         bad: Vec<Rejected>,
     },
@@ -144,7 +163,12 @@ enum Chunk {
 }
 
 enum Output {
-    Examples(Vec<Example>, Vec<Rejected>),
+    Examples {
+        shard: usize,
+        records: u64,
+        good: Vec<Example>,
+        bad: Vec<Rejected>,
+    },
     Done {
         shard: usize,
         records: u64,
@@ -170,6 +194,10 @@ pub struct Pipeline {
     finished: bool,
     /// Bytes read from the shard files so far (compressed bytes for gzip).
     bytes_read: Arc<AtomicU64>,
+    /// Reader threads.
+    cycle: usize,
+    /// How far each shard has been taken in (see [`ResumePoint`]).
+    consumed: ResumePoint,
 }
 
 /// Transforms one chunk of records.
@@ -210,15 +238,22 @@ fn package(
 ) -> Chunk {
     match inline {
         Some(t) => {
+            let n = records.len() as u64;
             let (good, bad) = transform_records(shard, records, t);
-            Chunk::Transformed { good, bad }
+            Chunk::Transformed {
+                shard,
+                records: n,
+                good,
+                bad,
+            }
         }
         None => Chunk::Records { shard, records },
     }
 }
 
-/// Reads an example-file shard straight into examples (no parsing, no transform); false when
-/// the pipeline is gone.
+/// Reads an example-file shard straight into examples (no parsing, no transform), after its
+/// first `skip` records; false when the pipeline is gone.
+#[allow(clippy::too_many_arguments)]
 fn read_examples_shard(
     file: &SpanFile,
     shard: usize,
@@ -227,6 +262,7 @@ fn read_examples_shard(
     tx: &Sender<Chunk>,
     bytes: &Arc<AtomicU64>,
     expected: crate::examples::ExamplesHeader,
+    skip: u64,
 ) -> bool {
     use crate::examples::{ExamplesShard, ShardStep};
     let opened = crate::reader::InputFile::open(&file.path, Some(bytes.clone()))
@@ -246,9 +282,23 @@ fn read_examples_shard(
                 .is_ok();
         }
     };
+    if let Err(error) = reader.skip(skip) {
+        return tx
+            .send(Chunk::Failed {
+                shard,
+                error,
+                bad_input: false,
+            })
+            .is_ok();
+    }
     loop {
         let msg = match reader.step(chunk.max(1)) {
-            ShardStep::Chunk(good, bad) => Chunk::Transformed { good, bad },
+            ShardStep::Chunk(good, bad) => Chunk::Transformed {
+                shard,
+                records: (good.len() + bad.len()) as u64,
+                good,
+                bad,
+            },
             ShardStep::Done(records) => {
                 return tx.send(Chunk::Done { shard, records }).is_ok();
             }
@@ -279,13 +329,27 @@ fn reader_thread(
     stop: Arc<AtomicBool>,
     bytes: Arc<AtomicU64>,
     examples: crate::examples::ExamplesHeader,
+    resume: Arc<ResumePoint>,
 ) {
     for shard in mine {
         if stop.load(Ordering::Relaxed) {
             return;
         }
+        if resume.finished.get(shard).copied().unwrap_or(false) {
+            continue;
+        }
+        let skip = resume.records.get(shard).copied().unwrap_or(0);
         if shards[shard].format == crate::Format::Examples {
-            if !read_examples_shard(&shards[shard], shard, chunk, read, &tx, &bytes, examples) {
+            if !read_examples_shard(
+                &shards[shard],
+                shard,
+                chunk,
+                read,
+                &tx,
+                &bytes,
+                examples,
+                skip,
+            ) {
                 return;
             }
             continue;
@@ -308,8 +372,29 @@ fn reader_thread(
                     continue;
                 }
             };
-        let mut buf = Vec::with_capacity(chunk);
+        let mut reader = reader;
         let mut count = 0u64;
+        // Resuming: the records delivered before are read again (framing and decoding) but not
+        // passed on, so record numbers and chunk boundaries stay those of an uninterrupted run.
+        while count < skip {
+            match reader.next() {
+                None => break,
+                Some(Err(bad)) if bad.reason == crate::reason::IO_ERROR => {
+                    let _ = tx.send(Chunk::Failed {
+                        shard,
+                        error: bad.detail.clone(),
+                        bad_input: false,
+                    });
+                    count = u64::MAX;
+                    break;
+                }
+                Some(_) => count += 1,
+            }
+        }
+        if count == u64::MAX {
+            continue;
+        }
+        let mut buf = Vec::with_capacity(chunk);
         for item in reader {
             if let Err(bad) = &item
                 && bad.reason == crate::reason::IO_ERROR
@@ -370,6 +455,22 @@ impl Pipeline {
         transformer: Arc<Transformer>,
         opts: PipelineOptions,
     ) -> Self {
+        Self::start_at(shards, transformer, opts, ResumePoint::default())
+    }
+
+    /// Starts reading `shards` from `resume` (a [`Pipeline::resume_point`] of an earlier
+    /// pipeline over the same shards with the same options): what was delivered before is
+    /// skipped, and in ordered mode the rest comes in the order an uninterrupted run gives.
+    pub fn start_at(
+        shards: Vec<SpanFile>,
+        transformer: Arc<Transformer>,
+        opts: PipelineOptions,
+        resume: ResumePoint,
+    ) -> Self {
+        let mut consumed = resume;
+        consumed.records.resize(shards.len(), 0);
+        consumed.finished.resize(shards.len(), false);
+        let resume = Arc::new(consumed.clone());
         let cycle = opts.cycle_length.max(1).min(shards.len().max(1));
         // workers == 0: the reader threads transform, and one thread passes chunks on; but with
         // fewer shards than `cycle_length` the cores left idle transform instead.
@@ -399,12 +500,14 @@ impl Pipeline {
             let mine: Vec<usize> = (i..shards.len()).step_by(cycle).collect();
             let inline = inline.then(|| transformer.clone());
             let (shards, stop, bytes) = (shards.clone(), stop.clone(), bytes_read.clone());
+            let resume = resume.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("evergreen-read-{i}"))
                     .spawn(move || {
                         reader_thread(
                             shards, mine, chunk, opts.read, inline, tx, stop, bytes, examples,
+                            resume,
                         )
                     })
                     .expect("spawn reader thread"),
@@ -416,13 +519,14 @@ impl Pipeline {
         let (work_tx, work_rx) = bounded::<(u64, Chunk)>(queue);
         {
             let stop = stop.clone();
+            let first = consumed.next_reader % cycle;
             threads.push(
                 std::thread::Builder::new()
                     .name("evergreen-sequence".into())
                     .spawn(move || {
                         let mut live: Vec<Receiver<Chunk>> = reader_rx;
                         let mut seq = 0u64;
-                        let mut i = 0;
+                        let mut i = first;
                         while !live.is_empty() {
                             if stop.load(Ordering::Relaxed) {
                                 return;
@@ -466,10 +570,26 @@ impl Pipeline {
                             }
                             let out = match c {
                                 Chunk::Records { shard, records } => {
+                                    let n = records.len() as u64;
                                     let (good, bad) = transform_records(shard, records, &t);
-                                    Output::Examples(good, bad)
+                                    Output::Examples {
+                                        shard,
+                                        records: n,
+                                        good,
+                                        bad,
+                                    }
                                 }
-                                Chunk::Transformed { good, bad } => Output::Examples(good, bad),
+                                Chunk::Transformed {
+                                    shard,
+                                    records,
+                                    good,
+                                    bad,
+                                } => Output::Examples {
+                                    shard,
+                                    records,
+                                    good,
+                                    bad,
+                                },
                                 Chunk::Done { shard, records } => Output::Done { shard, records },
                                 Chunk::Failed {
                                     shard,
@@ -502,7 +622,33 @@ impl Pipeline {
             ready: Default::default(),
             finished: false,
             bytes_read,
+            cycle,
+            consumed,
         }
+    }
+
+    /// The next item already taken in (a rejected record, a batch, or the examples waiting for
+    /// a full batch, delivered as a short batch), without reading further; `None` when nothing
+    /// is buffered. Once it returns `None`, [`Pipeline::resume_point`] matches exactly what
+    /// was delivered.
+    pub fn next_buffered(&mut self) -> Option<Item> {
+        if let Some(item) = self.ready.pop_front() {
+            return Some(item);
+        }
+        if self.batch.is_empty() {
+            return None;
+        }
+        Some(Item::Batch(std::mem::replace(
+            &mut self.batch,
+            Vec::with_capacity(self.batch_size),
+        )))
+    }
+
+    /// How far each shard has been taken in, and whose turn comes next. It is where the items
+    /// delivered so far end once [`Pipeline::next_buffered`] has returned `None`. In ordered
+    /// mode every shard's count is a prefix of it; order-free mode gives no such guarantee.
+    pub fn resume_point(&self) -> ResumePoint {
+        self.consumed.clone()
     }
 
     /// Bytes read from the shard files so far (compressed bytes for gzip; with read-ahead, a bit
@@ -512,8 +658,20 @@ impl Pipeline {
     }
 
     fn absorb(&mut self, out: Output) {
+        let shard = match &out {
+            Output::Examples { shard, .. }
+            | Output::Done { shard, .. }
+            | Output::Failed { shard, .. } => *shard,
+        };
+        self.consumed.next_reader = (shard % self.cycle + 1) % self.cycle;
         match out {
-            Output::Examples(good, bad) => {
+            Output::Examples {
+                shard,
+                records,
+                good,
+                bad,
+            } => {
+                self.consumed.records[shard] += records;
                 for r in bad {
                     self.ready.push_back(Item::Rejected(r));
                 }
@@ -527,17 +685,21 @@ impl Pipeline {
                 }
             }
             Output::Done { shard, records } => {
+                self.consumed.finished[shard] = true;
                 self.ready.push_back(Item::ShardDone { shard, records })
             }
             Output::Failed {
                 shard,
                 error,
                 bad_input,
-            } => self.ready.push_back(Item::Failed {
-                shard,
-                error,
-                bad_input,
-            }),
+            } => {
+                self.consumed.finished[shard] = true;
+                self.ready.push_back(Item::Failed {
+                    shard,
+                    error,
+                    bad_input,
+                })
+            }
         }
     }
 }
@@ -553,14 +715,20 @@ impl Iterator for Pipeline {
             if self.finished {
                 return None;
             }
+            if self.ordered
+                && let Some(o) = self.pending.remove(&self.next_seq)
+            {
+                self.next_seq += 1;
+                self.absorb(o);
+                continue;
+            }
             match self.out.recv() {
                 Ok((seq, out)) => {
                     if self.ordered {
+                        // Absorbed one chunk at a time, at the top of the loop, when `ready`
+                        // is empty: what is buffered at any point is then a function of the
+                        // input alone, so a cut after `next_buffered` is reproducible.
                         self.pending.insert(seq, out);
-                        while let Some(o) = self.pending.remove(&self.next_seq) {
-                            self.next_seq += 1;
-                            self.absorb(o);
-                        }
                     } else {
                         self.absorb(out);
                     }
@@ -746,6 +914,132 @@ mod tests {
             Some(Item::Batch(_)) | Some(Item::Rejected(_))
         ));
         drop(p); // must not hang
+    }
+
+    /// Everything a pipeline delivers, in order: examples as (shard, position), rejected records
+    /// as (shard name or index, position), and shard ends.
+    #[derive(Debug, Default, PartialEq)]
+    struct Seen {
+        examples: Vec<(usize, u64)>,
+        rejected: Vec<(String, u64)>,
+        done: Vec<usize>,
+    }
+
+    impl Seen {
+        fn take(&mut self, item: Item) {
+            match item {
+                Item::Batch(b) => self
+                    .examples
+                    .extend(b.iter().map(|e| (e.shard, e.position))),
+                Item::Rejected(Rejected::Parse(b)) => self.rejected.push((b.span, b.line)),
+                Item::Rejected(Rejected::Transform {
+                    shard, position, ..
+                }) => self.rejected.push((shard.to_string(), position)),
+                Item::ShardDone { shard, .. } => self.done.push(shard),
+                Item::Failed { error, .. } => panic!("{error}"),
+            }
+        }
+    }
+
+    /// The same shards as example files (`.evgx`), with one malformed record each.
+    fn as_example_files(files: &[SpanFile]) -> Vec<SpanFile> {
+        use crate::examples::{ExamplesHeader, ExamplesWriter};
+        let t = transformer();
+        let spec = t.spec();
+        let header = ExamplesHeader {
+            spec_fingerprint: spec.fingerprint(),
+            hash_bits: spec.hash_bits,
+            fields: spec.field_count() as u16,
+        };
+        files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let path = f.path.with_extension(format!("{i}.evgx"));
+                let mut w =
+                    ExamplesWriter::new(std::fs::File::create(&path).unwrap(), header).unwrap();
+                for item in Pipeline::start(vec![f.clone()], t.clone(), Default::default()) {
+                    if let Item::Batch(b) = item {
+                        for e in b {
+                            w.write(&e.features, e.label).unwrap();
+                        }
+                    }
+                }
+                let mut tf = crate::tfrecord::TfRecordWriter::new(w.into_inner());
+                tf.write_record(&[9, 9, 9]).unwrap();
+                SpanFile {
+                    name: format!("{i}.evgx"),
+                    size: std::fs::metadata(&path).unwrap().len(),
+                    path,
+                    format: Format::Examples,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pipeline_resumed_at_its_resume_point_continues_exactly() {
+        let d = tempfile::tempdir().unwrap();
+        // Uneven shards (one a multiple of the chunk size) so that readers finish at different
+        // times and the round robin changes along the way.
+        let mut files = shards(d.path(), 5, 1000);
+        let small = d.path().join("small");
+        std::fs::create_dir_all(&small).unwrap();
+        let extra = shards(&small, 2, 300);
+        files.extend(extra);
+        let example_files = as_example_files(&files);
+        for (files, workers) in [(&files, 0), (&files, 2), (&example_files, 0)] {
+            let opts = PipelineOptions {
+                cycle_length: 3,
+                workers,
+                batch_size: 64,
+                chunk: 50,
+                queue: 2,
+                ordered: true,
+                read: crate::ReadOptions::default(),
+            };
+            let mut whole = Seen::default();
+            for item in Pipeline::start(files.clone(), transformer(), opts) {
+                whole.take(item);
+            }
+            for cut_after in [0usize, 1, 7, 30, 61, 75] {
+                // Read `cut_after` items, drain what is buffered, stop; then resume (twice, to
+                // chain resume points) and compare with the uninterrupted run.
+                let mut seen = Seen::default();
+                let mut p = Pipeline::start(files.clone(), transformer(), opts);
+                for _ in 0..cut_after {
+                    match p.next() {
+                        Some(item) => seen.take(item),
+                        None => break,
+                    }
+                }
+                while let Some(item) = p.next_buffered() {
+                    seen.take(item);
+                }
+                let at = p.resume_point();
+                drop(p);
+                let mut p = Pipeline::start_at(files.clone(), transformer(), opts, at);
+                for _ in 0..cut_after / 2 {
+                    match p.next() {
+                        Some(item) => seen.take(item),
+                        None => break,
+                    }
+                }
+                while let Some(item) = p.next_buffered() {
+                    seen.take(item);
+                }
+                let at = p.resume_point();
+                drop(p);
+                for item in Pipeline::start_at(files.clone(), transformer(), opts, at.clone()) {
+                    seen.take(item);
+                }
+                assert_eq!(
+                    seen, whole,
+                    "{:?}, workers {workers}, cut after {cut_after} items",
+                    files[0].format
+                );
+            }
+        }
     }
 
     #[test]

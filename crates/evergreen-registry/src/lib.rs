@@ -11,7 +11,7 @@
 
 mod manifest;
 
-pub use manifest::{FileEntry, MANIFEST_FORMAT_VERSION, Manifest, SourcePosition};
+pub use manifest::{FileEntry, MANIFEST_FORMAT_VERSION, Manifest, PartialSpan, SourcePosition};
 
 use evergreen_core::{SpecError, Transformer};
 use evergreen_model::{Model, ModelError};

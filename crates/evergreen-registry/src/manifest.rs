@@ -74,6 +74,36 @@ pub struct Manifest {
     /// accounted for: trained, held out, or quarantined). Committed with the model.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub positions: Vec<SourcePosition>,
+    /// Set when this version was cut in the middle of a span (`data.window_records`): the span
+    /// and how many of its windows are consumed; `positions` then says where its shards stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<PartialSpan>,
+}
+
+/// A span consumed in part: windows `1..=parts` are committed, the rest is read on from the
+/// source positions committed with them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialSpan {
+    /// Span identifier (it sorts after the watermark).
+    pub span: String,
+    /// Windows of the span committed so far.
+    pub parts: u32,
+    /// Reader whose chunk comes next (so a resumed read interleaves shards as an uninterrupted
+    /// one would).
+    #[serde(default)]
+    pub next_reader: usize,
+}
+
+impl PartialSpan {
+    /// Identifier of window `part` of `span` (quarantine file, lineage, replay store).
+    pub fn part_id(span: &str, part: u32) -> String {
+        format!("{span}.part{part:05}")
+    }
+
+    /// Identifier of the last committed window.
+    pub fn id(&self) -> String {
+        Self::part_id(&self.span, self.parts)
+    }
 }
 
 /// How far a shard was read.
@@ -83,6 +113,13 @@ pub struct SourcePosition {
     pub span: String,
     /// Shard file path.
     pub shard: String,
-    /// Records read from the shard (its end: spans are consumed whole).
+    /// Records (good and bad) read from the shard.
     pub records: u64,
+    /// Whether the shard was read to its end (always, unless the span was cut into windows).
+    #[serde(default = "yes")]
+    pub finished: bool,
+}
+
+fn yes() -> bool {
+    true
 }

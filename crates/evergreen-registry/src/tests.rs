@@ -30,6 +30,7 @@ fn manifest(version: u64) -> Manifest {
         code_version: "test".into(),
         files: Default::default(),
         positions: Vec::new(),
+        partial: None,
     }
 }
 

@@ -41,6 +41,7 @@ fn manifest(version: u64, created_ms: i64) -> Manifest {
         code_version: "test".into(),
         files: Default::default(),
         positions: Vec::new(),
+        partial: None,
     }
 }
 

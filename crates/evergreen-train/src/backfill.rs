@@ -273,6 +273,7 @@ impl Trainer {
                 model.as_ref(),
                 accepted_spans.clone(),
                 watermark,
+                self.state.partial.clone(),
                 &last,
                 &gate,
             )?;

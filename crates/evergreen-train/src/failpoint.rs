@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Aborts the process if `EVERGREEN_FAILPOINT` names this point and its hit count is reached.
 /// Points in a cycle, in order: `mid_read` (after each batch the pipeline delivers, so in the
-/// middle of a shard), `after_read`, `after_publish`, `after_lineage`, `after_state`.
+/// middle of a shard), `mid_window` (a window of a span cut, before it is trained: see
+/// `data.window_records`), `after_read`, `after_publish`, `after_lineage`, `after_state`.
 pub fn failpoint(name: &str) {
     static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
     static HITS: AtomicU64 = AtomicU64::new(0);

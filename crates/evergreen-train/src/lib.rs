@@ -17,6 +17,11 @@
 //! effects were committed, it is not redone). Lineage is written before the state commit and is
 //! idempotent per (model, span); versions missing from lineage are re-recorded from their
 //! manifests at start.
+//!
+//! With `data.window_records`, a span is consumed in windows (`<span>.partNNNNN`), each a cycle
+//! committed the same way but with the span's source positions (records read per shard, and the
+//! pipeline's round-robin turn) instead of a new watermark; the last window moves the watermark.
+//! A restart resumes the span's read from the committed positions.
 
 mod backfill;
 mod failpoint;
@@ -31,13 +36,15 @@ pub use state::{STATE_FILE, TrainerState};
 
 use evergreen_config::Config;
 use evergreen_core::{FeatureVector, Transformer};
-use evergreen_data::pipeline::{Item, Pipeline, Rejected};
+use evergreen_data::pipeline::{Item, Pipeline, Rejected, ResumePoint};
 use evergreen_data::{Quarantine, SpanDir, SpanFile, SpanPattern, reason};
 use evergreen_eval::{GateResult, Metrics as EvalMetrics, Summary, evaluate_gate};
 use evergreen_lineage::{CycleRecord, GateRecord, LineageStore, MetricsRecord, SpanRef};
 use evergreen_metrics::{Metrics, ReasonLabels};
 use evergreen_model::{Deep, Ffm, Fm, Ftrl, Model, ModelKind};
-use evergreen_registry::{MANIFEST_FORMAT_VERSION, Manifest, Registry, SourcePosition};
+use evergreen_registry::{
+    MANIFEST_FORMAT_VERSION, Manifest, PartialSpan, Registry, SourcePosition,
+};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -186,11 +193,42 @@ pub struct Span {
     pub shards: Vec<SpanFile>,
 }
 
+/// What a `run` cycle commits.
+#[derive(Debug, Clone, PartialEq)]
+struct Commit {
+    /// The span.
+    span: String,
+    /// What was consumed: the span, or a window of it (`<span>.partNNNNN`).
+    id: String,
+    /// `Some` for a window that does not finish its span (the watermark stays).
+    partial: Option<PartialSpan>,
+    /// Where the span's shards stop.
+    positions: Vec<SourcePosition>,
+}
+
+impl Commit {
+    /// The state's commit id once this is committed (names the replay store).
+    fn key(&self) -> String {
+        match &self.partial {
+            Some(p) => p.id(),
+            None => self.span.clone(),
+        }
+    }
+
+    /// Applies it to a state.
+    fn apply(&self, state: &mut TrainerState, version: Option<u64>) {
+        match &self.partial {
+            Some(p) => state.commit_part(p.clone(), self.positions.clone(), version),
+            None => state.commit_span(&self.span, version),
+        }
+    }
+}
+
 /// How a window of examples is handled after training.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WindowMode {
-    /// A `run` cycle: gate, then publish (the commit).
-    Cycle,
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum WindowMode<'a> {
+    /// A `run` cycle: gate, then publish and commit this.
+    Cycle(&'a Commit),
     /// A backfill window: gate, and keep the candidate in memory (publication comes at the end).
     Backfill {
         /// Reject windows that fail the gate (as `run` does); false keeps every candidate.
@@ -207,9 +245,11 @@ struct Sinks {
 
 /// A span being read: examples are pulled as the pipeline delivers them, bad records go to the
 /// span's quarantine file as they come.
-struct SpanStream<'a> {
-    span: &'a Span,
+struct SpanStream {
+    span: Span,
     qw: evergreen_data::QuarantineWriter,
+    /// Windows of the span consumed before this one (`data.window_records`).
+    parts: u32,
     pipeline: Pipeline,
     header_error: Option<String>,
     positions: Vec<SourcePosition>,
@@ -218,7 +258,7 @@ struct SpanStream<'a> {
     done: bool,
 }
 
-impl SpanStream<'_> {
+impl SpanStream {
     fn shard_prefix(&self, i: usize) -> String {
         if self.span.shards.len() > 1 {
             format!("shard {}: ", self.span.shards[i].name)
@@ -252,6 +292,27 @@ impl SpanStream<'_> {
                 self.done = true;
                 return Ok(false);
             };
+            self.take(item, out)?;
+        }
+        Ok(!self.done)
+    }
+
+    /// Takes what the pipeline has already buffered (without reading further), so that the
+    /// examples delivered end where [`Pipeline::resume_point`] says.
+    fn cut(&mut self, out: &mut Vec<(u64, FeatureVector, f32)>) -> Result<ResumePoint, TrainError> {
+        while let Some(item) = self.pipeline.next_buffered() {
+            self.take(item, out)?;
+        }
+        Ok(self.pipeline.resume_point())
+    }
+
+    /// Handles one pipeline item: examples into `out`, bad records into the quarantine file.
+    fn take(
+        &mut self,
+        item: Item,
+        out: &mut Vec<(u64, FeatureVector, f32)>,
+    ) -> Result<(), TrainError> {
+        {
             match item {
                 Item::Batch(batch) => {
                     out.extend(
@@ -316,6 +377,7 @@ impl SpanStream<'_> {
                     span: self.span.id.clone(),
                     shard: self.span.shards[shard].path.display().to_string(),
                     records,
+                    finished: true,
                 }),
                 Item::Failed {
                     shard,
@@ -338,7 +400,7 @@ impl SpanStream<'_> {
                 }
             }
         }
-        Ok(!self.done)
+        Ok(())
     }
 
     /// Closes the quarantine file and returns what the span produced, `examples` included.
@@ -461,6 +523,8 @@ pub struct Trainer {
     replay: ReplayStore,
     /// The replay store of the cycle in progress, written before its commit.
     staged_replay: Option<ReplayStore>,
+    /// The span being read in windows (`data.window_records`), after its last committed window.
+    active: Option<SpanStream>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -559,7 +623,7 @@ impl Trainer {
         }
         let replay = ReplayStore::open(
             &cfg.state.dir,
-            state.watermark.as_deref(),
+            state.commit_id().as_deref(),
             cfg.training.replay,
         )?;
         let name = cfg.model.name.clone();
@@ -585,6 +649,7 @@ impl Trainer {
             late_check_armed: false,
             replay,
             staged_replay: None,
+            active: None,
         })
     }
 
@@ -603,24 +668,39 @@ impl Trainer {
         &self.registry
     }
 
-    /// Ready spans not yet consumed.
+    /// Ready spans not yet consumed (the span consumed in part first).
     pub fn pending(&self) -> Result<Vec<Span>, TrainError> {
         let mut spans = self.spans.list()?;
-        if let Some(w) = self.state.watermark.as_deref() {
-            spans.retain(|s| s.id.as_str() > w);
-        }
+        spans.retain(|s| !self.is_behind(&s.id));
         Ok(spans)
+    }
+
+    /// Whether span `id` sorts at or before what is consumed: the watermark, or before the
+    /// span consumed in part.
+    fn is_behind(&self, id: &str) -> bool {
+        self.state.watermark.as_deref().is_some_and(|w| id <= w)
+            || self
+                .state
+                .partial
+                .as_ref()
+                .is_some_and(|p| id < p.span.as_str())
     }
 
     /// Spans are taken in name order, so a span whose name sorts at or before the watermark when
     /// it appears is never trained. Such late arrivals are reported once each (log and
     /// `evergreen_data_late_spans_total`) instead of being skipped silently.
     fn report_late_spans(&mut self) -> Result<(), TrainError> {
-        let Some(watermark) = self.state.watermark.clone() else {
+        let Some(watermark) = self
+            .state
+            .partial
+            .as_ref()
+            .map(|p| p.span.clone())
+            .or_else(|| self.state.watermark.clone())
+        else {
             return Ok(());
         };
         for s in self.spans.list()? {
-            if s.id.as_str() > watermark.as_str() {
+            if !self.is_behind(&s.id) {
                 break;
             }
             if self.known_before_watermark.insert(s.id.clone()) && self.late_check_armed {
@@ -683,12 +763,32 @@ impl Trainer {
         // A replay store staged by an earlier, failed attempt at this span is not committed.
         self.staged_replay = None;
 
-        let read = self.read_span(span)?;
+        // The stream of a span read in windows is kept between cycles, and put back only once
+        // this window is committed: after an error the next attempt resumes from the commit.
+        // A span already consumed in part is read on in windows even if `data.window_records`
+        // was set to 0 since (its first windows must not be trained again).
+        let in_part = self
+            .state
+            .partial
+            .as_ref()
+            .is_some_and(|p| p.span == span.id);
+        let (read, commit, stream) = if self.cfg.data.window_records > 0 || in_part {
+            self.read_window(span)?
+        } else {
+            let read = self.read_span(span)?;
+            let commit = Commit {
+                span: span.id.clone(),
+                id: span.id.clone(),
+                partial: None,
+                positions: read.positions.clone(),
+            };
+            (read, commit, None)
+        };
         failpoint("after_read");
         let SpanRead {
             examples,
             bad,
-            positions,
+            positions: _,
             header_error,
         } = read;
         let bad_total: u64 = bad.values().sum();
@@ -704,9 +804,9 @@ impl Trainer {
         let records = examples.len() as u64;
         self.metrics.records_read.get_or_create(&ml).inc_by(records);
         let parent_version = self.state.last_version;
-        let mut report = CycleReport::started(&span.id, records, parent_version);
+        let mut report = CycleReport::started(&commit.id, records, parent_version);
         report.bad = bad.clone();
-        report.positions = positions;
+        report.positions = commit.positions.clone();
 
         let total = records + bad_total;
         let bad_fraction = if total == 0 {
@@ -717,7 +817,7 @@ impl Trainer {
         if let Some(e) = header_error {
             report.outcome = Outcome::HeldBack;
             report.note = format!("held back: {e}");
-            tracing::error!(span = %span.id, "{}", report.note);
+            tracing::error!(span = %commit.id, "{}", report.note);
         } else if bad_fraction > self.cfg.data.max_bad_fraction {
             report.outcome = Outcome::HeldBack;
             report.note = format!(
@@ -725,19 +825,36 @@ impl Trainer {
                  see {}",
                 bad_fraction * 100.0,
                 self.cfg.data.max_bad_fraction * 100.0,
-                self.quarantine.path_for(&span.id).display()
+                self.quarantine.path_for(&commit.id).display()
             );
-            tracing::error!(span = %span.id, "{}", report.note);
+            tracing::error!(span = %commit.id, "{}", report.note);
         } else if records == 0 {
-            report.note = "no good record".into();
-            tracing::warn!(span = %span.id, "span has no good record");
+            report.note = if commit.id != span.id && commit.partial.is_none() && total == 0 {
+                "end of span".into()
+            } else {
+                "no good record".into()
+            };
+            tracing::warn!(span = %commit.id, "{}", report.note);
         } else {
-            self.train_and_gate(span, examples, &mut report, WindowMode::Cycle, None)?;
+            self.train_and_gate(
+                span,
+                examples,
+                &mut report,
+                WindowMode::Cycle(&commit),
+                None,
+            )?;
         }
 
-        self.known_before_watermark.insert(span.id.clone());
+        if commit.partial.is_none() {
+            self.known_before_watermark.insert(span.id.clone());
+        }
         let state_path = self.cfg.state.dir.join(STATE_FILE);
-        let record = self.cycle_record(span, &report, started_ms, now_ms());
+        let named = Span {
+            id: commit.id.clone(),
+            uri: PathBuf::from(window_uri(&span.uri, &span.id, &commit.id)),
+            shards: Vec::new(),
+        };
+        let record = self.cycle_record(&named, &report, started_ms, now_ms());
         if let Some(version) = report.version {
             // Already committed by the publish (the manifest carries the watermark, and the
             // in-memory state moved with it): what follows must not fail the cycle, or the span
@@ -745,7 +862,7 @@ impl Trainer {
             // retried before the next cycle (and re-recorded from manifests at start), the state
             // file is rewritten at the next commit.
             if let Err(e) = self.lineage.record_cycle(&record) {
-                tracing::error!(span = %span.id, "lineage not recorded (will retry): {e}");
+                tracing::error!(span = %commit.id, "lineage not recorded (will retry): {e}");
                 self.lineage_backlog.push(record);
             }
             failpoint("after_lineage");
@@ -755,7 +872,7 @@ impl Trainer {
                 );
             }
             failpoint("after_state");
-            self.commit_replay(&span.id);
+            self.commit_replay(&commit.key());
             match self
                 .registry
                 .apply_retention(self.cfg.registry.keep_versions, &[version])
@@ -772,17 +889,18 @@ impl Trainer {
             // Not committed yet: lineage (idempotent per span) and then the state file, which is
             // the commit. An error here commits nothing; the span is redone from scratch.
             if self.staged_replay.is_none() {
-                self.stage_replay(&span.id, self.replay.clone())?;
+                self.stage_replay(&commit.key(), self.replay.clone())?;
             }
             self.lineage.record_cycle(&record)?;
             failpoint("after_lineage");
             let mut next = self.state.clone();
-            next.commit_span(&span.id, None);
+            commit.apply(&mut next, None);
             next.save(&state_path)?;
             self.state = next;
             failpoint("after_state");
-            self.commit_replay(&span.id);
+            self.commit_replay(&commit.key());
         }
+        self.active = stream;
         report.seconds = started.elapsed().as_secs_f64();
         self.metrics
             .cycles
@@ -793,6 +911,144 @@ impl Trainer {
             .get_or_create(&ml)
             .observe(report.seconds);
         Ok(report)
+    }
+
+    /// Reads the next window of `span` (`data.window_records`): continues the stream kept from
+    /// the previous window, or resumes from the committed source positions, or starts the span.
+    /// Returns the window, what committing it means, and the stream to keep if the span goes on.
+    fn read_window(
+        &mut self,
+        span: &Span,
+    ) -> Result<(SpanRead, Commit, Option<SpanStream>), TrainError> {
+        let window = match self.cfg.data.window_records {
+            0 => usize::MAX,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        let kept = self
+            .active
+            .take()
+            .filter(|s| s.span.id == span.id && s.span.shards == span.shards);
+        let mut stream = match kept {
+            Some(s) => s,
+            None => match self.resume_point(span) {
+                Ok((parts, at)) => {
+                    let id = PartialSpan::part_id(&span.id, parts + 1);
+                    self.stream_span_at(span, &id, parts, at)?
+                }
+                Err(why) => {
+                    // The span is not the one whose windows were committed: the rest of it
+                    // cannot be told apart from what was trained, so it is held back.
+                    let parts = self.state.partial.as_ref().map_or(0, |p| p.parts);
+                    let id = PartialSpan::part_id(&span.id, parts + 1);
+                    let read = SpanRead {
+                        examples: Vec::new(),
+                        bad: Default::default(),
+                        positions: Vec::new(),
+                        header_error: Some(why),
+                    };
+                    let commit = Commit {
+                        span: span.id.clone(),
+                        id,
+                        partial: None,
+                        positions: Vec::new(),
+                    };
+                    return Ok((read, commit, None));
+                }
+            },
+        };
+        let part = stream.parts + 1;
+        let id = PartialSpan::part_id(&span.id, part);
+        let mut examples = Vec::new();
+        // About `window` records, good and bad, then up to the end of the pipeline's chunk.
+        let bad_before = stream.bad_seen;
+        loop {
+            let taken = examples.len() as u64 + (stream.bad_seen - bad_before);
+            let need = (window as u64).saturating_sub(taken);
+            let want = examples.len() + need as usize;
+            if need == 0 || !stream.fill(&mut examples, want)? {
+                break;
+            }
+        }
+        let at = stream.cut(&mut examples)?;
+        let more = !stream.done;
+        failpoint("mid_window");
+        let positions: Vec<SourcePosition> = span
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(i, f)| SourcePosition {
+                span: span.id.clone(),
+                shard: f.path.display().to_string(),
+                records: at.records[i],
+                finished: at.finished[i],
+            })
+            .collect();
+        // This window's quarantine file is complete; the next window gets its own.
+        let next_qw = self
+            .quarantine
+            .begin(&PartialSpan::part_id(&span.id, part + 1))?;
+        let bad = std::mem::replace(&mut stream.qw, next_qw).finish()?;
+        // A framing error holds back the window it happened in; later windows read on (the rest
+        // of that shard is quarantined as unreadable, other shards are fine).
+        let header_error = stream.header_error.take();
+        stream.parts = part;
+        let read = SpanRead {
+            examples,
+            bad,
+            positions: positions.clone(),
+            header_error,
+        };
+        let commit = Commit {
+            span: span.id.clone(),
+            id,
+            partial: more.then(|| PartialSpan {
+                span: span.id.clone(),
+                parts: part,
+                next_reader: at.next_reader,
+            }),
+            positions,
+        };
+        Ok((read, commit, more.then_some(stream)))
+    }
+
+    /// Where to resume `span` from: the committed windows and source positions when the state
+    /// has some for it; an error when they do not fit its shards.
+    fn resume_point(&self, span: &Span) -> Result<(u32, ResumePoint), String> {
+        let Some(p) = self.state.partial.as_ref().filter(|p| p.span == span.id) else {
+            return Ok((0, ResumePoint::default()));
+        };
+        let n = span.shards.len();
+        let mut at = ResumePoint {
+            records: vec![0; n],
+            finished: vec![false; n],
+            next_reader: p.next_reader,
+        };
+        let mut matched = 0;
+        for pos in &self.state.positions {
+            let Some(i) = span
+                .shards
+                .iter()
+                .position(|f| f.path.display().to_string() == pos.shard)
+            else {
+                return Err(format!(
+                    "windows 1-{} of span {} were committed with shard {}, which is no longer \
+                     part of it: the span changed after they were trained",
+                    p.parts, span.id, pos.shard
+                ));
+            };
+            at.records[i] = pos.records;
+            at.finished[i] = pos.finished;
+            matched += 1;
+        }
+        if matched != n {
+            return Err(format!(
+                "windows 1-{} of span {} were committed with {matched} shards, it now has {n}: \
+                 the span changed after they were trained",
+                p.parts, span.id
+            ));
+        }
+        tracing::info!(span = %span.id, windows = p.parts, "resuming inside the span");
+        Ok((p.parts, at))
     }
 
     /// Reads and transforms every shard of a span through the parallel pipeline; bad records go
@@ -808,13 +1064,31 @@ impl Trainer {
     /// Starts reading a span through the parallel pipeline, which reads the shards, decodes and
     /// transforms on worker threads, and delivers examples in a deterministic order (so a retried
     /// span trains identically).
-    fn stream_span<'a>(&self, span: &'a Span) -> Result<SpanStream<'a>, TrainError> {
+    fn stream_span(&self, span: &Span) -> Result<SpanStream, TrainError> {
+        self.stream_span_at(span, &span.id, 0, ResumePoint::default())
+    }
+
+    /// Like [`Trainer::stream_span`], resuming at `at` after `parts` windows, quarantining into
+    /// `quarantine_id`'s file.
+    fn stream_span_at(
+        &self,
+        span: &Span,
+        quarantine_id: &str,
+        parts: u32,
+        at: ResumePoint,
+    ) -> Result<SpanStream, TrainError> {
         let mut options = self.cfg.pipeline.options();
         options.read.verify_crc = self.cfg.data.verify_checksums;
         Ok(SpanStream {
-            span,
-            qw: self.quarantine.begin(&span.id)?,
-            pipeline: Pipeline::start(span.shards.clone(), self.transformer.clone(), options),
+            span: span.clone(),
+            qw: self.quarantine.begin(quarantine_id)?,
+            parts,
+            pipeline: Pipeline::start_at(
+                span.shards.clone(),
+                self.transformer.clone(),
+                options,
+                at,
+            ),
             header_error: None,
             positions: Vec::new(),
             bad_seen: 0,
@@ -1010,7 +1284,7 @@ impl Trainer {
 
         if let Some(next) = next_replay {
             match mode {
-                WindowMode::Cycle => self.stage_replay(&span.id, next)?,
+                WindowMode::Cycle(commit) => self.stage_replay(&commit.key(), next)?,
                 WindowMode::Backfill { .. } => self.replay = next,
             }
         }
@@ -1026,17 +1300,25 @@ impl Trainer {
             report.gate = Some(gate);
             return Ok(());
         }
+        let WindowMode::Cycle(commit) = mode else {
+            unreachable!("backfill returned above");
+        };
         if gate.passed {
             // 6. Publish: the version directory (with the watermark in its manifest) is the commit.
+            let watermark = match &commit.partial {
+                Some(_) => self.state.watermark.clone(),
+                None => Some(commit.span.clone()),
+            };
             let version = self.publish_version(
                 candidate.as_ref(),
-                vec![span.id.clone()],
-                Some(span.id.clone()),
+                vec![commit.id.clone()],
+                watermark,
+                commit.partial.clone(),
                 report,
                 &gate,
             )?;
             self.model = candidate;
-            self.state.commit_span(&span.id, Some(version));
+            commit.apply(&mut self.state, Some(version));
             report.outcome = Outcome::Published;
             report.version = Some(version);
             report.serving_version = Some(version);
@@ -1082,6 +1364,7 @@ impl Trainer {
         model: &dyn Model,
         spans: Vec<String>,
         watermark: Option<String>,
+        partial: Option<PartialSpan>,
         report: &CycleReport,
         gate: &GateResult,
     ) -> Result<u64, TrainError> {
@@ -1109,6 +1392,7 @@ impl Trainer {
             code_version: self.code_version.clone(),
             files: Default::default(),
             positions: report.positions.clone(),
+            partial,
         };
         let bytes = evergreen_model::save(model, self.cfg.features.fingerprint());
         let dir = self.registry.publish(manifest, &bytes)?;
@@ -1167,6 +1451,14 @@ impl Trainer {
             started_ms,
             finished_ms,
         }
+    }
+}
+
+/// The lineage URI of what a cycle consumed: the span's, with `#partNNNNN` for a window of it.
+fn window_uri(span_uri: &std::path::Path, span: &str, id: &str) -> String {
+    match id.strip_prefix(span).and_then(|t| t.strip_prefix('.')) {
+        Some(part) if !part.is_empty() => format!("{}#{part}", span_uri.display()),
+        _ => span_uri.display().to_string(),
     }
 }
 
@@ -1306,11 +1598,19 @@ fn cycle_record_from_manifest(
     let bad_records = std::fs::read_to_string(quarantine.path_for(&span))
         .map(|t| t.lines().count() as u64)
         .unwrap_or(0);
+    let whole = match &m.partial {
+        Some(p) => p.span.clone(),
+        None => span
+            .rsplit_once(".part")
+            .filter(|(_, n)| n.len() == 5 && n.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(span.clone(), |(s, _)| s.to_string()),
+    };
+    let uri = window_uri(&spans.dir().join(&whole), &whole, &span);
     CycleRecord {
         model_name: m.model_name.clone(),
         span: SpanRef {
             name: span.clone(),
-            uri: spans.dir().join(&span).display().to_string(),
+            uri,
             records: m.progressive.map(|p| p.examples).unwrap_or(0),
             bad_records,
         },

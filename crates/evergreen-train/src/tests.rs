@@ -720,3 +720,207 @@ fn the_l2_pull_keeps_a_new_version_close_to_the_previous_one() {
     assert!(free > 0.0);
     assert!(pulled < 0.7 * free, "pulled {pulled} vs free {free}");
 }
+
+/// Pattern-mode config whose spans are read in windows of `window` records, with a small
+/// pipeline chunk and two readers, so that windows end inside shards and shards interleave.
+fn window_config(root: &Path, window: u64) -> Config {
+    let mut c = config(root);
+    c.data.pattern = Some("span-{SPAN}/*.csv".into());
+    c.data.window_records = window;
+    c.pipeline.cycle_length = 2;
+    c.pipeline.chunk = 40;
+    c.training.replay.capacity = 60;
+    c
+}
+
+/// Span `span` with shards of the given row counts (one bad record in the second shard).
+fn write_sharded_span(root: &Path, span: u64, rows: &[usize]) {
+    let dir = root.join("in").join(format!("span-{span}"));
+    fs::create_dir_all(&dir).unwrap();
+    for (i, n) in rows.iter().enumerate() {
+        write_span(root, "tmp.csv", *n, span * 10 + i as u64);
+        let mut text = fs::read_to_string(root.join("in/tmp.csv")).unwrap();
+        if i == 1 {
+            text.push_str("oops,0.5,x,1\n");
+        }
+        fs::write(dir.join(format!("part-{i}.csv")), text).unwrap();
+        fs::remove_file(root.join("in/tmp.csv")).unwrap();
+    }
+}
+
+/// Runs every pending cycle, reopening the trainer after each one when `restart` is set (and,
+/// with `lose_state`, also putting back the state file of before the cycle, as a crash between
+/// a publish and the state commit leaves it); returns the reports and the newest model's bytes.
+fn run_windows(root: &Path, cfg: &Config, restart: bool, lose_state: bool) -> Vec<CycleReport> {
+    let open = || Trainer::open(cfg.clone(), Arc::new(Metrics::new()), "t").unwrap();
+    let state_path = root.join("state").join(STATE_FILE);
+    let mut t = open();
+    let mut reports = Vec::new();
+    loop {
+        let before = fs::read(&state_path).ok();
+        let Some(r) = t.run_once().unwrap() else {
+            break;
+        };
+        let published = r.version.is_some();
+        reports.push(r);
+        if restart {
+            drop(t);
+            if lose_state
+                && published
+                && let Some(b) = &before
+            {
+                fs::write(&state_path, b).unwrap();
+            }
+            t = open();
+        }
+    }
+    reports
+}
+
+fn newest_model(root: &Path) -> Vec<u8> {
+    let r = Registry::open(root.join("models/m"), "m").unwrap();
+    let v = r.latest().unwrap().unwrap();
+    fs::read(r.version_dir(v).join("model.bin")).unwrap()
+}
+
+#[test]
+fn a_span_read_in_windows_commits_each_window_and_resumes_inside_it_exactly() {
+    let shards = [450, 300, 520];
+    let setup = || {
+        let d = tempfile::tempdir().unwrap();
+        write_sharded_span(d.path(), 1, &shards);
+        write_sharded_span(d.path(), 2, &[200]);
+        d
+    };
+    let d = setup();
+    let cfg = window_config(d.path(), 250);
+    let straight = run_windows(d.path(), &cfg, false, false);
+    let ids: Vec<&str> = straight.iter().map(|r| r.span.as_str()).collect();
+    let span1 = evergreen_data::span_id(1);
+    let n1 = straight
+        .iter()
+        .filter(|r| r.span.starts_with(&span1))
+        .count();
+    assert!(n1 >= 5, "1271 records in windows of ~250: {ids:?}");
+    for (k, id) in ids.iter().take(n1).enumerate() {
+        assert_eq!(*id, PartialSpan::part_id(&span1, k as u32 + 1));
+    }
+    // Every record of the span in exactly one window: the windows' good and bad records add
+    // up to the shards' rows, and each window's positions are those of the one before plus
+    // what it read.
+    let total: u64 = straight[..n1]
+        .iter()
+        .map(|r| r.records + r.bad.values().sum::<u64>())
+        .sum();
+    assert_eq!(total, shards.iter().sum::<usize>() as u64 + 1);
+    let mut before = 0u64;
+    for r in &straight[..n1] {
+        let now: u64 = r.positions.iter().map(|p| p.records).sum();
+        assert_eq!(
+            now - before,
+            r.records + r.bad.values().sum::<u64>(),
+            "{}",
+            r.span
+        );
+        assert!(
+            now - before <= 250 + 40 + 1,
+            "about one window: {}",
+            now - before
+        );
+        before = now;
+    }
+    assert!(straight[n1 - 1].positions.iter().all(|p| p.finished));
+    assert_eq!(
+        straight[..n1]
+            .iter()
+            .map(|r| r.bad.values().sum::<u64>())
+            .sum::<u64>(),
+        1,
+        "the bad record quarantined once"
+    );
+    let published = straight.iter().filter(|r| r.version.is_some()).count();
+    assert!(published >= 3, "{ids:?}");
+    let model = newest_model(d.path());
+    let t = Trainer::open(cfg.clone(), Arc::new(Metrics::new()), "t").unwrap();
+    assert_eq!(
+        t.state().watermark.as_deref(),
+        Some(evergreen_data::span_id(2).as_str())
+    );
+    assert!(t.state().partial.is_none());
+    drop(t);
+
+    // Reopened after every window, and with the state file of before each published window
+    // (the crash between publish and state commit): the same windows, the same model.
+    for lose_state in [false, true] {
+        let d = setup();
+        let cfg = window_config(d.path(), 250);
+        let resumed = run_windows(d.path(), &cfg, true, lose_state);
+        let summary = |rs: &[CycleReport]| -> Vec<(String, u64, Option<u64>)> {
+            rs.iter()
+                .map(|r| (r.span.clone(), r.records, r.version))
+                .collect()
+        };
+        assert_eq!(
+            summary(&resumed),
+            summary(&straight),
+            "lose_state {lose_state}"
+        );
+        assert_eq!(
+            newest_model(d.path()),
+            model,
+            "bit-identical, lose_state {lose_state}"
+        );
+    }
+}
+
+#[test]
+fn a_span_that_changes_between_windows_is_held_back_not_retrained() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    write_sharded_span(root, 1, &[400, 400]);
+    let cfg = window_config(root, 250);
+    let mut t = Trainer::open(cfg.clone(), Arc::new(Metrics::new()), "t").unwrap();
+    let w1 = t.run_once().unwrap().unwrap();
+    assert!(w1.span.ends_with(".part00001"));
+    drop(t);
+    // A third shard appears in the span (and a span sorting before it arrives late).
+    write_sharded_span(root, 1, &[400, 400, 100]);
+    write_sharded_span(root, 0, &[100]);
+    let mut t = Trainer::open(cfg, Arc::new(Metrics::new()), "t").unwrap();
+    let w2 = t.run_once().unwrap().unwrap();
+    assert_eq!(
+        w2.span,
+        PartialSpan::part_id(&evergreen_data::span_id(1), 2)
+    );
+    assert_eq!(w2.outcome, Outcome::HeldBack);
+    assert!(w2.note.contains("changed"), "{}", w2.note);
+    assert_eq!(
+        t.state().watermark.as_deref(),
+        Some(evergreen_data::span_id(1).as_str())
+    );
+    assert!(
+        t.run_once().unwrap().is_none(),
+        "the late span 0 is not trained"
+    );
+}
+
+#[test]
+fn windows_of_a_span_started_in_windows_go_on_when_windows_are_turned_off() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    write_sharded_span(root, 1, &[600]);
+    let mut t = Trainer::open(window_config(root, 250), Arc::new(Metrics::new()), "t").unwrap();
+    let w1 = t.run_once().unwrap().unwrap();
+    drop(t);
+    let mut cfg = window_config(root, 250);
+    cfg.data.window_records = 0;
+    let mut t = Trainer::open(cfg, Arc::new(Metrics::new()), "t").unwrap();
+    let rest = t.run_once().unwrap().unwrap();
+    assert_eq!(
+        rest.span,
+        PartialSpan::part_id(&evergreen_data::span_id(1), 2)
+    );
+    let read = |r: &CycleReport| r.records + r.bad.values().sum::<u64>();
+    assert_eq!(read(&w1) + read(&rest), 600);
+    assert!(t.run_once().unwrap().is_none());
+}
