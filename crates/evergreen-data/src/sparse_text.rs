@@ -35,10 +35,14 @@
 //!   appears twice on a line has its pairs merged, in order. Feature names are kept as text (the
 //!   transform hashes them). A namespace named `label`, `importance`, `base` or `tag` would clash
 //!   with those fields and makes the line malformed.
+//! - String feature values, as VW 9 reads them: `city:paris` is the feature `city^paris` with
+//!   value 1 (not scaled by the namespace, as in VW). A value is a string when it has no numeric
+//!   prefix (`paris`, `-paris`, `.x`, `e5`); one that starts like a number but is not one
+//!   (`-1e3x`, `1.5e`) makes the line malformed, where VW would silently take the prefix; so do
+//!   an empty value and a value with another `:`.
 //! - A line without `|` is a labelled example without features.
 //!
-//! Not supported: VW's string feature values (`city:paris` is malformed here, not `city^paris`),
-//! multi-line examples (blank lines simply separate nothing) and non-scalar labels (multiclass,
+//! Not supported: multi-line examples (blank lines simply separate nothing) and non-scalar labels (multiclass,
 //! cost-sensitive, contextual bandit), which are malformed because the label is not a number.
 //!
 //! ## LibSVM
@@ -152,6 +156,14 @@ fn number(token: &str) -> Option<f64> {
     token.parse::<f64>().ok()
 }
 
+/// Whether `text` starts like a number (an optional sign, then a digit or `.` and a digit):
+/// VW reads such a value as a number, anything else as a string value.
+fn numeric_prefix(text: &str) -> bool {
+    let t = text.strip_prefix(['+', '-']).unwrap_or(text);
+    let t = t.strip_prefix('.').unwrap_or(t);
+    t.starts_with(|c: char| c.is_ascii_digit())
+}
+
 /// A number token, or a detail naming its role.
 fn required_number(role: &str, token: &str) -> Result<f64, String> {
     number(token).ok_or_else(|| format!("{role} {} is not a number", shown(token)))
@@ -239,16 +251,21 @@ fn parse_vw(text: &str) -> Result<Option<RawRecord>, String> {
         }
         let mut pairs = Vec::new();
         for token in features.split_ascii_whitespace() {
-            let (feature, value) = match token.split_once(':') {
-                Some((feature, value)) => {
-                    let value = number(value).ok_or_else(|| {
-                        format!("feature {}: value is not a number", shown(token))
-                    })?;
-                    (feature, value)
-                }
-                None => (token, 1.0),
-            };
-            pairs.push((feature.to_string(), value * scale));
+            match token.split_once(':') {
+                Some((feature, value)) => match number(value) {
+                    Some(v) => pairs.push((feature.to_string(), v * scale)),
+                    None if !value.is_empty() && !value.contains(':') && !numeric_prefix(value) => {
+                        pairs.push((format!("{feature}^{value}"), 1.0))
+                    }
+                    None => {
+                        return Err(format!(
+                            "feature {}: value is neither a number nor a string value",
+                            shown(token)
+                        ));
+                    }
+                },
+                None => pairs.push((token.to_string(), scale)),
+            }
         }
         merge(&mut groups, name, pairs);
     }
@@ -395,8 +412,37 @@ mod tests {
         );
         assert_eq!(
             parse_vw("1 |u a:b:1").unwrap_err(),
-            "feature 'a:b:1': value is not a number"
+            "feature 'a:b:1': value is neither a number nor a string value"
         );
+    }
+
+    /// Checked against VW 9.11's `--audit` output for the same lines: `a^city^paris:...:1`,
+    /// `a^city^-paris`, `a^city^.x`, `a^city:...:5`, `a^^paris`, and a string value not scaled by
+    /// the namespace (`|a:2 city:paris` → value 1).
+    #[test]
+    fn vw_string_feature_values() {
+        let r = parse_vw("1 |a:2 city:paris n:2.5 plain c:-paris d:.x e:+5 :lima f:e5")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r.get("a"),
+            Some(&w(&[
+                ("city^paris", 1.0),
+                ("n", 5.0),
+                ("plain", 2.0),
+                ("c^-paris", 1.0),
+                ("d^.x", 1.0),
+                ("e", 10.0),
+                ("^lima", 1.0),
+                ("f^e5", 1.0),
+            ]))
+        );
+        for bad in ["1 |a c:-1e3x", "1 |a c:1.5e", "1 |a c:", "1 |a c:.5x"] {
+            assert!(
+                parse_vw(bad).unwrap_err().contains("neither a number"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

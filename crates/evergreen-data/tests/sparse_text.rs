@@ -128,10 +128,13 @@ fn vw_missing_label_and_empty_namespace() {
 fn vw_malformed_lines_are_reported_and_reading_continues() {
     let items = read(
         Format::Vw,
-        b"1 |f x:abc\n1 |f ok\nyes |f a\n1 heavy |f a\n1 |f:big a\n1 |label a\n1 2 3 4 |f a\n-1 |f fine:2\n",
+        b"1 |f x:1bc\n1 |f ok\nyes |f a\n1 heavy |f a\n1 |f:big a\n1 |label a\n1 2 3 4 |f a\n-1 |f fine:2\n",
     );
     let want = [
-        (1, "feature 'x:abc': value is not a number"),
+        (
+            1,
+            "feature 'x:1bc': value is neither a number nor a string value",
+        ),
         (3, "label 'yes' is not a number"),
         (4, "importance 'heavy' is not a number"),
         (5, "namespace 'f:big': scale is not a number"),
@@ -153,7 +156,7 @@ fn vw_malformed_lines_are_reported_and_reading_continues() {
         assert_eq!(b.detail, detail);
         assert_eq!(b.span, "span.vw");
     }
-    assert_eq!(bads[0].raw, "1 |f x:abc");
+    assert_eq!(bads[0].raw, "1 |f x:1bc");
     let goods: Vec<_> = items.iter().filter_map(|i| i.as_ref().ok()).collect();
     assert_eq!(goods.iter().map(|r| r.line).collect::<Vec<_>>(), [2, 8]);
     assert_eq!(goods[1].record.get("f"), Some(&w(&[("fine", 2.0)])));
