@@ -94,6 +94,11 @@ EVERGREEN_RUNS = {
     "evergreen deep deepfm": ("deep", ["model.deep.variant=deepfm"], "csv"),
     "evergreen deep deepfm, batch 256": ("deep", ["model.deep.variant=deepfm",
                                                   "training.batch_size=256"], "csv"),
+    "evergreen deep deepfm, 2 threads": ("deep", ["model.deep.variant=deepfm",
+                                                  "training.threads=2"], "csv"),
+    "evergreen deep deepfm, batch 256, 2 threads": ("deep", ["model.deep.variant=deepfm",
+                                                             "training.batch_size=256",
+                                                             "training.threads=2"], "csv"),
 }
 
 
@@ -576,6 +581,8 @@ def main():
     ap.add_argument("--river-streams", default=None,
                     help="streams River runs on (default: all of --streams)")
     ap.add_argument("--peers-only", action="store_true", help="skip evergreen")
+    ap.add_argument("--evergreen-runs", default=None,
+                    help="comma-separated substrings: only the evergreen runs whose name has one")
     ap.add_argument("--repeat", type=int, default=3, help="timed VW passes (median)")
     ap.add_argument("--datasets", default=None,
                     help="default: <repo>/../shared/datasets, else /work/shared/datasets")
@@ -617,6 +624,9 @@ def main():
             plan.append((s, "keras mlp", lambda s=s: run_keras(s)))
         if "evergreen" in learners:
             for name, (kind, sets, fmt) in EVERGREEN_RUNS.items():
+                if args.evergreen_runs and not any(
+                        part in name for part in args.evergreen_runs.split(",")):
+                    continue
                 if fmt == "tfrecord":
                     t = time.perf_counter()
                     prepare_tfrecord(s)

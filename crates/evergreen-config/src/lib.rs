@@ -264,7 +264,9 @@ pub struct TrainingSection {
     pub batch_size: usize,
     /// Training threads: with more than 1, FTRL and FM learn each epoch of a window
     /// Hogwild-style (lock-free shared updates, the window cut into one contiguous shard per
-    /// thread; not deterministic). 1 (default) is deterministic. Other kinds take only 1.
+    /// thread; not deterministic), and deep models split each mini-batch into one part per
+    /// thread (data-parallel; deterministic for a given count). 1 (default) is deterministic.
+    /// FFM takes only 1.
     #[serde(default = "default_threads")]
     pub threads: usize,
     /// L2 pull towards the serving model's weights while a window trains (FTRL only): each
@@ -583,13 +585,17 @@ impl Config {
                 format!("must be between 1 and 64 (got {})", self.training.threads),
             ));
         }
-        if self.training.threads > 1 && !matches!(self.model.kind, ModelKind::Ftrl | ModelKind::Fm)
+        if self.training.threads > 1
+            && !matches!(
+                self.model.kind,
+                ModelKind::Ftrl | ModelKind::Fm | ModelKind::Deep
+            )
         {
             return Err(invalid(
                 "training.threads",
                 format!(
-                    "parallel training is implemented for kinds \"ftrl\" and \"fm\" only \
-                     (kind is {:?})",
+                    "parallel training is implemented for kinds \"ftrl\", \"fm\" and \"deep\" \
+                     only (kind is {:?})",
                     self.model.kind.name()
                 ),
             ));
@@ -784,15 +790,16 @@ mod tests {
                 other => panic!("{from}: expected Invalid, got {other}"),
             }
         }
-        // Parallel training exists for FTRL and FM only.
+        // Parallel training exists for FTRL, FM and deep models only.
         let threads2 = EXAMPLE.replace("epochs = 3", "epochs = 3\nthreads = 2");
         assert!(parse(&threads2).is_ok());
         assert!(parse(&threads2.replace("kind = \"ftrl\"", "kind = \"fm\"")).is_ok());
+        assert!(parse(&threads2.replace("kind = \"ftrl\"", "kind = \"deep\"")).is_ok());
         assert!(parse(&EXAMPLE.replace("kind = \"ftrl\"", "kind = \"ffm\"")).is_ok());
         match parse(&threads2.replace("kind = \"ftrl\"", "kind = \"ffm\"")).unwrap_err() {
             ConfigError::Invalid { key, message, .. } => {
                 assert_eq!(key, "training.threads");
-                assert!(message.contains("\"ftrl\" and \"fm\""), "{message}");
+                assert!(message.contains("\"fm\" and \"deep\""), "{message}");
             }
             other => panic!("expected Invalid, got {other}"),
         }

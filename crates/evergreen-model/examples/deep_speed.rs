@@ -1,8 +1,9 @@
 //! Throughput and latency of the deep models on a synthetic CTR-like stream:
-//! `cargo run --release -p evergreen-model --example deep_speed [examples]`.
+//! `cargo run --release -p evergreen-model --example deep_speed [examples [batch [threads]]]`.
 //!
 //! 10 categorical fields (Zipf-like ids) + 5 numeric fields + bias, 2^20 hash buckets,
-//! hidden [64, 32], embedding_dim 8, batches of 256, single thread. Prints training examples/s,
+//! hidden [64, 32], embedding_dim 8, batches of 256 (default), single thread (default; more
+//! threads run `Deep::learn_parallel`). Prints training examples/s,
 //! progressive logloss, the median / p99 latency of one `predict` and the load time of the
 //! saved file, for wide_deep, deepfm and dcn (2 cross layers).
 use evergreen_core::FeatureVector;
@@ -60,6 +61,13 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(400_000);
+    let arg = |i: usize, d: usize| {
+        std::env::args()
+            .nth(i)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let (batch, threads) = (arg(2, 256), arg(3, 1));
     let (xs, ys) = stream(n, 1);
     for variant in [DeepVariant::WideDeep, DeepVariant::DeepFm, DeepVariant::Dcn] {
         let params = DeepParams {
@@ -69,8 +77,12 @@ fn main() {
         let mut m = Deep::new(params, DIM as usize, FIELDS);
         let mut preds = Vec::with_capacity(n);
         let t = Instant::now();
-        for (bx, by) in xs.chunks(256).zip(ys.chunks(256)) {
-            m.learn_batch(bx, by, &mut preds);
+        if threads > 1 {
+            m.learn_parallel(&xs, &ys, batch, threads, &mut preds);
+        } else {
+            for (bx, by) in xs.chunks(batch).zip(ys.chunks(batch)) {
+                m.learn_batch(bx, by, &mut preds);
+            }
         }
         let secs = t.elapsed().as_secs_f64();
         let half = n / 2;
@@ -100,7 +112,7 @@ fn main() {
         let load_ms = t.elapsed().as_secs_f64() * 1e3;
         assert_eq!(back.predict(&xs[0]).to_bits(), m.predict(&xs[0]).to_bits());
         println!(
-            "{variant:?}: train {:.0} ex/s ({n} examples, batch 256, {secs:.2} s); progressive logloss 2nd half {ll:.4} (base rate {base:.3}: {base_ll:.4}); predict median {:.2} µs, p99 {:.2} µs; rows {}; file {:.1} MB, load {load_ms:.1} ms (sink {:.1})",
+            "{variant:?}: train {:.0} ex/s ({n} examples, batch {batch}, {threads} threads, {secs:.2} s); progressive logloss 2nd half {ll:.4} (base rate {base:.3}: {base_ll:.4}); predict median {:.2} µs, p99 {:.2} µs; rows {}; file {:.1} MB, load {load_ms:.1} ms (sink {:.1})",
             n as f64 / secs,
             lat[lat.len() / 2],
             lat[lat.len() * 99 / 100],

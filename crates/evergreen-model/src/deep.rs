@@ -301,6 +301,9 @@ impl DeepParams {
     }
 }
 
+/// Fewer examples per part of a data-parallel batch are not worth a thread.
+const MIN_PART: usize = 16;
+
 /// Largest magnitude of an input value in the model (larger ones are clamped).
 const MAX_VALUE: f32 = 1e6;
 
@@ -383,6 +386,19 @@ impl SparseGrads {
         &mut self.g[p * dim..(p + 1) * dim]
     }
 
+    /// Adds `other`'s gradients and sightings (ids new here keep `other`'s order, after the
+    /// ones already here: the first-seen order of the concatenated batch).
+    fn merge(&mut self, other: &SparseGrads, dim: usize) {
+        for (i, (&id, &c)) in other.ids.iter().zip(&other.counts).enumerate() {
+            let slot = self.slot(id, dim);
+            for (a, b) in slot.iter_mut().zip(&other.g[i * dim..(i + 1) * dim]) {
+                *a += b;
+            }
+            let p = self.pos[&id] as usize;
+            self.counts[p] += c - 1;
+        }
+    }
+
     #[cfg(test)]
     fn get(&self, id: u32, dim: usize) -> Option<&[f32]> {
         let p = *self.pos.get(&id)? as usize;
@@ -409,6 +425,8 @@ pub struct Deep {
     step: u64,
     examples: u64,
     scratch: Scratch,
+    /// Buffers of the parts of a data-parallel batch (`learn_batch_parallel`).
+    parts: Vec<Scratch>,
 }
 
 impl Deep {
@@ -438,6 +456,7 @@ impl Deep {
             step: 0,
             examples: 0,
             scratch: Scratch::default(),
+            parts: Vec::new(),
         }
     }
 
@@ -757,6 +776,148 @@ impl Deep {
         s.dx0 += &s.cacc;
     }
 
+    /// Data-parallel mini-batches over a window: `xs` is learned in batches of `batch`, in
+    /// order, each batch cut into up to `threads` contiguous parts whose forward and backward
+    /// passes run at the same time, each on its own thread and buffers, against the same model
+    /// (read-only while they run); their gradients are summed in part order and applied once,
+    /// exactly as [`Model::learn_batch`] applies a batch's. The helper threads live for the whole
+    /// call. The result differs from batch-by-batch `learn_batch` only by the order of
+    /// floating-point sums, and is the same on every run with the same `threads`. `preds` gets
+    /// every example's prediction before its batch was learned, in order.
+    pub fn learn_parallel(
+        &mut self,
+        xs: &[FeatureVector],
+        ys: &[f32],
+        batch: usize,
+        threads: usize,
+        preds: &mut Vec<f64>,
+    ) {
+        let n = xs.len().min(ys.len());
+        let (xs, ys) = (&xs[..n], &ys[..n]);
+        let batch = batch.max(1);
+        let parts = threads.min(batch / MIN_PART).max(1);
+        if parts == 1 {
+            for (bx, by) in xs.chunks(batch).zip(ys.chunks(batch)) {
+                self.learn_batch(bx, by, preds);
+            }
+            return;
+        }
+        let mut scratch: Vec<Option<Scratch>> = std::mem::take(&mut self.parts)
+            .into_iter()
+            .map(Some)
+            .collect();
+        scratch.resize_with(parts, || Some(Scratch::default()));
+        let lock = std::sync::RwLock::new(&mut *self);
+        std::thread::scope(|scope| {
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, Scratch, Vec<f64>)>();
+            let mut go = Vec::with_capacity(parts - 1);
+            for w in 1..parts {
+                let (tx, rx) = std::sync::mpsc::channel::<(usize, usize, Scratch)>();
+                go.push(tx);
+                let (done_tx, lock) = (done_tx.clone(), &lock);
+                std::thread::Builder::new()
+                    .name(format!("evergreen-deep-{w}"))
+                    .spawn_scoped(scope, move || {
+                        while let Ok((lo, hi, mut s)) = rx.recv() {
+                            let mut out = Vec::with_capacity(hi - lo);
+                            {
+                                let model = lock.read().unwrap_or_else(|e| e.into_inner());
+                                model.part_step(&mut s, &xs[lo..hi], &ys[lo..hi], &mut out);
+                            }
+                            if done_tx.send((w, s, out)).is_err() {
+                                return;
+                            }
+                        }
+                    })
+                    .expect("spawn a training thread");
+            }
+            let mut outs: Vec<Vec<f64>> = vec![Vec::new(); parts];
+            for start in (0..n).step_by(batch) {
+                let len = batch.min(n - start);
+                let here = parts.min(len / MIN_PART).max(1);
+                let bound = |i: usize| start + i * len / here;
+                for (w, tx) in go.iter().enumerate().take(here - 1) {
+                    let s = scratch[w + 1].take().expect("buffers of an idle part");
+                    tx.send((bound(w + 1), bound(w + 2), s))
+                        .expect("training thread alive");
+                }
+                {
+                    let model = lock.read().unwrap_or_else(|e| e.into_inner());
+                    let s = scratch[0].as_mut().expect("main part buffers");
+                    outs[0].clear();
+                    model.part_step(
+                        s,
+                        &xs[bound(0)..bound(1)],
+                        &ys[bound(0)..bound(1)],
+                        &mut outs[0],
+                    );
+                }
+                for _ in 1..here {
+                    let (w, s, out) = done_rx.recv().expect("training thread alive");
+                    scratch[w] = Some(s);
+                    outs[w] = out;
+                }
+                let mut model = lock.write().unwrap_or_else(|e| e.into_inner());
+                let mut used: Vec<Scratch> = scratch[..here]
+                    .iter_mut()
+                    .map(|s| s.take().expect("buffers returned"))
+                    .collect();
+                model.apply_parts(&mut used, len);
+                for (slot, s) in scratch.iter_mut().zip(used) {
+                    *slot = Some(s);
+                }
+                for out in &outs[..here] {
+                    preds.extend_from_slice(out);
+                }
+            }
+            drop(go);
+        });
+        self.parts = scratch.into_iter().flatten().collect();
+    }
+
+    /// One part of a data-parallel batch: forward and backward of `xs` into `s`, predictions
+    /// (probabilities) into `out`.
+    fn part_step(&self, s: &mut Scratch, xs: &[FeatureVector], ys: &[f32], out: &mut Vec<f64>) {
+        self.forward_into(s, xs, out);
+        let g: Vec<f32> = out
+            .iter_mut()
+            .zip(ys)
+            .map(|(p, &y)| {
+                *p = Self::finish(*p);
+                (*p - y as f64) as f32
+            })
+            .collect();
+        self.backward_into(s, xs, &g);
+    }
+
+    /// Sums the gradients of the parts of a batch of `b` examples (in part order, into the first
+    /// part's buffers) and applies them.
+    fn apply_parts(&mut self, parts: &mut [Scratch], b: usize) {
+        let k = self.params.embedding_dim;
+        let (acc, rest) = parts.split_at_mut(1);
+        let acc = &mut acc[0];
+        for s in rest.iter() {
+            for (a, g) in acc.dw.iter_mut().zip(&s.dw) {
+                *a += g;
+            }
+            for (a, g) in acc.db.iter_mut().zip(&s.db) {
+                *a += g;
+            }
+            for (a, g) in acc.cdw.iter_mut().zip(&s.cdw) {
+                *a += g;
+            }
+            for (a, g) in acc.cdb.iter_mut().zip(&s.cdb) {
+                *a += g;
+            }
+            acc.emb.merge(&s.emb, k);
+            acc.lin.merge(&s.lin, 1);
+        }
+        std::mem::swap(&mut self.scratch, acc);
+        self.apply(b);
+        std::mem::swap(&mut self.scratch, acc);
+        self.examples += b as u64;
+    }
+
     /// Applies the gradients in the scratch buffers for a batch of `b` examples.
     fn apply(&mut self, b: usize) {
         self.step += 1;
@@ -867,6 +1028,7 @@ impl Deep {
             step,
             examples,
             scratch: Scratch::default(),
+            parts: Vec::new(),
         })
     }
 }

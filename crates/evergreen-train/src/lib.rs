@@ -1186,9 +1186,11 @@ impl Trainer {
             }
             let threads = self.cfg.training.threads;
             // Hogwild (FTRL, FM): one call per epoch over the whole window, the window cut into
-            // one contiguous shard per thread.
+            // one contiguous shard per thread; deep: data-parallel mini-batches.
             preds.clear();
-            if threads > 1 && learn_parallel(candidate, &train_x, &train_y, threads, &mut preds) {
+            if threads > 1
+                && learn_parallel(candidate, &train_x, &train_y, batch, threads, &mut preds)
+            {
                 if epoch == 0 {
                     add_online(&mut online, sinks.as_deref_mut(), &preds, &train_y, &is_new);
                 }
@@ -1544,6 +1546,7 @@ fn learn_parallel(
     model: &mut dyn Model,
     xs: &[FeatureVector],
     ys: &[f32],
+    batch: usize,
     threads: usize,
     preds: &mut Vec<f64>,
 ) -> bool {
@@ -1552,6 +1555,8 @@ fn learn_parallel(
         m.learn_parallel(xs, ys, threads, preds);
     } else if let Some(m) = any.downcast_mut::<Fm>() {
         m.learn_parallel(xs, ys, threads, preds);
+    } else if let Some(m) = any.downcast_mut::<Deep>() {
+        m.learn_parallel(xs, ys, batch, threads, preds);
     } else {
         return false;
     }

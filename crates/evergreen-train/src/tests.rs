@@ -634,8 +634,42 @@ fn hogwild_threads_train_fm_and_report_every_example() {
 }
 
 #[test]
-fn the_parallel_path_covers_ftrl_and_fm_only() {
-    use evergreen_model::{FfmParams, FmParams, FtrlParams};
+fn data_parallel_threads_train_a_deep_model_deterministically() {
+    let run = |threads: usize| {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        for i in 0..3 {
+            write_span(root, &format!("s{i}.csv"), 2000, i);
+        }
+        let mut c = config(root);
+        c.model.kind = ModelKind::Deep;
+        c.training.batch_size = 64;
+        c.training.threads = threads;
+        let mut t = Trainer::open(c, Arc::new(Metrics::new()), "t").unwrap();
+        let (mut last, mut trained) = (None, 0);
+        while let Some(r) = t.run_once().unwrap() {
+            assert_eq!(r.online.unwrap().examples, r.trained, "{r:?}");
+            trained += r.trained;
+            last = Some(r);
+        }
+        let r = last.unwrap();
+        assert_eq!(r.outcome, Outcome::Published, "{}", r.note);
+        let v = t.registry().latest().unwrap().unwrap();
+        let bytes = fs::read(t.registry().version_dir(v).join("model.bin")).unwrap();
+        let (_, m) = evergreen_model::load(&bytes).unwrap();
+        assert_eq!(m.examples_seen(), trained);
+        (bytes, r.progressive.unwrap().auc)
+    };
+    let (two, auc2) = run(2);
+    assert_eq!(run(2).0, two, "the same thread count gives the same model");
+    let (one, auc1) = run(1);
+    assert_ne!(one, two, "two threads sum the gradients in another order");
+    assert!((auc1 - auc2).abs() < 0.01, "{auc1} vs {auc2}");
+}
+
+#[test]
+fn the_parallel_path_covers_ftrl_fm_and_deep_only() {
+    use evergreen_model::{DeepParams, FfmParams, FmParams, FtrlParams};
     let mut x = FeatureVector::default();
     x.push(3, 1.0);
     let (xs, ys) = (vec![x; 10], vec![1.0f32; 10]);
@@ -645,11 +679,12 @@ fn the_parallel_path_covers_ftrl_and_fm_only() {
             true,
         ),
         (Box::new(Fm::new(FmParams::default(), 16, 1)), true),
+        (Box::new(Deep::new(DeepParams::default(), 16, 1)), true),
         (Box::new(Ffm::new(FfmParams::default(), 16, 2)), false),
     ] {
         let mut preds = Vec::new();
         assert_eq!(
-            learn_parallel(m.as_mut(), &xs, &ys, 2, &mut preds),
+            learn_parallel(m.as_mut(), &xs, &ys, 4, 2, &mut preds),
             parallel,
             "{:?}",
             m.kind()

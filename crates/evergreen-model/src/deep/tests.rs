@@ -831,3 +831,69 @@ fn indices_outside_the_hash_space_are_ignored() {
     let (_, back) = load(&save(&m, 1)).expect("a model trained on any input loads");
     assert_eq!(back.predict(&x), m.predict(&x));
 }
+
+/// Parameters of the dense layers and every embedding row, as one vector (for comparisons).
+fn state_vector(m: &Deep) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::new();
+    for l in m.layers.iter().chain(&m.cross) {
+        v.extend(l.w.iter());
+        v.extend(l.b.iter());
+    }
+    for id in 0..64u32 {
+        if let Some(r) = m.emb.row(id) {
+            v.extend_from_slice(r);
+        }
+        if let Some(r) = m.wide.row(id) {
+            v.extend_from_slice(r);
+        }
+    }
+    v
+}
+
+#[test]
+fn data_parallel_batches_match_serial_batches_and_repeat_exactly() {
+    for variant in [DeepVariant::WideDeep, DeepVariant::DeepFm, DeepVariant::Dcn] {
+        let p = params(variant);
+        let mut serial = Deep::new(p.clone(), 1 << 10, FIELDS);
+        let mut par = Deep::new(p.clone(), 1 << 10, FIELDS);
+        let mut again = Deep::new(p, 1 << 10, FIELDS);
+        let (mut ps, mut pp, mut pa) = (Vec::new(), Vec::new(), Vec::new());
+        // Two windows of 39 batches of 50 (3 parts of 16-17 with 3 threads) and a short last
+        // batch of 20 (one part).
+        for w in 0..2 {
+            let (xs, ys) = batch(100 + w, 39 * 50 + 20, w == 1);
+            for (bx, by) in xs.chunks(50).zip(ys.chunks(50)) {
+                serial.learn_batch(bx, by, &mut ps);
+            }
+            par.learn_parallel(&xs, &ys, 50, 3, &mut pp);
+            again.learn_parallel(&xs, &ys, 50, 3, &mut pa);
+        }
+        assert_eq!(pp.len(), 2 * (39 * 50 + 20));
+        assert_eq!(pp, pa, "{variant:?}: same thread count, same predictions");
+        assert_eq!(encoded(&par), encoded(&again), "{variant:?}: same state");
+        assert_eq!(par.examples_seen(), serial.examples_seen());
+        // The same sums in another order: the same model up to rounding.
+        let worst_pred = ps
+            .iter()
+            .zip(&pp)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst_pred < 1e-4,
+            "{variant:?}: predictions differ by {worst_pred}"
+        );
+        let (a, b) = (state_vector(&serial), state_vector(&par));
+        assert_eq!(a.len(), b.len(), "{variant:?}: the same rows exist");
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 1e-4, "{variant:?}: parameters differ by {worst}");
+        assert_eq!(
+            par.parts.len(),
+            3,
+            "{variant:?}: the batches ran in 3 parts"
+        );
+    }
+}
