@@ -1113,6 +1113,23 @@ impl Model for Deep {
         })
     }
 
+    fn predict_batch(&self, xs: &[FeatureVector], out: &mut Vec<f64>) {
+        /// Rows per matrix product (bounds the buffers).
+        const ROWS: usize = 256;
+        if xs.len() < 2 {
+            out.extend(xs.iter().map(|x| self.predict(x)));
+            return;
+        }
+        let mut s = Scratch::default();
+        for chunk in xs.chunks(ROWS) {
+            let start = out.len();
+            self.forward_into(&mut s, chunk, out);
+            for p in &mut out[start..] {
+                *p = Self::finish(*p);
+            }
+        }
+    }
+
     fn learn(&mut self, x: &FeatureVector, y: f32) -> f64 {
         let mut p = Vec::with_capacity(1);
         self.learn_batch(std::slice::from_ref(x), std::slice::from_ref(&y), &mut p);

@@ -85,6 +85,12 @@ pub trait Model: Send + Sync + std::fmt::Debug {
     fn dim(&self) -> usize;
     /// Probability of the positive class.
     fn predict(&self, x: &FeatureVector) -> f64;
+    /// Appends [`Model::predict`] of each example to `out`. The default predicts one by one;
+    /// models with dense parts override it with batched matrix products (the same values up to
+    /// floating-point rounding).
+    fn predict_batch(&self, xs: &[FeatureVector], out: &mut Vec<f64>) {
+        out.extend(xs.iter().map(|x| self.predict(x)));
+    }
     /// Learns one example (`y` is 0 or 1) and returns the prediction made before the update.
     fn learn(&mut self, x: &FeatureVector, y: f32) -> f64;
     /// Learns a mini-batch and appends, per example, the prediction made before the update

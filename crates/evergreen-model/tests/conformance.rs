@@ -355,6 +355,27 @@ fn a_nan_parameter_fails_the_finite_check_and_the_decoder() {
 /// Per-example kinds: `learn_batch` is `learn` example by example, bit for bit (predictions and
 /// state), whatever the batch size. (A mini-batch kind takes one step per batch instead: see
 /// the two tests below.)
+/// Every kind: `predict_batch` gives `predict` of each example, in order (bit for bit for the
+/// kinds that keep the default, up to float rounding for batched matrix products).
+#[test]
+fn predict_batch_equals_predicting_one_by_one() {
+    for k in KINDS {
+        let m = trained(k);
+        let (xs, _): (Vec<_>, Vec<_>) = toy(600, 33).into_iter().unzip();
+        let one: Vec<f64> = xs.iter().map(|x| m.predict(x)).collect();
+        let mut batch = vec![0.25];
+        m.predict_batch(&xs, &mut batch);
+        assert_eq!(batch.len(), 601, "{}: appended", k.name);
+        assert_eq!(batch[0], 0.25);
+        for (i, (a, b)) in one.iter().zip(&batch[1..]).enumerate() {
+            assert!((a - b).abs() < 1e-5, "{} example {i}: {a} vs {b}", k.name);
+            if !k.minibatch {
+                assert_eq!(a.to_bits(), b.to_bits(), "{} example {i}", k.name);
+            }
+        }
+    }
+}
+
 #[test]
 fn learn_batch_equals_learning_one_by_one() {
     for k in KINDS.iter().filter(|k| !k.minibatch) {

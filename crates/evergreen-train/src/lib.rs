@@ -1106,13 +1106,37 @@ impl Trainer {
     ) -> Result<(), TrainError> {
         let model_name = self.cfg.model.name.clone();
         let ml = Metrics::model(&model_name);
-        // 2. Progressive validation: the current model predicts the whole span first.
+        // Split by a hash of the record's line: deterministic, so a retried span splits alike.
+        // Columns, split once (moves, no copies): training rows in span order, and the holdout.
+        let seed = self.cfg.training.seed;
+        let cut = (self.cfg.training.holdout_fraction * u64::MAX as f64) as u64;
+        let is_holdout =
+            |line: u64| xxhash_rust::xxh3::xxh3_64_with_seed(&line.to_le_bytes(), seed) < cut;
+        let mut train_x = Vec::with_capacity(examples.len());
+        let mut train_y = Vec::with_capacity(examples.len());
+        let (mut holdout_x, mut holdout_y) = (Vec::new(), Vec::new());
+        for (line, x, y) in examples {
+            if is_holdout(line) {
+                holdout_x.push(x);
+                holdout_y.push(y);
+            } else {
+                train_x.push(x);
+                train_y.push(y);
+            }
+        }
+
+        // 2. Progressive validation: the current model predicts the whole span first (in
+        //    batches; the metrics do not depend on the order).
         let mut progressive = EvalMetrics::new();
-        for (_, x, y) in &examples {
-            let p = self.model.predict(x);
-            progressive.add(p, *y);
-            if let Some(s) = sinks.as_deref_mut() {
-                s.progressive.add(p, *y);
+        let mut preds: Vec<f64> = Vec::with_capacity(train_x.len().max(holdout_x.len()));
+        for (xs, ys) in [(&train_x, &train_y), (&holdout_x, &holdout_y)] {
+            preds.clear();
+            self.model.predict_batch(xs, &mut preds);
+            for (&p, &y) in preds.iter().zip(ys.iter()) {
+                progressive.add(p, y);
+                if let Some(s) = sinks.as_deref_mut() {
+                    s.progressive.add(p, y);
+                }
             }
         }
         let progressive = progressive.summary();
@@ -1126,31 +1150,12 @@ impl Trainer {
             .set(progressive.auc);
         report.progressive = Some(progressive);
 
-        // 3. Split by a hash of the record's line: deterministic, so a retried span splits alike.
-        let seed = self.cfg.training.seed;
-        let cut = (self.cfg.training.holdout_fraction * u64::MAX as f64) as u64;
-        let is_holdout =
-            |line: u64| xxhash_rust::xxh3::xxh3_64_with_seed(&line.to_le_bytes(), seed) < cut;
-
-        // 4. Train a copy (warm start from the current model, optimizer state included) in
+        // 3. Train a copy (warm start from the current model, optimizer state included) in
         //    mini-batches. The first epoch's predictions are made before each batch is learned:
         //    online progressive validation at batch granularity.
         let mut trained = 0u64;
         let batch = self.cfg.training.batch_size.max(1);
         let mut online = EvalMetrics::new();
-        let mut preds: Vec<f64> = Vec::with_capacity(batch);
-        // Columns, split once (moves, no copies): training rows in span order, and the holdout.
-        let mut train_x = Vec::with_capacity(examples.len());
-        let mut train_y = Vec::with_capacity(examples.len());
-        let mut holdout = Vec::new();
-        for (line, x, y) in examples {
-            if is_holdout(line) {
-                holdout.push((x, y));
-            } else {
-                train_x.push(x);
-                train_y.push(y);
-            }
-        }
         // Replay: past examples spread evenly among the new ones.
         let replayed = self.replay.draw(train_x.len());
         report.replayed = replayed.len() as u64;
@@ -1161,7 +1166,7 @@ impl Trainer {
         let in_place =
             mode == (WindowMode::Backfill {
                 enforce_gate: false,
-            }) && holdout.is_empty()
+            }) && holdout_x.is_empty()
                 && mu == 0.0;
         let mut copy = (!in_place).then(|| self.model.clone());
         // The pull towards the previous version needs both models: the serving one (the
@@ -1264,12 +1269,18 @@ impl Trainer {
             return Ok(());
         };
 
-        // 5. Evaluate candidate and current (serving) model on the held-out slice.
+        // 4. Evaluate candidate and current (serving) model on the held-out slice.
         let mut eval = EvalMetrics::new();
         let mut base = EvalMetrics::new();
-        for (x, y) in &holdout {
-            eval.add(candidate.predict(x), *y);
-            base.add(self.model.predict(x), *y);
+        for (model, metrics) in [
+            (candidate.as_ref(), &mut eval),
+            (self.model.as_ref(), &mut base),
+        ] {
+            preds.clear();
+            model.predict_batch(&holdout_x, &mut preds);
+            for (&p, &y) in preds.iter().zip(&holdout_y) {
+                metrics.add(p, y);
+            }
         }
         let evaluation = eval.summary();
         let baseline = self.state.last_version.map(|_| base.summary());
@@ -1306,7 +1317,7 @@ impl Trainer {
             unreachable!("backfill returned above");
         };
         if gate.passed {
-            // 6. Publish: the version directory (with the watermark in its manifest) is the commit.
+            // 5. Publish: the version directory (with the watermark in its manifest) is the commit.
             let watermark = match &commit.partial {
                 Some(_) => self.state.watermark.clone(),
                 None => Some(commit.span.clone()),
