@@ -372,6 +372,10 @@ pub struct ServeSection {
     /// Largest accepted request body.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// File holding the admin API's bearer token (else the `EVERGREEN_ADMIN_TOKEN` environment
+    /// variable; with neither, the admin API is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 fn default_host() -> String {

@@ -68,6 +68,11 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.00005, 2.0, 16))
 }
 
+fn difference_histogram() -> Histogram {
+    // 0.0001 .. ~0.8
+    Histogram::new(exponential_buckets(0.0001, 2.0, 14))
+}
+
 fn cycle_histogram() -> Histogram {
     // 1 ms .. ~9 min
     Histogram::new(exponential_buckets(0.001, 2.5, 15))
@@ -112,6 +117,18 @@ pub struct Metrics {
     pub pending_spans: Family<ModelLabels, Gauge>,
     /// `evergreen_data_late_spans_total{model}`: spans that appeared at or before the watermark.
     pub late_spans: Family<ModelLabels, Counter>,
+    /// `evergreen_serving_routed_requests_total{model,outcome}`: unversioned requests by the
+    /// side of the traffic policy that answered (`stable`, `canary`, `pinned`, `latest`).
+    pub routed: Family<OutcomeLabels, Counter>,
+    /// `evergreen_serving_shadow_predictions_total{model}`: predictions made by a shadow
+    /// version on mirrored requests.
+    pub shadow_predictions: Family<ModelLabels, Counter>,
+    /// `evergreen_serving_shadow_abs_difference{model}`: |shadow − served| per mirrored
+    /// prediction.
+    pub shadow_difference: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    /// `evergreen_serving_admin_actions_total{model,outcome}`: admin actions by action
+    /// (`promote`, `rollback`, `split`, `pin`, `unpin`, `shadow`) or `refused` (bad token).
+    pub admin_actions: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -238,6 +255,33 @@ impl Metrics {
             "Spans that appeared with a name at or before the watermark (never trained)",
             late_spans.clone(),
         );
+        let routed = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "evergreen_serving_routed_requests",
+            "Unversioned requests by the side of the traffic policy that answered",
+            routed.clone(),
+        );
+        let shadow_predictions = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "evergreen_serving_shadow_predictions",
+            "Predictions made by a shadow version on mirrored requests",
+            shadow_predictions.clone(),
+        );
+        let shadow_difference =
+            Family::<ModelLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                difference_histogram as fn() -> Histogram,
+            );
+        registry.register(
+            "evergreen_serving_shadow_abs_difference",
+            "Absolute difference between the shadow and the served prediction",
+            shadow_difference.clone(),
+        );
+        let admin_actions = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "evergreen_serving_admin_actions",
+            "Admin API actions by action, or refused",
+            admin_actions.clone(),
+        );
         Self {
             registry,
             requests,
@@ -257,6 +301,10 @@ impl Metrics {
             published_version,
             pending_spans,
             late_spans,
+            routed,
+            shadow_predictions,
+            shadow_difference,
+            admin_actions,
         }
     }
 
@@ -335,6 +383,14 @@ mod tests {
         m.published_version.get_or_create(&ml).set(1);
         m.pending_spans.get_or_create(&ml).set(0);
         m.late_spans.get_or_create(&ml).inc();
+        m.routed
+            .get_or_create(&Metrics::outcome("m", "canary"))
+            .inc();
+        m.shadow_predictions.get_or_create(&ml).inc();
+        m.shadow_difference.get_or_create(&ml).observe(0.01);
+        m.admin_actions
+            .get_or_create(&Metrics::outcome("m", "promote"))
+            .inc();
         let text = m.render();
         assert!(
             text.contains("evergreen_training_cycles_total{model=\"m\",outcome=\"published\"} 1"),

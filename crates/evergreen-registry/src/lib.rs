@@ -10,8 +10,13 @@
 //! to `.deleting-<version>` before removing it, so no reader sees a half-deleted version.
 
 mod manifest;
+mod traffic;
 
 pub use manifest::{FileEntry, MANIFEST_FORMAT_VERSION, Manifest, PartialSpan, SourcePosition};
+pub use traffic::{
+    AdminChange, AdminError, CANARY, DEFAULT_KEY_HEADER, STABLE, Shadow, SplitRequest,
+    TRAFFIC_FILE, TrafficPolicy, key_bucket,
+};
 
 use evergreen_core::{SpecError, Transformer};
 use evergreen_model::{Model, ModelError};
@@ -51,6 +56,14 @@ pub enum RegistryError {
     #[error("{path}: invalid labels file: {message}")]
     Labels {
         /// Labels file path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// `traffic.json` unreadable or out of range.
+    #[error("{path}: invalid traffic policy: {message}")]
+    Traffic {
+        /// Policy file path.
         path: PathBuf,
         /// What is wrong.
         message: String,
@@ -390,8 +403,10 @@ impl Registry {
     }
 
     /// Retention: keeps the newest `keep` versions (at least 1), every version in `protected`
-    /// (the trainer protects the version it has just published) and every version named in
-    /// `labels.json`; removes every other version. Returns the removed versions, ascending.
+    /// (the trainer protects the version it has just published), every version named in
+    /// `labels.json`, and the versions `traffic.json` needs (pinned, shadow, and the last three
+    /// of the promotion history, for rollback); removes every other version. Returns the
+    /// removed versions, ascending.
     pub fn apply_retention(
         &self,
         keep: usize,
@@ -399,11 +414,14 @@ impl Registry {
     ) -> Result<Vec<u64>, RegistryError> {
         let versions = self.versions()?;
         let labels = self.labels()?;
+        let traffic = self.traffic()?;
+        let mut needed: Vec<u64> = traffic.versions().collect();
+        needed.extend(traffic.history.iter().rev().take(3));
         let keep = keep.max(1);
         let cut = versions.len().saturating_sub(keep);
         let mut removed = Vec::new();
         for &v in &versions[..cut] {
-            if protected.contains(&v) || labels.values().any(|l| *l == v) {
+            if protected.contains(&v) || needed.contains(&v) || labels.values().any(|l| *l == v) {
                 continue;
             }
             let dir = self.version_dir(v);

@@ -234,3 +234,172 @@ fn malformed_labels_file_is_reported_as_labels() {
         assert!(r.apply_retention(1, &[]).is_err());
     }
 }
+
+#[test]
+fn promote_split_rollback_and_pin_move_labels_and_policy() {
+    let d = tempfile::tempdir().unwrap();
+    let r = Registry::open(d.path(), "m").unwrap();
+    for v in 1..=4 {
+        publish(&r, v);
+    }
+    // No labels: unversioned traffic is on the newest version; promoting 2 records 4 → 2.
+    let c = r.promote(Some(2)).unwrap();
+    assert_eq!(c.labels_after.get(STABLE), Some(&2));
+    assert_eq!(c.traffic_after.history, vec![4, 2]);
+    // Canary 3 at 10%, then promoted: stable 3, canary gone, share 0.
+    let c = r
+        .split(
+            &SplitRequest {
+                canary: 3,
+                percent: 10.0,
+                key_feature: Some("user".into()),
+                ..Default::default()
+            },
+            1_000,
+        )
+        .unwrap();
+    assert_eq!(c.labels_after.get(CANARY), Some(&3));
+    assert_eq!(r.traffic().unwrap().canary_percent, 10.0);
+    assert_eq!(r.traffic().unwrap().key_feature.as_deref(), Some("user"));
+    // While the canary gets traffic, rollback withdraws it (stable stays).
+    let c = r.rollback().unwrap();
+    assert_eq!(c.labels_after.get(CANARY), None);
+    assert_eq!(c.labels_after.get(STABLE), Some(&2));
+    assert_eq!(r.traffic().unwrap().canary_percent, 0.0);
+    r.split(
+        &SplitRequest {
+            canary: 3,
+            percent: 50.0,
+            ..Default::default()
+        },
+        2_000,
+    )
+    .unwrap();
+    let c = r.promote(None).unwrap();
+    assert_eq!(c.labels_after.get(STABLE), Some(&3));
+    assert_eq!(c.labels_after.get(CANARY), None);
+    assert_eq!(r.traffic().unwrap().canary_percent, 0.0);
+    assert_eq!(r.traffic().unwrap().history, vec![4, 2, 3]);
+    // Rollback of a stable: back along the history (3 → 2 → 4), then to an older version.
+    assert_eq!(r.rollback().unwrap().labels_after.get(STABLE), Some(&2));
+    assert_eq!(r.rollback().unwrap().labels_after.get(STABLE), Some(&4));
+    assert_eq!(r.rollback().unwrap().labels_after.get(STABLE), Some(&3));
+    // Pin and unpin; a version that is not on disk is refused.
+    assert_eq!(r.pin(Some(1)).unwrap().traffic_after.pinned, Some(1));
+    assert!(matches!(r.pin(Some(9)), Err(AdminError::Invalid(_))));
+    assert_eq!(r.pin(None).unwrap().traffic_after.pinned, None);
+    assert!(matches!(r.promote(None), Err(AdminError::Invalid(_))));
+    // Retention keeps what the policy needs.
+    r.shadow(Some(Shadow {
+        version: 1,
+        percent: 20.0,
+    }))
+    .unwrap();
+    publish(&r, 5);
+    publish(&r, 6);
+    let removed = r.apply_retention(1, &[]).unwrap();
+    assert!(!removed.contains(&1), "shadow version kept: {removed:?}");
+    assert!(!removed.contains(&3), "stable kept: {removed:?}");
+}
+
+#[test]
+fn split_validation_and_ramp_steps() {
+    let d = tempfile::tempdir().unwrap();
+    let r = Registry::open(d.path(), "m").unwrap();
+    publish(&r, 1);
+    let bad = |s: SplitRequest| r.split(&s, 0).unwrap_err().to_string();
+    assert!(
+        bad(SplitRequest {
+            canary: 1,
+            percent: 5.0,
+            ..Default::default()
+        })
+        .contains("only version")
+    );
+    publish(&r, 2);
+    assert!(
+        bad(SplitRequest {
+            canary: 1,
+            percent: 120.0,
+            ..Default::default()
+        })
+        .contains("between 0 and 100")
+    );
+    assert!(
+        bad(SplitRequest {
+            canary: 1,
+            ramp: vec![50.0, 10.0],
+            ramp_interval_s: 5,
+            ..Default::default()
+        })
+        .contains("must not decrease")
+    );
+    assert!(
+        bad(SplitRequest {
+            canary: 1,
+            ramp: vec![10.0],
+            ..Default::default()
+        })
+        .contains("ramp_interval_s")
+    );
+    assert!(
+        bad(SplitRequest {
+            canary: 7,
+            percent: 1.0,
+            ..Default::default()
+        })
+        .contains("version 7")
+    );
+    r.split(
+        &SplitRequest {
+            canary: 2,
+            ramp: vec![10.0, 50.0, 100.0],
+            ramp_interval_s: 60,
+            ..Default::default()
+        },
+        1_000_000,
+    )
+    .unwrap();
+    assert_eq!(
+        r.labels().unwrap().get(STABLE),
+        Some(&1),
+        "the rest stays on 1"
+    );
+    let t = r.traffic().unwrap();
+    assert_eq!(t.canary_percent_at(1_000_000), 10.0);
+    assert_eq!(t.canary_percent_at(1_059_999), 10.0);
+    assert_eq!(t.canary_percent_at(1_060_000), 50.0);
+    assert_eq!(t.canary_percent_at(9_000_000), 100.0);
+    assert_eq!(
+        t.canary_percent_at(0),
+        10.0,
+        "clock before the start: first step"
+    );
+    // A hand-edited policy out of range is reported, not served.
+    fs::write(d.path().join(TRAFFIC_FILE), r#"{"canary_percent": -1}"#).unwrap();
+    assert!(matches!(r.traffic(), Err(RegistryError::Traffic { .. })));
+    fs::write(d.path().join(TRAFFIC_FILE), r#"{"canary": 1}"#).unwrap();
+    assert!(matches!(r.traffic(), Err(RegistryError::Traffic { .. })));
+}
+
+#[test]
+fn key_buckets_are_sticky_and_uniform() {
+    let n = 20_000;
+    let in_canary = |pct: f64| {
+        (0..n)
+            .filter(|i| key_bucket(format!("user-{i}").as_bytes()) < pct)
+            .count()
+    };
+    for pct in [1.0, 10.0, 50.0] {
+        let got = in_canary(pct) as f64 / n as f64 * 100.0;
+        // Binomial: 4 standard deviations.
+        let sd = (pct * (100.0 - pct) / n as f64).sqrt();
+        assert!((got - pct).abs() < 4.0 * sd + 1e-9, "{pct}%: {got}%");
+    }
+    // Growing the share keeps every key already in the canary there.
+    for i in 0..1000 {
+        let b = key_bucket(format!("user-{i}").as_bytes());
+        assert_eq!(b, key_bucket(format!("user-{i}").as_bytes()));
+        assert!((0.0..100.0).contains(&b));
+    }
+}

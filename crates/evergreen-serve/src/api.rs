@@ -9,12 +9,12 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use evergreen_core::RawRecord;
 use evergreen_metrics::{ApiLabels, RequestLabels};
-use evergreen_registry::{LoadedVersion, SharedVersion};
+use evergreen_registry::{CANARY, LoadedVersion, STABLE, SharedVersion, key_bucket};
 use serde_json::{Map, Value, json};
 use std::time::Instant;
 
@@ -24,6 +24,7 @@ pub(crate) fn router(server: Server) -> Router {
     Router::new()
         .route("/v1/models", any(models_root))
         .route("/v1/models/{*rest}", any(models))
+        .route("/admin/v1/models/{*rest}", any(crate::admin::admin))
         .route("/metrics", get(metrics))
         .route("/monitoring/prometheus/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -163,6 +164,7 @@ async fn models(
     State(server): State<Server>,
     method: Method,
     uri: Uri,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let start = Instant::now();
@@ -175,7 +177,11 @@ async fn models(
             } else {
                 String::new()
             };
-            (handle(&server, &method, &route, body), route.api, model)
+            (
+                handle(&server, &method, &route, &headers, body),
+                route.api,
+                model,
+            )
         }
         None => (
             Reply::err(ApiError::NotFound(format!(
@@ -217,6 +223,7 @@ fn handle(
     server: &Server,
     method: &Method,
     route: &Route,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
     let read_only = matches!(route.api, Api::Status | Api::Metadata);
@@ -261,15 +268,156 @@ fn handle(
                     });
                 }
             };
-            match resolve(server, route) {
-                Ok((v, lv)) => Reply {
+            // The named version (404/503 as before), then the body, then, for unversioned
+            // requests, the traffic policy (the split key may be a feature of the body).
+            let (mut v, mut lv) = match resolve(server, route) {
+                Ok(found) => found,
+                Err(e) => return Reply::err(e),
+            };
+            let (format, records) = match parse_inference(route.api, &body) {
+                Ok(parsed) => parsed,
+                Err(e) => return Reply::err(e),
+            };
+            let mut shadow = None;
+            if route.target == Target::Latest
+                && let Some(model) = server.inner.models.get(&route.model)
+            {
+                let snap = model.snapshot.load_full();
+                let key = split_key(&snap, headers, &records);
+                if let Some((rv, rlv, side)) = route_unversioned(&snap, key.as_deref()) {
+                    (v, lv) = (rv, rlv);
+                    server
+                        .inner
+                        .metrics
+                        .routed
+                        .get_or_create(&evergreen_metrics::OutcomeLabels {
+                            model: route.model.clone(),
+                            outcome: side.to_string(),
+                        })
+                        .inc();
+                }
+                shadow = shadow_of(&snap, v, key.as_deref());
+            }
+            match score(&lv, &records) {
+                Ok(p) => {
+                    if let Some(sv) = shadow {
+                        mirror(server, &route.model, sv, records, p.clone());
+                    }
+                    Reply {
+                        version: Some(v),
+                        result: Ok(respond(route.api, format, p)),
+                    }
+                }
+                Err(e) => Reply {
                     version: Some(v),
-                    result: infer(route.api, &lv, &body),
+                    result: Err(e),
                 },
-                Err(e) => Reply::err(e),
             }
         }
     }
+}
+
+/// The split key of a request: the policy's header, else its feature in the first instance,
+/// else none (the request is then placed at random).
+fn split_key(snap: &Snapshot, headers: &HeaderMap, records: &[RawRecord]) -> Option<Vec<u8>> {
+    if let Some(h) = headers.get(snap.traffic.key_header()) {
+        return Some(h.as_bytes().to_vec());
+    }
+    let feature = snap.traffic.key_feature.as_deref()?;
+    let value = records.first()?.get(feature)?;
+    value.canonical_bytes().map(|b| b.into_owned())
+}
+
+/// A stand-in key for requests without one: successive requests spread evenly.
+fn random_key() -> Vec<u8> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut key = n.to_le_bytes().to_vec();
+    key.extend_from_slice(&t.to_le_bytes());
+    key
+}
+
+/// Where the traffic policy sends an unversioned request, and which side that is (`pinned`,
+/// `canary`, `stable`); `None` when no policy applies (the newest version answers).
+fn route_unversioned(
+    snap: &Snapshot,
+    key: Option<&[u8]>,
+) -> Option<(u64, SharedVersion, &'static str)> {
+    let loaded = |v: u64| snap.versions.get(&v).map(|lv| (v, lv.clone()));
+    if let Some((v, lv)) = snap.traffic.pinned.and_then(loaded) {
+        return Some((v, lv, "pinned"));
+    }
+    if let Some((v, lv)) = snap.labels.get(CANARY).copied().and_then(loaded) {
+        let share = snap.traffic.canary_percent_at(crate::now_ms());
+        let bucket = match key {
+            Some(k) => key_bucket(k),
+            None => key_bucket(&random_key()),
+        };
+        if share > 0.0 && bucket < share {
+            return Some((v, lv, "canary"));
+        }
+    }
+    let stable = *snap.labels.get(STABLE)?;
+    // The stable version, or (if it is not loaded) the newest loaded one not newer than it.
+    let (v, lv) = snap
+        .versions
+        .range(..=stable)
+        .next_back()
+        .map(|(v, lv)| (*v, lv.clone()))
+        .or_else(|| snap.latest().map(|(v, lv)| (v, lv.clone())))?;
+    Some((v, lv, if v == stable { "stable" } else { "latest" }))
+}
+
+/// The shadow version that should also predict this request, if any.
+fn shadow_of(snap: &Snapshot, served: u64, key: Option<&[u8]>) -> Option<(u64, SharedVersion)> {
+    let s = snap.traffic.shadow.as_ref()?;
+    if s.version == served || s.percent <= 0.0 {
+        return None;
+    }
+    let lv = snap.versions.get(&s.version)?;
+    let mut k = key.map_or_else(random_key, <[u8]>::to_vec);
+    k.extend_from_slice(b"/shadow");
+    (key_bucket(&k) < s.percent).then(|| (s.version, lv.clone()))
+}
+
+/// Predicts `records` with the shadow version off the request path and records how far its
+/// predictions are from the served ones (metrics and a debug log); never touches the response.
+fn mirror(
+    server: &Server,
+    model: &str,
+    (version, lv): (u64, SharedVersion),
+    records: Vec<RawRecord>,
+    served: Vec<f64>,
+) {
+    let metrics = server.inner.metrics.clone();
+    let model = model.to_string();
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn_blocking(move || {
+        let labels = evergreen_metrics::ModelLabels {
+            model: model.clone(),
+        };
+        let Ok(p) = score(&lv, &records) else {
+            tracing::debug!(%model, version, "shadow version cannot score a mirrored request");
+            return;
+        };
+        let hist = metrics.shadow_difference.get_or_create(&labels);
+        let mut worst = 0.0f64;
+        for (a, b) in p.iter().zip(&served) {
+            let d = (a - b).abs();
+            worst = worst.max(d);
+            hist.observe(d);
+        }
+        metrics
+            .shadow_predictions
+            .get_or_create(&labels)
+            .inc_by(p.len() as u64);
+        tracing::debug!(%model, version, instances = p.len(), worst, "shadow predictions");
+    });
 }
 
 fn not_found_message(model: &str, target: &Target) -> String {
@@ -413,29 +561,29 @@ fn score(lv: &LoadedVersion, records: &[RawRecord]) -> Result<Vec<f64>, ApiError
         .collect()
 }
 
-fn infer(api: Api, lv: &LoadedVersion, body: &[u8]) -> Result<Value, ApiError> {
+/// The records of an inference request (and, for `:predict`, its format).
+fn parse_inference(api: Api, body: &[u8]) -> Result<(Format, Vec<RawRecord>), ApiError> {
     match api {
-        Api::Predict => {
-            let (format, records) = json::predict_request(body)?;
-            let p = score(lv, &records)?;
-            Ok(match format {
-                Format::Row => json!({ "predictions": p }),
-                Format::Columnar => json!({ "outputs": p }),
-            })
-        }
+        Api::Predict => json::predict_request(body),
+        _ => Ok((Format::Row, json::examples_request(body)?)),
+    }
+}
+
+/// The response body of an inference API for predictions `p`.
+fn respond(api: Api, format: Format, p: Vec<f64>) -> Value {
+    match api {
+        Api::Predict => match format {
+            Format::Row => json!({ "predictions": p }),
+            Format::Columnar => json!({ "outputs": p }),
+        },
         Api::Classify => {
-            let p = score(lv, &json::examples_request(body)?)?;
             let results: Vec<Value> = p
                 .into_iter()
                 .map(|p| json!([["0", 1.0 - p], ["1", p]]))
                 .collect();
-            Ok(json!({ "results": results }))
+            json!({ "results": results })
         }
-        Api::Regress => {
-            let p = score(lv, &json::examples_request(body)?)?;
-            Ok(json!({ "results": p }))
-        }
-        Api::Status | Api::Metadata => Err(ApiError::NotFound("not an inference API".into())),
+        _ => json!({ "results": p }),
     }
 }
 

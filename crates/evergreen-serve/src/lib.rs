@@ -9,11 +9,13 @@
 //! mixes a request. A version that fails to load is logged, counted and never replaces a
 //! working one. The routes and shapes are documented in `docs/rest-api.md`.
 
+mod admin;
 mod api;
 mod error;
 mod json;
 mod state;
 
+pub use admin::{AdminAction, AdminAudit, AdminOptions};
 use evergreen_metrics::Metrics;
 use state::ModelState;
 use std::collections::BTreeMap;
@@ -32,6 +34,13 @@ pub fn parse_predict_records(body: &[u8]) -> Result<Vec<evergreen_core::RawRecor
     json::predict_request(body)
         .map(|(_, records)| records)
         .map_err(|e| e.to_string())
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Response header naming the version that answered a request.
@@ -59,6 +68,8 @@ pub struct ServeOptions {
     /// Version policy "latest N" (default 1): serve the newest N loadable versions (plus any
     /// version named by a label in `labels.json`).
     pub num_versions: usize,
+    /// The admin API (`/admin/v1/...`); `None` disables it.
+    pub admin: Option<AdminOptions>,
 }
 
 impl Default for ServeOptions {
@@ -68,6 +79,7 @@ impl Default for ServeOptions {
             poll_interval: Duration::from_millis(200),
             max_body_bytes: 4 << 20,
             num_versions: 1,
+            admin: None,
         }
     }
 }

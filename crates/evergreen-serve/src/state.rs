@@ -2,7 +2,7 @@
 //! pass that keeps it in step with the registry directory.
 //!
 //! Rules of a pass: the newest `N` versions on disk that load (and verify) are served, plus any
-//! version a label names. A version already loaded is reused, never reloaded. A version that
+//! version a label or the traffic policy (pinned, shadow) names. A version already loaded is reused, never reloaded. A version that
 //! fails to load is logged and counted once per attempt; it is retried only after a back-off,
 //! at most [`RETRY_DELAYS`]`.len()` times, or at once when its files change. When no version on
 //! disk can be served, the versions already served stay (a failed load or a deleted directory
@@ -11,7 +11,7 @@
 use crate::error::LoadError;
 use arc_swap::ArcSwap;
 use evergreen_metrics::Metrics;
-use evergreen_registry::{MANIFEST_FILE, MODEL_FILE, Registry, SharedVersion};
+use evergreen_registry::{MANIFEST_FILE, MODEL_FILE, Registry, SharedVersion, TrafficPolicy};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,6 +28,8 @@ pub(crate) struct Snapshot {
     pub(crate) versions: BTreeMap<u64, SharedVersion>,
     /// Labels from `labels.json` as of the pass that built this snapshot.
     pub(crate) labels: BTreeMap<String, u64>,
+    /// Traffic policy from `traffic.json` as of that pass.
+    pub(crate) traffic: TrafficPolicy,
 }
 
 impl Snapshot {
@@ -148,6 +150,15 @@ impl ModelState {
                 current.labels.clone()
             }
         };
+        let traffic = match registry.traffic() {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!(
+                    "cannot read the traffic policy; keeping the previous one: {e}"
+                ));
+                current.traffic.clone()
+            }
+        };
         memory
             .failures
             .retain(|v, _| on_disk.binary_search(v).is_ok());
@@ -161,7 +172,7 @@ impl ModelState {
                 chosen.insert(v, lv);
             }
         }
-        for &v in labels.values() {
+        for v in labels.values().copied().chain(traffic.versions()) {
             if chosen.contains_key(&v) || on_disk.binary_search(&v).is_err() {
                 continue;
             }
@@ -173,7 +184,9 @@ impl ModelState {
             // Nothing on disk can be served: keep serving what we have.
             chosen = current.versions.clone();
         }
-        let unchanged = chosen.keys().eq(current.versions.keys()) && labels == current.labels;
+        let unchanged = chosen.keys().eq(current.versions.keys())
+            && labels == current.labels
+            && traffic == current.traffic;
         if !unchanged {
             let served: Vec<u64> = chosen.keys().rev().copied().collect();
             let dropped: Vec<u64> = current
@@ -182,10 +195,11 @@ impl ModelState {
                 .filter(|v| !chosen.contains_key(v))
                 .copied()
                 .collect();
-            tracing::info!(model = %self.name, ?served, ?dropped, ?labels, "serving versions");
+            tracing::info!(model = %self.name, ?served, ?dropped, ?labels, ?traffic, "serving versions");
             self.snapshot.store(Arc::new(Snapshot {
                 versions: chosen,
                 labels,
+                traffic,
             }));
         }
         if let Some((v, _)) = self.snapshot.load().latest() {

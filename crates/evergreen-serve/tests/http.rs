@@ -1,201 +1,11 @@
 //! End-to-end tests of the REST server over a temporary registry: TF Serving shapes, errors,
 //! hot reload under load, corrupt versions, retention and labels.
 
-use evergreen_core::{FeatureSpec, RawRecord, RawValue, Transformer};
-use evergreen_metrics::Metrics;
-use evergreen_model::{Ftrl, FtrlParams, Model, ModelKind};
-use evergreen_registry::{MANIFEST_FORMAT_VERSION, MODEL_FILE, Manifest, Registry};
-use evergreen_serve::{ModelSource, ServeOptions, ServerHandle, VERSION_HEADER, spawn};
-use serde_json::{Value, json};
-use std::collections::BTreeMap;
-use std::sync::Arc;
+mod common;
+
+use common::*;
+use evergreen_registry::MODEL_FILE;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
-
-fn spec() -> FeatureSpec {
-    serde_json::from_value(json!({
-        "hash_bits": 8,
-        "label": {"column": "y"},
-        "categorical": [{"name": "c"}],
-        "numeric": [{"name": "x"}]
-    }))
-    .unwrap()
-}
-
-fn manifest(version: u64, created_ms: i64) -> Manifest {
-    Manifest {
-        format_version: MANIFEST_FORMAT_VERSION,
-        model_name: "m".into(),
-        version,
-        parent_version: version.checked_sub(1).filter(|v| *v > 0),
-        created_ms,
-        model_kind: ModelKind::Ftrl,
-        feature_spec: spec(),
-        training: json!({"alpha": 0.1}),
-        spans: vec![format!("span-{version}.csv")],
-        watermark: Some(format!("span-{version}.csv")),
-        progressive: None,
-        evaluation: None,
-        baseline: None,
-        gate: None,
-        code_version: "test".into(),
-        files: Default::default(),
-        positions: Vec::new(),
-        partial: None,
-    }
-}
-
-fn rec(c: &str, x: f64) -> RawRecord {
-    [("c", RawValue::Str(c.into())), ("x", RawValue::Num(x))]
-        .into_iter()
-        .collect()
-}
-
-/// A model whose weights depend on `version`: it learned `3 * version` positive examples of
-/// `c=a, x=1`, so its prediction for that input grows with the version.
-fn model(version: u64) -> Ftrl {
-    let s = spec();
-    let t = Transformer::new(s.clone()).unwrap();
-    let mut m = Ftrl::new(FtrlParams::default(), s.dim());
-    let fv = t.features(&rec("a", 1.0)).unwrap();
-    for _ in 0..version * 3 {
-        m.learn(&fv, 1.0);
-    }
-    let fv = t.features(&rec("b", 2.0)).unwrap();
-    for _ in 0..version {
-        m.learn(&fv, 0.0);
-    }
-    m
-}
-
-fn model_bytes(version: u64) -> Vec<u8> {
-    evergreen_model::save(&model(version), spec().fingerprint())
-}
-
-/// What `version` predicts for a record, computed without the server.
-fn expected(version: u64, r: &RawRecord) -> f64 {
-    let t = Transformer::new(spec()).unwrap();
-    model(version).predict(&t.features(r).unwrap())
-}
-
-fn publish(reg: &Registry, version: u64) {
-    reg.publish(manifest(version, 0), &model_bytes(version))
-        .unwrap();
-}
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    reg: Registry,
-    handle: ServerHandle,
-    metrics: Arc<Metrics>,
-    client: reqwest::Client,
-    url: String,
-}
-
-/// Starts a server for model `m` at `<tmp>/m` with `versions` published (none: the base path
-/// does not exist).
-async fn start(versions: &[u64], tweak: impl FnOnce(&mut ServeOptions)) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("m");
-    let reg = if versions.is_empty() {
-        // Unused by such tests: the model's base path `<tmp>/m` does not exist yet.
-        Registry::open_existing(dir.path(), "m").unwrap()
-    } else {
-        let reg = Registry::open(&base, "m").unwrap();
-        for &v in versions {
-            publish(&reg, v);
-        }
-        reg
-    };
-    let mut opts = ServeOptions {
-        models: vec![ModelSource {
-            name: "m".into(),
-            base_path: base,
-        }],
-        ..ServeOptions::default()
-    };
-    tweak(&mut opts);
-    let metrics = Arc::new(Metrics::new());
-    let handle = spawn(opts, metrics.clone(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let url = format!("http://{}", handle.addr);
-    Fixture {
-        dir,
-        reg,
-        handle,
-        metrics,
-        client: reqwest::Client::new(),
-        url,
-    }
-}
-
-impl Fixture {
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .client
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
-        let code = r.status().as_u16();
-        (code, r.json().await.unwrap())
-    }
-
-    /// POSTs `body` (raw text, so that non-JSON tokens can be sent); returns code, version
-    /// header and JSON body.
-    async fn post(&self, path: &str, body: impl Into<String>) -> (u16, Option<u64>, Value) {
-        let r = self
-            .client
-            .post(format!("{}{path}", self.url))
-            .header("content-type", "application/json")
-            .body(body.into())
-            .send()
-            .await
-            .unwrap();
-        let code = r.status().as_u16();
-        let version = r
-            .headers()
-            .get(VERSION_HEADER)
-            .map(|h| h.to_str().unwrap().parse().unwrap());
-        (code, version, r.json().await.unwrap())
-    }
-
-    async fn served(&self) -> Vec<u64> {
-        let (code, body) = self.get("/v1/models/m").await;
-        if code != 200 {
-            return Vec::new();
-        }
-        body["model_version_status"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["version"].as_str().unwrap().parse().unwrap())
-            .collect()
-    }
-
-    fn loads(&self, outcome: &str) -> u64 {
-        self.metrics
-            .version_loads
-            .get_or_create(&Metrics::outcome("m", outcome))
-            .get()
-    }
-}
-
-/// Polls `cond` every 10 ms until it holds; fails after `secs` seconds.
-async fn eventually(secs: u64, what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn error_of(body: &Value) -> &str {
-    body["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("not a JSON error: {body}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_metadata_have_tf_shapes() {
@@ -598,7 +408,10 @@ async fn retention_removed_version_disappears_and_labels_resolve() {
     let b = r#"{"instances": [{"c": "a", "x": 1}]}"#;
     let (code, version, _) = fx.post("/v1/models/m/labels/stable:predict", b).await;
     assert_eq!((code, version), (200, Some(1)));
+    // Unversioned requests follow `stable` (the server-side traffic policy), not the newest.
     let (code, version, _) = fx.post("/v1/models/m:predict", b).await;
+    assert_eq!((code, version), (200, Some(1)));
+    let (code, version, _) = fx.post("/v1/models/m/versions/2:predict", b).await;
     assert_eq!((code, version), (200, Some(2)));
     fx.handle.shutdown().await;
 }

@@ -53,6 +53,8 @@ enum Command {
     /// Query lineage: which spans, parent, hyperparameters and gate produced a version; which
     /// versions consumed a span.
     Lineage(cmd::lineage::LineageArgs),
+    /// The model's versions, labels and traffic policy; promote, rollback, split, pin, shadow.
+    Models(cmd::models::ModelsArgs),
 }
 
 /// Restores the default SIGPIPE disposition (Rust's runtime ignores it).
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         Command::Data(a) => cmd::data::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Lineage(a) => cmd::lineage::run(a),
+        Command::Models(a) => cmd::models::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

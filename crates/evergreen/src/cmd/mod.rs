@@ -5,6 +5,7 @@ pub mod config;
 pub mod data;
 pub mod demo;
 pub mod lineage;
+pub mod models;
 pub mod run;
 pub mod serve;
 pub mod train;

@@ -60,6 +60,10 @@ pub fn start_server(
             base_path: cfg.model_dir(),
         }],
         max_body_bytes: s.max_body_bytes,
+        admin: super::serve::admin_options(
+            s.admin_token_file.as_deref(),
+            Some(cfg.lineage_path()),
+        )?,
         ..ServeOptions::default()
     };
     let addr = s

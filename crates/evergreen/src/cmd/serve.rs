@@ -4,9 +4,10 @@
 use super::{Stop, init_logging, runtime};
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use evergreen_lineage::{AdminActionRecord, LineageStore};
 use evergreen_metrics::Metrics;
-use evergreen_serve::{ModelSource, ServeOptions};
-use std::path::PathBuf;
+use evergreen_serve::{AdminAction, AdminAudit, AdminOptions, ModelSource, ServeOptions};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,74 @@ pub struct ServeArgs {
     /// Largest accepted request body in bytes.
     #[arg(long = "max_body_bytes", default_value_t = 4 << 20)]
     pub max_body_bytes: usize,
+    /// File holding the admin API's bearer token (else `EVERGREEN_ADMIN_TOKEN`; with neither,
+    /// the admin API is off).
+    #[arg(long = "admin_token_file")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Lineage store (SQLite) admin actions are recorded in; required with an admin token.
+    #[arg(long = "lineage_db")]
+    pub lineage_db: Option<PathBuf>,
+}
+
+/// Environment variable holding the admin token when no token file is given.
+pub const ADMIN_TOKEN_ENV: &str = "EVERGREEN_ADMIN_TOKEN";
+
+/// The admin API settings: the token from `token_file` or [`ADMIN_TOKEN_ENV`] (none: the API is
+/// off), recorded in `lineage`.
+pub fn admin_options(
+    token_file: Option<&Path>,
+    lineage: Option<PathBuf>,
+) -> Result<Option<AdminOptions>> {
+    let token = match token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading the admin token file {}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var(ADMIN_TOKEN_ENV)
+            .ok()
+            .map(|t| t.trim().to_string()),
+    };
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!(
+            "the admin token must be at least 16 characters without whitespace ({})",
+            token_file.map_or(ADMIN_TOKEN_ENV.to_string(), |p| p.display().to_string())
+        );
+    }
+    let Some(lineage) = lineage else {
+        bail!("an admin token needs a lineage store to record admin actions in: give --lineage_db");
+    };
+    if let Some(parent) = lineage.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    Ok(Some(AdminOptions {
+        token,
+        audit: Arc::new(LineageAudit(lineage)),
+    }))
+}
+
+/// Records admin actions in the lineage store (opened per action: actions are rare).
+struct LineageAudit(PathBuf);
+
+impl AdminAudit for LineageAudit {
+    fn record(&self, a: &AdminAction) -> Result<(), String> {
+        let record = AdminActionRecord {
+            model_name: a.model.clone(),
+            action: a.action.clone(),
+            actor: a.actor.clone(),
+            reason: a.reason.clone(),
+            details_json: a.details_json.clone(),
+            at_ms: a.at_ms,
+        };
+        LineageStore::open(&self.0)
+            .and_then(|mut s| s.record_admin_action(&record))
+            .map_err(|e| format!("lineage store {}: {e}", self.0.display()))
+    }
 }
 
 /// Runs `serve` until SIGINT/SIGTERM.
@@ -62,6 +131,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         poll_interval: Duration::from_secs_f64(a.file_system_poll_wait_seconds),
         max_body_bytes: a.max_body_bytes,
         num_versions: a.num_versions,
+        admin: admin_options(a.admin_token_file.as_deref(), a.lineage_db.clone())?,
     };
     let addr: std::net::SocketAddr = format!("{}:{}", a.rest_api_host, a.rest_api_port)
         .parse()

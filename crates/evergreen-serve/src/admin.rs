@@ -1,0 +1,430 @@
+//! The admin API under `/admin/v1/models/<name>`: read a model's serving state, and promote,
+//! roll back, split (with a ramp), pin and shadow. Every call needs `Authorization: Bearer
+//! <token>` (compared in constant time); every action is applied to the registry's
+//! `labels.json` / `traffic.json` atomically, takes effect at once (the model is reloaded before
+//! the answer) and is handed to an [`AdminAudit`] (the binary's writes the lineage store) with
+//! who, what, when and why.
+
+use crate::Server;
+use crate::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use evergreen_metrics::OutcomeLabels;
+use evergreen_registry::{AdminChange, AdminError, Registry, Shadow, SplitRequest};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// One applied admin action, as handed to the [`AdminAudit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminAction {
+    /// Model it applies to.
+    pub model: String,
+    /// `promote`, `rollback`, `split`, `pin`, `unpin` or `shadow`.
+    pub action: String,
+    /// Who (the request's `actor`, default `admin-api`).
+    pub actor: String,
+    /// Why (the request's `reason`).
+    pub reason: String,
+    /// What changed (labels and traffic policy before and after), as JSON.
+    pub details_json: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// Where admin actions are recorded. The binary records them in the lineage store; the serving
+/// crate itself stays free of it.
+pub trait AdminAudit: Send + Sync + 'static {
+    /// Records an applied action; an error is reported to the caller with the action's result.
+    fn record(&self, action: &AdminAction) -> Result<(), String>;
+}
+
+/// Admin API settings.
+#[derive(Clone)]
+pub struct AdminOptions {
+    /// The bearer token every admin request must carry.
+    pub token: String,
+    /// Where actions are recorded.
+    pub audit: std::sync::Arc<dyn AdminAudit>,
+}
+
+impl PartialEq for AdminOptions {
+    fn eq(&self, other: &Self) -> bool {
+        constant_time_eq(self.token.as_bytes(), other.token.as_bytes())
+            && std::sync::Arc::ptr_eq(&self.audit, &other.audit)
+    }
+}
+
+impl std::fmt::Debug for AdminOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminOptions")
+            .field("token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
+    diff == 0
+}
+
+/// Who and why, common to every action body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Common {
+    #[serde(default)]
+    actor: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Body of `:promote` and `:pin`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionBody {
+    #[serde(default)]
+    version: Option<u64>,
+    #[serde(default)]
+    actor: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Body of `:split`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SplitBody {
+    #[serde(flatten)]
+    split: SplitRequest,
+}
+
+/// Body of `:shadow`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShadowBody {
+    #[serde(default)]
+    version: Option<u64>,
+    #[serde(default)]
+    percent: Option<f64>,
+    #[serde(default)]
+    actor: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn refused(server: &Server, model: &str, message: &str) -> Response {
+    server
+        .inner
+        .metrics
+        .admin_actions
+        .get_or_create(&OutcomeLabels {
+            model: model.to_string(),
+            outcome: "refused".into(),
+        })
+        .inc();
+    let mut r = error(StatusCode::UNAUTHORIZED, message);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"evergreen-admin\""),
+    );
+    r
+}
+
+/// `/admin/v1/models/{*rest}`.
+pub(crate) async fn admin(
+    State(server): State<Server>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let rest = uri
+        .path()
+        .strip_prefix("/admin/v1/models/")
+        .unwrap_or_default();
+    let (name, verb) = match rest.split_once(':') {
+        Some((n, v)) => (n, Some(v)),
+        None => (rest, None),
+    };
+    let Some(opts) = server.inner.opts.admin.clone() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "the admin API is disabled: start the server with an admin token \
+             (EVERGREEN_ADMIN_TOKEN or --admin_token_file)",
+        );
+    };
+    // Only served models: a name from the request never reaches the filesystem otherwise.
+    let known = server.inner.models.contains_key(name);
+    let metric_model = if known { name } else { "" };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        None => {
+            return refused(
+                &server,
+                metric_model,
+                "admin API: missing `Authorization: Bearer <token>`",
+            );
+        }
+        Some(t) if !constant_time_eq(t.trim().as_bytes(), opts.token.as_bytes()) => {
+            return refused(&server, metric_model, "admin API: wrong token");
+        }
+        Some(_) => {}
+    }
+    if !known {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("admin API: no model named {name:?} is served"),
+        );
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), format!("cannot read request body: {e}")),
+    };
+    match (method.clone(), verb) {
+        (Method::GET, None) => state(&server, name).await,
+        (Method::POST, Some(verb)) => act(&server, &opts, name, verb, &body).await,
+        (_, None) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("admin API: use GET for {}", uri.path()),
+        ),
+        (_, Some(_)) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("admin API: use POST for {}", uri.path()),
+        ),
+    }
+}
+
+/// `GET /admin/v1/models/<m>`: versions on disk and served, labels, traffic policy.
+async fn state(server: &Server, name: &str) -> Response {
+    let model = &server.inner.models[name];
+    let base = model.base_path.clone();
+    let model_name = name.to_string();
+    let snap = model.snapshot.load_full();
+    let read = tokio::task::spawn_blocking(move || -> Result<Value, String> {
+        let r = Registry::open_existing(&base, &model_name).map_err(|e| e.to_string())?;
+        Ok(json!({
+            "model": model_name,
+            "on_disk": r.versions().map_err(|e| e.to_string())?,
+            "labels": r.labels().map_err(|e| e.to_string())?,
+            "traffic": r.traffic().map_err(|e| e.to_string())?,
+        }))
+    })
+    .await;
+    match read {
+        Ok(Ok(mut v)) => {
+            v["served"] = json!(snap.versions.keys().rev().collect::<Vec<_>>());
+            (StatusCode::OK, axum::Json(v)).into_response()
+        }
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("admin API body: {e}")))
+}
+
+/// `POST /admin/v1/models/<m>:<verb>`.
+async fn act(
+    server: &Server,
+    opts: &crate::AdminOptions,
+    name: &str,
+    verb: &str,
+    body: &[u8],
+) -> Response {
+    let now = crate::now_ms();
+    // Parse the body into the action to run on the registry, plus who and why.
+    type Action = Box<dyn FnOnce(&Registry) -> Result<AdminChange, AdminError> + Send>;
+    let parsed: Result<(Action, Common), ApiError> = match verb {
+        "promote" | "pin" => parse::<VersionBody>(body).map(|b| {
+            let v = b.version;
+            let action: Action = if verb == "promote" {
+                Box::new(move |r: &Registry| r.promote(v))
+            } else {
+                Box::new(move |r: &Registry| r.pin(v))
+            };
+            (
+                action,
+                Common {
+                    actor: b.actor,
+                    reason: b.reason,
+                },
+            )
+        }),
+        "unpin" => {
+            parse::<Common>(body).map(|c| (Box::new(|r: &Registry| r.pin(None)) as Action, c))
+        }
+        "rollback" => {
+            parse::<Common>(body).map(|c| (Box::new(|r: &Registry| r.rollback()) as Action, c))
+        }
+        "split" => {
+            // `actor` and `reason` ride along in the same object.
+            let mut v: Value = match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return error(StatusCode::BAD_REQUEST, format!("admin API body: {e}"));
+                }
+            };
+            let take = |v: &mut Value, k: &str| {
+                v.as_object_mut()
+                    .and_then(|o| o.remove(k))
+                    .and_then(|x| x.as_str().map(str::to_string))
+            };
+            let common = Common {
+                actor: take(&mut v, "actor"),
+                reason: take(&mut v, "reason"),
+            };
+            serde_json::from_value::<SplitBody>(v)
+                .map_err(|e| ApiError::BadRequest(format!("admin API body: {e}")))
+                .map(|b| {
+                    let split = b.split;
+                    (
+                        Box::new(move |r: &Registry| r.split(&split, now)) as Action,
+                        common,
+                    )
+                })
+        }
+        "shadow" => parse::<ShadowBody>(body).and_then(|b| {
+            let shadow = match (b.version, b.percent) {
+                (Some(version), p) => Some(Shadow {
+                    version,
+                    percent: p.unwrap_or(100.0),
+                }),
+                (None, None) => None,
+                (None, Some(_)) => {
+                    return Err(ApiError::BadRequest(
+                        "admin API: a shadow percent needs a version".into(),
+                    ));
+                }
+            };
+            Ok((
+                Box::new(move |r: &Registry| r.shadow(shadow)) as Action,
+                Common {
+                    actor: b.actor,
+                    reason: b.reason,
+                },
+            ))
+        }),
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "admin API: unknown action {other:?} (promote, rollback, split, pin, unpin, \
+                     shadow)"
+                ),
+            );
+        }
+    };
+    let (action, common) = match parsed {
+        Ok(p) => p,
+        Err(e) => return error(e.status(), e.to_string()),
+    };
+    let actor = common.actor.unwrap_or_else(|| "admin-api".into());
+    let reason = common.reason.unwrap_or_default();
+    if actor.len() > 256 || reason.len() > 4096 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "admin API: actor is limited to 256 bytes and reason to 4096",
+        );
+    }
+    let model = &server.inner.models[name];
+    let (base, model_name, audit) = (
+        model.base_path.clone(),
+        name.to_string(),
+        opts.audit.clone(),
+    );
+    let srv = server.clone();
+    let done = tokio::task::spawn_blocking(move || -> Result<(AdminChange, Option<String>), AdminError> {
+        let registry = Registry::open_existing(&base, &model_name)?;
+        let change = action(&registry)?;
+        // Effective now, not at the next poll.
+        srv.inner.models[&model_name].reload(srv.inner.opts.num_versions.max(1), &srv.inner.metrics);
+        let record = AdminAction {
+            model: model_name.clone(),
+            action: change.action.to_string(),
+            actor,
+            reason,
+            details_json: serde_json::to_string(&change).expect("change serializes"),
+            at_ms: now,
+        };
+        let warning = audit.record(&record).err().map(|e| {
+            tracing::error!(model = %model_name, action = change.action, "admin action applied but not recorded: {e}");
+            format!("applied, but not recorded: {e}")
+        });
+        Ok((change, warning))
+    })
+    .await;
+    let outcome = |o: &str| {
+        server
+            .inner
+            .metrics
+            .admin_actions
+            .get_or_create(&OutcomeLabels {
+                model: name.to_string(),
+                outcome: o.to_string(),
+            })
+            .inc();
+    };
+    match done {
+        Ok(Ok((change, warning))) => {
+            outcome(change.action);
+            tracing::info!(model = %name, action = change.action, summary = %change.summary, "admin action");
+            let mut body = json!({
+                "model": name,
+                "action": change.action,
+                "summary": change.summary,
+                "labels": change.labels_after,
+                "traffic": change.traffic_after,
+            });
+            if let Some(w) = warning {
+                body["warning"] = json!(w);
+            }
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        Ok(Err(AdminError::Invalid(m))) => {
+            outcome("failed");
+            error(StatusCode::BAD_REQUEST, m)
+        }
+        Ok(Err(e)) => {
+            outcome("failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+        Err(e) => {
+            outcome("failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_bytes() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

@@ -1,0 +1,343 @@
+//! End-to-end tests of server-side traffic policy and the admin API over a temporary registry:
+//! sticky canary split, ramp, pin, shadow, promote/rollback through the API, token checks and
+//! lineage records.
+
+mod common;
+
+use common::*;
+use evergreen_registry::{Shadow, SplitRequest};
+use evergreen_serve::{AdminAction, AdminAudit, AdminOptions};
+use std::sync::Mutex;
+
+const TOKEN: &str = "0123456789abcdef-admin";
+
+/// Keeps the recorded actions in memory.
+#[derive(Default)]
+struct Recorded(Mutex<Vec<AdminAction>>);
+
+impl AdminAudit for Recorded {
+    fn record(&self, a: &AdminAction) -> Result<(), String> {
+        self.0.lock().unwrap().push(a.clone());
+        Ok(())
+    }
+}
+
+fn with_admin(audit: Arc<Recorded>) -> impl FnOnce(&mut ServeOptions) {
+    move |o: &mut ServeOptions| {
+        o.admin = Some(AdminOptions {
+            token: TOKEN.into(),
+            audit,
+        });
+        // Long poll: every change seen below is applied by the admin call itself, or by an
+        // explicit reload.
+        o.poll_interval = Duration::from_secs(3600);
+    }
+}
+
+impl Fixture {
+    /// POSTs a predict request for `c=a,x=1` with an optional split-key header.
+    async fn predict_with_key(&self, key: Option<&str>) -> (u16, Option<u64>, Value) {
+        let mut req = self
+            .client
+            .post(format!("{}/v1/models/m:predict", self.url))
+            .body(r#"{"instances": [{"c": "a", "x": 1.0}]}"#);
+        if let Some(k) = key {
+            req = req.header("x-evergreen-key", k);
+        }
+        let r = req.send().await.unwrap();
+        let code = r.status().as_u16();
+        let version = r
+            .headers()
+            .get(VERSION_HEADER)
+            .map(|h| h.to_str().unwrap().parse().unwrap());
+        (code, version, r.json().await.unwrap())
+    }
+
+    async fn admin(&self, token: Option<&str>, verb: &str, body: Value) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(format!("{}/admin/v1/models/m:{verb}", self.url))
+            .json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    fn reload(&self) {
+        self.handle.server().reload_now();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_split_is_sticky_proportional_and_ramps() {
+    let f = start(&[1, 2], |o| o.num_versions = 2).await;
+    // No policy: the newest answers (TF Serving's behaviour).
+    assert_eq!(f.predict_with_key(Some("u1")).await.1, Some(2));
+    f.reg
+        .split(
+            &SplitRequest {
+                canary: 2,
+                percent: 10.0,
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+    f.reload();
+    let n = 2000;
+    let mut canary = 0;
+    let mut side = BTreeMap::new();
+    for i in 0..n {
+        let key = format!("user-{i}");
+        let (code, v, body) = f.predict_with_key(Some(&key)).await;
+        assert_eq!(code, 200, "{body}");
+        let v = v.unwrap();
+        assert!(v == 1 || v == 2);
+        let p = body["predictions"][0].as_f64().unwrap();
+        assert!(
+            (p - expected(v, &rec("a", 1.0))).abs() < 1e-12,
+            "answered by {v}"
+        );
+        canary += (v == 2) as usize;
+        side.insert(key, v);
+    }
+    // 10% of 2000: sd ~13.4; 4 sd.
+    assert!(
+        (146..=254).contains(&canary),
+        "{canary} of {n} to the canary"
+    );
+    // Sticky: the same keys land on the same side again.
+    for i in (0..n).step_by(37) {
+        let key = format!("user-{i}");
+        assert_eq!(f.predict_with_key(Some(&key)).await.1, Some(side[&key]));
+    }
+    let routed = |o: &str| {
+        f.metrics
+            .routed
+            .get_or_create(&Metrics::outcome("m", o))
+            .get()
+    };
+    assert_eq!(
+        routed("canary") + routed("stable"),
+        n as u64 + (n as u64).div_ceil(37)
+    );
+    // A ramp from 10% to 100%: at its last step every key is on the canary, and every key that
+    // was on the canary at 10% stayed there.
+    f.reg
+        .split(
+            &SplitRequest {
+                canary: 2,
+                ramp: vec![10.0, 100.0],
+                ramp_interval_s: 1,
+                ..Default::default()
+            },
+            0, // started long ago: the ramp is at its last step
+        )
+        .unwrap();
+    f.reload();
+    for i in (0..n).step_by(53) {
+        assert_eq!(
+            f.predict_with_key(Some(&format!("user-{i}"))).await.1,
+            Some(2)
+        );
+    }
+    // Pinned: everything on 1, whatever the key; a versioned request still gets what it names.
+    f.reg.pin(Some(1)).unwrap();
+    f.reload();
+    for i in 0..50 {
+        assert_eq!(
+            f.predict_with_key(Some(&format!("user-{i}"))).await.1,
+            Some(1)
+        );
+    }
+    let (_, v, _) = f
+        .post(
+            "/v1/models/m/versions/2:predict",
+            r#"{"instances": [{"c": "a", "x": 1.0}]}"#,
+        )
+        .await;
+    assert_eq!(v, Some(2));
+    f.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_split_key_can_be_a_feature_of_the_request() {
+    let f = start(&[1, 2], |o| o.num_versions = 2).await;
+    f.reg
+        .split(
+            &SplitRequest {
+                canary: 2,
+                percent: 50.0,
+                key_feature: Some("c".into()),
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+    f.reload();
+    let mut sides = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let body = format!(r#"{{"instances": [{{"c": "id{i}", "x": 1.0}}]}}"#);
+        let (code, v1, _) = f.post("/v1/models/m:predict", body.clone()).await;
+        assert_eq!(code, 200);
+        let (_, v2, _) = f.post("/v1/models/m:predict", body).await;
+        assert_eq!(v1, v2, "the same feature value stays on one side");
+        sides.insert(v1.unwrap());
+    }
+    assert_eq!(sides.len(), 2, "both sides get traffic at 50%");
+    f.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_predictions_are_recorded_and_never_change_the_response() {
+    let f = start(&[1, 2], |o| o.num_versions = 2).await;
+    f.reg.promote(Some(1)).unwrap();
+    f.reload();
+    let body = r#"{"instances": [{"c": "a", "x": 1.0}, {"c": "b", "x": 2.0}]}"#;
+    let before = f.post("/v1/models/m:predict", body).await;
+    f.reg
+        .shadow(Some(Shadow {
+            version: 2,
+            percent: 100.0,
+        }))
+        .unwrap();
+    f.reload();
+    for _ in 0..20 {
+        let after = f.post("/v1/models/m:predict", body).await;
+        assert_eq!(after, before, "same code, version and body with a shadow");
+    }
+    assert_eq!(before.1, Some(1));
+    let shadowed = || {
+        f.metrics
+            .shadow_predictions
+            .get_or_create(&evergreen_metrics::ModelLabels { model: "m".into() })
+            .get()
+    };
+    eventually(10, "40 shadow predictions", async || shadowed() == 40).await;
+    // The difference between versions 1 and 2 was measured.
+    let text = f.metrics.render();
+    assert!(
+        text.contains("evergreen_serving_shadow_abs_difference_count{model=\"m\"} 40"),
+        "{text}"
+    );
+    f.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_needs_the_token_acts_at_once_and_records_lineage() {
+    let audit = Arc::new(Recorded::default());
+    let f = start(&[1, 2, 3], with_admin(audit.clone())).await;
+    // Refused: no token, wrong token (401 with WWW-Authenticate), and nothing changed.
+    for token in [None, Some("wrong"), Some("0123456789abcdef-admiN")] {
+        let (code, body) = f.admin(token, "rollback", json!({})).await;
+        assert_eq!(code, 401, "{token:?}: {body}");
+    }
+    let r = f
+        .client
+        .get(format!("{}/admin/v1/models/m", f.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    assert!(f.reg.labels().unwrap().is_empty());
+    assert_eq!(
+        f.metrics
+            .admin_actions
+            .get_or_create(&Metrics::outcome("m", "refused"))
+            .get(),
+        4
+    );
+    // Unknown model and unknown action.
+    let r = f
+        .client
+        .post(format!("{}/admin/v1/models/other:rollback", f.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(f.admin(Some(TOKEN), "explode", json!({})).await.0, 404);
+    assert_eq!(
+        f.admin(Some(TOKEN), "promote", json!({"version": "x"}))
+            .await
+            .0,
+        400
+    );
+
+    // Newest (3) serves; roll back: stable becomes 2 at once (no poll in between).
+    assert_eq!(f.predict_with_key(None).await.1, Some(3));
+    let (code, body) = f
+        .admin(
+            Some(TOKEN),
+            "rollback",
+            json!({"actor": "alice", "reason": "v3 looks off"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["labels"]["stable"], 2);
+    assert_eq!(f.predict_with_key(None).await.1, Some(2));
+    // Canary 3 at 100%, then rollback withdraws it; then promote 3 explicitly.
+    let (code, body) = f
+        .admin(Some(TOKEN), "split", json!({"canary": 3, "percent": 100.0}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(f.predict_with_key(Some("k")).await.1, Some(3));
+    assert_eq!(f.admin(Some(TOKEN), "rollback", json!({})).await.0, 200);
+    assert_eq!(f.predict_with_key(Some("k")).await.1, Some(2));
+    let (code, body) = f
+        .admin(
+            Some(TOKEN),
+            "promote",
+            json!({"version": 3, "reason": "fixed"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(f.predict_with_key(None).await.1, Some(3));
+    // Pin, unpin, and the state endpoint.
+    assert_eq!(
+        f.admin(Some(TOKEN), "pin", json!({"version": 1})).await.0,
+        200
+    );
+    assert_eq!(f.predict_with_key(None).await.1, Some(1));
+    assert_eq!(f.admin(Some(TOKEN), "unpin", json!({})).await.0, 200);
+    let r = f
+        .client
+        .get(format!("{}/admin/v1/models/m", f.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let state: Value = r.json().await.unwrap();
+    assert_eq!(state["labels"]["stable"], 3);
+    assert_eq!(state["on_disk"], json!([1, 2, 3]));
+    // A version that does not exist is refused with 400, and changes nothing.
+    let (code, body) = f.admin(Some(TOKEN), "pin", json!({"version": 9})).await;
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(f.predict_with_key(None).await.1, Some(3));
+
+    // The audit got every applied action, in order, with who and why.
+    let actions = audit.0.lock().unwrap().clone();
+    let names: Vec<&str> = actions.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(
+        names,
+        ["rollback", "split", "rollback", "promote", "pin", "unpin"]
+    );
+    assert_eq!(actions[0].actor, "alice");
+    assert_eq!(actions[0].reason, "v3 looks off");
+    assert_eq!(actions[1].actor, "admin-api");
+    assert!(actions[3].details_json.contains("\"labels_after\""));
+    f.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_is_off_without_a_token() {
+    let f = start(&[1], |_| {}).await;
+    let (code, body) = f.admin(Some(TOKEN), "rollback", json!({})).await;
+    assert_eq!(code, 404);
+    assert!(error_of(&body).contains("disabled"), "{body}");
+    f.handle.shutdown().await;
+}

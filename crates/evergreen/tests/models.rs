@@ -1,0 +1,158 @@
+//! `evergreen models` (list, rollback, split, promote, pin) on a trained registry, and `evergreen
+//! serve` with the admin API: token required, actions effective at once, recorded in lineage.
+
+mod common;
+
+use common::*;
+use evergreen_lineage::LineageStore;
+use std::path::Path;
+
+/// Trains three versions (three 300-row Elec2 spans, lenient gate) under `root`.
+fn trained(root: &Path) -> std::path::PathBuf {
+    let config = write_config(root, false, "");
+    let (header, rows) = elec2();
+    for (i, chunk) in rows.chunks(300).take(3).enumerate() {
+        write_span(&root.join("in"), &format!("s{i}.csv"), &header, chunk);
+    }
+    let mut p = Proc::spawn(
+        &["run", "--config", config.to_str().unwrap(), "--once"],
+        &[],
+    );
+    assert!(p.wait_exit().success(), "{:?}", p.seen_err);
+    config
+}
+
+fn models(config: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(bin())
+        .args(["models", "--config", config.to_str().unwrap()])
+        .args(args)
+        .env("USER", "tester")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn models_cli_lists_and_acts_and_records_lineage() {
+    let d = tempfile::tempdir().unwrap();
+    let config = trained(d.path());
+    let (ok, out, err) = models(&config, &["list"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("v3") && out.contains("unversioned requests: newest (v3)"),
+        "{out}"
+    );
+
+    let (ok, out, err) = models(&config, &["rollback", "--reason", "v3 regressed"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        "rollback: stable rolled back from version 3 to 2"
+    );
+    let (ok, out, err) = models(&config, &["split", "--canary", "3", "--percent", "25"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("25% of keys to canary version 3"), "{out}");
+    let (ok, out, _) = models(&config, &["--json", "list"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["labels"]["canary"], 3);
+    assert_eq!(v["labels"]["stable"], 2);
+    assert_eq!(v["traffic"]["canary_percent"], 25.0);
+    let (ok, out, err) = models(&config, &["promote", "--actor", "bob"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("stable is now version 3"), "{out}");
+    // Refusals: a missing version, a share out of range; nothing recorded for them.
+    let (ok, _, err) = models(&config, &["pin", "9"]);
+    assert!(!ok && err.contains("version 9"), "{err}");
+    let (ok, _, err) = models(&config, &["split", "--canary", "2", "--percent", "150"]);
+    assert!(!ok && err.contains("between 0 and 100"), "{err}");
+
+    let store = LineageStore::open(&d.path().join("state/lineage.sqlite")).unwrap();
+    let actions = store.admin_actions("m").unwrap();
+    let seen: Vec<(&str, &str, &str)> = actions
+        .iter()
+        .map(|a| (a.action.as_str(), a.actor.as_str(), a.reason.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("rollback", "tester", "v3 regressed"),
+            ("split", "tester", ""),
+            ("promote", "bob", ""),
+        ]
+    );
+}
+
+#[test]
+fn serve_admin_api_with_a_token_file() {
+    let d = tempfile::tempdir().unwrap();
+    trained(d.path());
+    let token_file = d.path().join("token");
+    std::fs::write(&token_file, "  s3cret-token-for-tests-123\n").unwrap();
+    let base = d.path().join("models/m");
+    let lineage = d.path().join("admin/lineage.sqlite");
+    let args = |token: &Path| {
+        vec![
+            "serve".to_string(),
+            "--rest_api_port=0".into(),
+            "--model_name=m".into(),
+            format!("--model_base_path={}", base.display()),
+            format!("--admin_token_file={}", token.display()),
+            format!("--lineage_db={}", lineage.display()),
+        ]
+    };
+    // A weak token is refused at start.
+    let weak = d.path().join("weak");
+    std::fs::write(&weak, "short").unwrap();
+    let a = args(&weak);
+    let mut p = Proc::spawn(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(!p.wait_exit().success());
+    assert!(
+        p.seen_err
+            .iter()
+            .any(|l| l.contains("at least 16 characters")),
+        "{:?}",
+        p.seen_err
+    );
+
+    let a = args(&token_file);
+    let mut s = Proc::spawn(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let url = s.rest_addr();
+    let client = reqwest::blocking::Client::new();
+    let version = |c: &reqwest::blocking::Client| {
+        let r = c
+            .post(format!("{url}/v1/models/m:predict"))
+            .body(r#"{"instances": [{"nswprice": 0.05, "nswdemand": 0.4, "vicprice": 0.003, "vicdemand": 0.4, "transfer": 0.4, "period": 0.5}]}"#)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.headers()["x-evergreen-model-version"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(version(&client), "3");
+    let rollback = |token: &str| {
+        client
+            .post(format!("{url}/admin/v1/models/m:rollback"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"reason": "test"}))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(rollback("s3cret-token-for-tests-124"), 401);
+    assert_eq!(version(&client), "3");
+    assert_eq!(rollback("s3cret-token-for-tests-123"), 200);
+    assert_eq!(version(&client), "2", "effective at once");
+    let store = LineageStore::open(&lineage).unwrap();
+    let actions = store.admin_actions("m").unwrap();
+    assert_eq!(actions.len(), 1);
+    assert_eq!(actions[0].action, "rollback");
+    assert_eq!(actions[0].reason, "test");
+}
