@@ -372,6 +372,10 @@ pub struct ServeSection {
     /// Largest accepted request body.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// gRPC port (TensorFlow Serving's `--port`: PredictionService and ModelService); none: no
+    /// gRPC server. 0 picks a free port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_port: Option<u16>,
     /// File holding the admin API's bearer token (else the `EVERGREEN_ADMIN_TOKEN` environment
     /// variable; with neither, the admin API is off).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -45,7 +45,7 @@ pub(crate) enum Api {
 }
 
 impl Api {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Api::Status => "status",
             Api::Metadata => "metadata",
@@ -270,34 +270,17 @@ fn handle(
             };
             // The named version (404/503 as before), then the body, then, for unversioned
             // requests, the traffic policy (the split key may be a feature of the body).
-            let (mut v, mut lv) = match resolve(server, route) {
-                Ok(found) => found,
-                Err(e) => return Reply::err(e),
-            };
+            if let Err(e) = resolve(server, route) {
+                return Reply::err(e);
+            }
             let (format, records) = match parse_inference(route.api, &body) {
                 Ok(parsed) => parsed,
                 Err(e) => return Reply::err(e),
             };
-            let mut shadow = None;
-            if route.target == Target::Latest
-                && let Some(model) = server.inner.models.get(&route.model)
-            {
-                let snap = model.snapshot.load_full();
-                let key = split_key(&snap, headers, &records);
-                if let Some((rv, rlv, side)) = route_unversioned(&snap, key.as_deref()) {
-                    (v, lv) = (rv, rlv);
-                    server
-                        .inner
-                        .metrics
-                        .routed
-                        .get_or_create(&evergreen_metrics::OutcomeLabels {
-                            model: route.model.clone(),
-                            outcome: side.to_string(),
-                        })
-                        .inc();
-                }
-                shadow = shadow_of(&snap, v, key.as_deref());
-            }
+            let (v, lv, shadow) = match pick(server, route, headers, &records) {
+                Ok(picked) => picked,
+                Err(e) => return Reply::err(e),
+            };
             match score(&lv, &records) {
                 Ok(p) => {
                     if let Some(sv) = shadow {
@@ -317,9 +300,49 @@ fn handle(
     }
 }
 
+/// The answering version, its model, and the shadow version (with its model) if any.
+pub(crate) type Picked = (u64, SharedVersion, Option<(u64, SharedVersion)>);
+
+/// The version that answers an inference request on `records` (the one the route names, or, for
+/// an unversioned request, the one the traffic policy picks, counted in the routing metric) and
+/// the shadow version that should also predict it, if any.
+pub(crate) fn pick(
+    server: &Server,
+    route: &Route,
+    headers: &HeaderMap,
+    records: &[RawRecord],
+) -> Result<Picked, ApiError> {
+    let (mut v, mut lv) = resolve(server, route)?;
+    let mut shadow = None;
+    if route.target == Target::Latest
+        && let Some(model) = server.inner.models.get(&route.model)
+    {
+        let snap = model.snapshot.load_full();
+        let key = split_key(&snap, headers, records);
+        if let Some((rv, rlv, side)) = route_unversioned(&snap, key.as_deref()) {
+            (v, lv) = (rv, rlv);
+            server
+                .inner
+                .metrics
+                .routed
+                .get_or_create(&evergreen_metrics::OutcomeLabels {
+                    model: route.model.clone(),
+                    outcome: side.to_string(),
+                })
+                .inc();
+        }
+        shadow = shadow_of(&snap, v, key.as_deref());
+    }
+    Ok((v, lv, shadow))
+}
+
 /// The split key of a request: the policy's header, else its feature in the first instance,
 /// else none (the request is then placed at random).
-fn split_key(snap: &Snapshot, headers: &HeaderMap, records: &[RawRecord]) -> Option<Vec<u8>> {
+pub(crate) fn split_key(
+    snap: &Snapshot,
+    headers: &HeaderMap,
+    records: &[RawRecord],
+) -> Option<Vec<u8>> {
     if let Some(h) = headers.get(snap.traffic.key_header()) {
         return Some(h.as_bytes().to_vec());
     }
@@ -342,7 +365,7 @@ fn random_key() -> Vec<u8> {
 
 /// Where the traffic policy sends an unversioned request, and which side that is (`pinned`,
 /// `canary`, `stable`); `None` when no policy applies (the newest version answers).
-fn route_unversioned(
+pub(crate) fn route_unversioned(
     snap: &Snapshot,
     key: Option<&[u8]>,
 ) -> Option<(u64, SharedVersion, &'static str)> {
@@ -372,7 +395,11 @@ fn route_unversioned(
 }
 
 /// The shadow version that should also predict this request, if any.
-fn shadow_of(snap: &Snapshot, served: u64, key: Option<&[u8]>) -> Option<(u64, SharedVersion)> {
+pub(crate) fn shadow_of(
+    snap: &Snapshot,
+    served: u64,
+    key: Option<&[u8]>,
+) -> Option<(u64, SharedVersion)> {
     let s = snap.traffic.shadow.as_ref()?;
     if s.version == served || s.percent <= 0.0 {
         return None;
@@ -385,7 +412,7 @@ fn shadow_of(snap: &Snapshot, served: u64, key: Option<&[u8]>) -> Option<(u64, S
 
 /// Predicts `records` with the shadow version off the request path and records how far its
 /// predictions are from the served ones (metrics and a debug log); never touches the response.
-fn mirror(
+pub(crate) fn mirror(
     server: &Server,
     model: &str,
     (version, lv): (u64, SharedVersion),
@@ -420,7 +447,7 @@ fn mirror(
     });
 }
 
-fn not_found_message(model: &str, target: &Target) -> String {
+pub(crate) fn not_found_message(model: &str, target: &Target) -> String {
     match target {
         Target::Latest => format!("Servable not found for request: Latest({model})"),
         Target::Version(v) => format!("Servable not found for request: Specific({model}, {v})"),
@@ -429,7 +456,7 @@ fn not_found_message(model: &str, target: &Target) -> String {
 }
 
 /// The version a predict/metadata request names, from the snapshot loaded once, now.
-fn resolve(server: &Server, route: &Route) -> Result<(u64, SharedVersion), ApiError> {
+pub(crate) fn resolve(server: &Server, route: &Route) -> Result<(u64, SharedVersion), ApiError> {
     let Some(model) = server.inner.models.get(&route.model) else {
         return Err(ApiError::NotFound(not_found_message(
             &route.model,
@@ -547,7 +574,7 @@ fn metadata(model: &str, version: u64, lv: &LoadedVersion) -> Value {
 }
 
 /// Transforms each record with the version's own transformer and predicts with its model.
-fn score(lv: &LoadedVersion, records: &[RawRecord]) -> Result<Vec<f64>, ApiError> {
+pub(crate) fn score(lv: &LoadedVersion, records: &[RawRecord]) -> Result<Vec<f64>, ApiError> {
     records
         .iter()
         .enumerate()

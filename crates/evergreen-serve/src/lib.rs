@@ -12,6 +12,7 @@
 mod admin;
 mod api;
 mod error;
+pub mod grpc;
 mod json;
 mod state;
 
@@ -156,14 +157,56 @@ impl Server {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.run_with_grpc(listener, None, shutdown).await
+    }
+
+    /// [`Server::run`], plus TensorFlow Serving's gRPC services on `grpc` when given (both stop
+    /// together, draining in-flight requests).
+    pub async fn run_with_grpc(
+        self,
+        listener: tokio::net::TcpListener,
+        grpc: Option<tokio::net::TcpListener>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let watcher = tokio::spawn(self.clone().watch(stop_rx));
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, models = ?self.inner.models.keys().collect::<Vec<_>>(), "serving");
         }
+        let (down_tx, down_rx) = tokio::sync::watch::channel(false);
+        let signal = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|down| *down).await;
+        };
+        let grpc_task = grpc.map(|l| {
+            if let Ok(addr) = l.local_addr() {
+                tracing::info!(%addr, "serving gRPC");
+            }
+            let (prediction, model) = grpc::services(self.clone());
+            let rx = down_rx.clone();
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(prediction)
+                    .add_service(model)
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(l),
+                        signal(rx),
+                    ),
+            )
+        });
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = down_tx.send(true);
+        });
         let result = axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(signal(down_rx))
             .await;
+        if let Some(t) = grpc_task {
+            match t.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server ended with an error"),
+                Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
+            }
+        }
         let _ = stop_tx.send(());
         if let Err(e) = watcher.await {
             tracing::warn!(error = %e, "version watcher ended abnormally");
@@ -197,6 +240,8 @@ impl Server {
 pub struct ServerHandle {
     /// The bound address (the real port when port 0 was asked for).
     pub addr: SocketAddr,
+    /// The bound gRPC address, when gRPC was asked for.
+    pub grpc_addr: Option<SocketAddr>,
     server: Server,
     shutdown: tokio::sync::oneshot::Sender<()>,
     join: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -226,17 +271,33 @@ pub async fn spawn(
     metrics: Arc<Metrics>,
     addr: SocketAddr,
 ) -> std::io::Result<ServerHandle> {
+    spawn_with_grpc(opts, metrics, addr, None).await
+}
+
+/// [`spawn`], plus TensorFlow Serving's gRPC API on `grpc_addr` when given.
+pub async fn spawn_with_grpc(
+    opts: ServeOptions,
+    metrics: Arc<Metrics>,
+    addr: SocketAddr,
+    grpc_addr: Option<SocketAddr>,
+) -> std::io::Result<ServerHandle> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
+    let grpc = match grpc_addr {
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await?),
+        None => None,
+    };
+    let grpc_addr = grpc.as_ref().map(|l| l.local_addr()).transpose()?;
     let server = tokio::task::spawn_blocking(move || Server::new(opts, metrics))
         .await
         .map_err(std::io::Error::other)?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let join = tokio::spawn(server.clone().run(listener, async move {
+    let join = tokio::spawn(server.clone().run_with_grpc(listener, grpc, async move {
         let _ = rx.await;
     }));
     Ok(ServerHandle {
         addr,
+        grpc_addr,
         server,
         shutdown: tx,
         join,

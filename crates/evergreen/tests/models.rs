@@ -103,6 +103,7 @@ fn serve_admin_api_with_a_token_file() {
             format!("--model_base_path={}", base.display()),
             format!("--admin_token_file={}", token.display()),
             format!("--lineage_db={}", lineage.display()),
+            "--port=0".into(),
         ]
     };
     // A weak token is refused at start.
@@ -122,6 +123,11 @@ fn serve_admin_api_with_a_token_file() {
     let a = args(&token_file);
     let mut s = Proc::spawn(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
     let url = s.rest_addr();
+    assert!(
+        s.seen_out.iter().any(|l| l.starts_with("serving gRPC")),
+        "{:?}",
+        s.seen_out
+    );
     let client = reqwest::blocking::Client::new();
     let version = |c: &reqwest::blocking::Client| {
         let r = c

@@ -1,12 +1,14 @@
 //! Helpers shared by the server's end-to-end tests: a temporary registry of FTRL versions whose
 //! predictions grow with the version number, and a running server with a client.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub use evergreen_core::{FeatureSpec, RawRecord, RawValue, Transformer};
 pub use evergreen_metrics::Metrics;
 pub use evergreen_model::{Ftrl, FtrlParams, Model, ModelKind};
 pub use evergreen_registry::{MANIFEST_FORMAT_VERSION, Manifest, Registry};
-pub use evergreen_serve::{ModelSource, ServeOptions, ServerHandle, VERSION_HEADER, spawn};
+pub use evergreen_serve::{
+    ModelSource, ServeOptions, ServerHandle, VERSION_HEADER, spawn_with_grpc,
+};
 pub use serde_json::{Value, json};
 pub use std::collections::BTreeMap;
 pub use std::sync::Arc;
@@ -116,9 +118,14 @@ pub async fn start(versions: &[u64], tweak: impl FnOnce(&mut ServeOptions)) -> F
     };
     tweak(&mut opts);
     let metrics = Arc::new(Metrics::new());
-    let handle = spawn(opts, metrics.clone(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let handle = spawn_with_grpc(
+        opts,
+        metrics.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        Some("127.0.0.1:0".parse().unwrap()),
+    )
+    .await
+    .unwrap();
     let url = format!("http://{}", handle.addr);
     Fixture {
         dir,

@@ -69,9 +69,16 @@ pub fn start_server(
     let addr = s
         .socket_addr()
         .with_context(|| format!("serve.host {:?} is not an IP address", s.host))?;
+    let grpc = s.grpc_port.map(|p| std::net::SocketAddr::new(addr.ip(), p));
     let handle = rt
-        .block_on(evergreen_serve::spawn(opts, metrics, addr))
-        .with_context(|| format!("binding the REST server to {addr}"))?;
+        .block_on(evergreen_serve::spawn_with_grpc(opts, metrics, addr, grpc))
+        .with_context(|| format!("binding the REST server to {addr} (gRPC: {grpc:?})"))?;
+    if let Some(g) = handle.grpc_addr {
+        println!(
+            "serving model {} on grpc://{g} (gRPC, TensorFlow Serving's PredictionService)",
+            cfg.model.name
+        );
+    }
     println!(
         "serving model {} on http://{} (REST, TensorFlow Serving v1 API)",
         cfg.model.name, handle.addr

@@ -17,6 +17,10 @@ pub struct ServeArgs {
     /// REST port (0 picks a free one; the address is printed).
     #[arg(long = "rest_api_port", default_value_t = 8501)]
     pub rest_api_port: u16,
+    /// gRPC port (TensorFlow Serving's PredictionService and ModelService; 0 picks a free
+    /// one). Without it no gRPC server runs.
+    #[arg(long = "port")]
+    pub port: Option<u16>,
     /// Address the REST server binds.
     #[arg(long = "rest_api_host", default_value = "127.0.0.1")]
     pub rest_api_host: String,
@@ -136,9 +140,18 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let addr: std::net::SocketAddr = format!("{}:{}", a.rest_api_host, a.rest_api_port)
         .parse()
         .with_context(|| format!("--rest_api_host {:?} is not an IP address", a.rest_api_host))?;
+    let grpc = a.port.map(|p| std::net::SocketAddr::new(addr.ip(), p));
     let handle = rt
-        .block_on(evergreen_serve::spawn(opts, Arc::new(Metrics::new()), addr))
-        .with_context(|| format!("binding {addr}"))?;
+        .block_on(evergreen_serve::spawn_with_grpc(
+            opts,
+            Arc::new(Metrics::new()),
+            addr,
+            grpc,
+        ))
+        .with_context(|| format!("binding {addr} (and the gRPC port {grpc:?})"))?;
+    if let Some(g) = handle.grpc_addr {
+        println!("serving gRPC (TensorFlow Serving's PredictionService, ModelService) on {g}");
+    }
     println!(
         "serving model {} from {} on http://{}",
         a.model_name,

@@ -1,0 +1,286 @@
+//! gRPC end to end with tonic's client over the generated TensorFlow Serving stubs: Predict
+//! (values and raw tensor_content), Classify, Regress, GetModelMetadata, GetModelStatus, labels
+//! and the traffic policy, error codes. (`tests/python/tfserving_grpc_client.py` in the binary
+//! crate checks the same against TensorFlow Serving's own Python client.)
+
+mod common;
+
+use common::*;
+use evergreen_serve::grpc::pb::tensorflow::serving as tfs;
+use evergreen_serve::grpc::pb::tensorflow::{
+    BytesList, DataType, Example, Feature, Features, FloatList, TensorProto, TensorShapeProto,
+    feature, tensor_shape_proto,
+};
+use std::collections::HashMap;
+use tfs::model_service_client::ModelServiceClient;
+use tfs::model_spec::VersionChoice;
+use tfs::prediction_service_client::PredictionServiceClient;
+
+fn spec_of(version: Option<VersionChoice>) -> Option<tfs::ModelSpec> {
+    Some(tfs::ModelSpec {
+        name: "m".into(),
+        version_choice: version,
+        signature_name: String::new(),
+    })
+}
+
+fn shape(dims: &[i64]) -> Option<TensorShapeProto> {
+    Some(TensorShapeProto {
+        dim: dims
+            .iter()
+            .map(|d| tensor_shape_proto::Dim {
+                size: *d,
+                name: String::new(),
+            })
+            .collect(),
+        unknown_rank: false,
+    })
+}
+
+/// `c` and `x` for two instances, `x` sent as raw little-endian bytes as
+/// `tf.make_tensor_proto` does.
+fn inputs() -> HashMap<String, TensorProto> {
+    HashMap::from([
+        (
+            "c".to_string(),
+            TensorProto {
+                dtype: DataType::DtString as i32,
+                tensor_shape: shape(&[2]),
+                string_val: vec![b"a".to_vec(), b"b".to_vec()],
+                ..Default::default()
+            },
+        ),
+        (
+            "x".to_string(),
+            TensorProto {
+                dtype: DataType::DtFloat as i32,
+                tensor_shape: shape(&[2, 1]),
+                tensor_content: [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ..Default::default()
+            },
+        ),
+    ])
+}
+
+fn example(c: &str, x: f32) -> Example {
+    Example {
+        features: Some(Features {
+            feature: HashMap::from([
+                (
+                    "c".to_string(),
+                    Feature {
+                        kind: Some(feature::Kind::BytesList(BytesList {
+                            value: vec![c.as_bytes().to_vec()],
+                        })),
+                    },
+                ),
+                (
+                    "x".to_string(),
+                    Feature {
+                        kind: Some(feature::Kind::FloatList(FloatList { value: vec![x] })),
+                    },
+                ),
+            ]),
+        }),
+    }
+}
+
+fn answered(spec: &Option<tfs::ModelSpec>) -> u64 {
+    match spec.as_ref().and_then(|s| s.version_choice.clone()) {
+        Some(VersionChoice::Version(v)) => v as u64,
+        other => panic!("no version in the answer: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_serving_grpc_api_answers_like_rest() {
+    let f = start(&[1, 2], |o| o.num_versions = 2).await;
+    let url = format!("http://{}", f.handle.grpc_addr.unwrap());
+    let mut p = PredictionServiceClient::connect(url.clone()).await.unwrap();
+    let mut m = ModelServiceClient::connect(url).await.unwrap();
+
+    // Predict, newest version, values exactly as the model computes them.
+    let r = p
+        .predict(tfs::PredictRequest {
+            model_spec: spec_of(None),
+            inputs: inputs(),
+            output_filter: vec![],
+        })
+        .await
+        .unwrap();
+    let header = r
+        .metadata()
+        .get(VERSION_HEADER)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let r = r.into_inner();
+    assert_eq!(answered(&r.model_spec), 2);
+    assert_eq!(header, "2");
+    let out = &r.outputs["probabilities"];
+    assert_eq!(out.dtype, DataType::DtFloat as i32);
+    assert_eq!(out.tensor_shape, shape(&[2]));
+    let want = [expected(2, &rec("a", 1.0)), expected(2, &rec("b", 2.0))];
+    for (got, want) in out.float_val.iter().zip(want) {
+        assert!((*got as f64 - want).abs() < 1e-6, "{got} vs {want}");
+    }
+    // A specific version, and a label.
+    let r = p
+        .predict(tfs::PredictRequest {
+            model_spec: spec_of(Some(VersionChoice::Version(1))),
+            inputs: inputs(),
+            output_filter: vec!["probabilities".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answered(&r.model_spec), 1);
+    assert!(
+        (r.outputs["probabilities"].float_val[0] as f64 - expected(1, &rec("a", 1.0))).abs() < 1e-6
+    );
+    f.reg
+        .set_labels(&BTreeMap::from([("stable".to_string(), 1)]))
+        .unwrap();
+    f.handle.server().reload_now();
+    let r = p
+        .predict(tfs::PredictRequest {
+            model_spec: spec_of(Some(VersionChoice::VersionLabel("stable".into()))),
+            inputs: inputs(),
+            output_filter: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answered(&r.model_spec), 1);
+    // Unversioned requests follow the traffic policy (stable = 1 now), as over REST.
+    let r = p
+        .predict(tfs::PredictRequest {
+            model_spec: spec_of(None),
+            inputs: inputs(),
+            output_filter: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answered(&r.model_spec), 1);
+
+    // Classify and Regress on tf.Examples.
+    let input = Some(tfs::Input {
+        kind: Some(tfs::input::Kind::ExampleList(tfs::ExampleList {
+            examples: vec![example("a", 1.0), example("b", 2.0)],
+        })),
+    });
+    let r = p
+        .classify(tfs::ClassificationRequest {
+            model_spec: spec_of(Some(VersionChoice::Version(2))),
+            input: input.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let c = &r.result.unwrap().classifications;
+    assert_eq!(c.len(), 2);
+    assert_eq!(c[0].classes[1].label, "1");
+    assert!((c[0].classes[1].score as f64 - want[0]).abs() < 1e-6);
+    assert!((c[0].classes[0].score as f64 - (1.0 - want[0])).abs() < 1e-6);
+    let r = p
+        .regress(tfs::RegressionRequest {
+            model_spec: spec_of(Some(VersionChoice::Version(2))),
+            input,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let reg = r.result.unwrap().regressions;
+    assert!((reg[1].value as f64 - want[1]).abs() < 1e-6);
+
+    // Metadata: the signature as a packed SignatureDefMap.
+    let r = p
+        .get_model_metadata(tfs::GetModelMetadataRequest {
+            model_spec: spec_of(Some(VersionChoice::Version(2))),
+            metadata_field: vec!["signature_def".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let any = &r.metadata["signature_def"];
+    assert_eq!(
+        any.type_url,
+        "type.googleapis.com/tensorflow.serving.SignatureDefMap"
+    );
+    let map: tfs::SignatureDefMap = prost::Message::decode(any.value.as_slice()).unwrap();
+    let sig = &map.signature_def["serving_default"];
+    assert_eq!(sig.inputs["c"].dtype, DataType::DtString as i32);
+    assert_eq!(sig.inputs["x"].dtype, DataType::DtFloat as i32);
+    assert!(sig.outputs.contains_key("probabilities"));
+
+    // Status of every served version, newest first.
+    let r = m
+        .get_model_status(tfs::GetModelStatusRequest {
+            model_spec: spec_of(None),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let vs: Vec<(i64, i32)> = r
+        .model_version_status
+        .iter()
+        .map(|s| (s.version, s.state))
+        .collect();
+    assert_eq!(vs, [(2, 30), (1, 30)]);
+
+    // Errors: gRPC codes with TF Serving's messages.
+    let err = |s: tonic::Status| (s.code(), s.message().to_string());
+    let (code, msg) = err(p
+        .predict(tfs::PredictRequest {
+            model_spec: Some(tfs::ModelSpec {
+                name: "nope".into(),
+                ..Default::default()
+            }),
+            inputs: inputs(),
+            output_filter: vec![],
+        })
+        .await
+        .unwrap_err());
+    assert_eq!(code, tonic::Code::NotFound, "{msg}");
+    let (code, _) = err(p
+        .predict(tfs::PredictRequest {
+            model_spec: spec_of(Some(VersionChoice::Version(9))),
+            inputs: inputs(),
+            output_filter: vec![],
+        })
+        .await
+        .unwrap_err());
+    assert_eq!(code, tonic::Code::NotFound);
+    let mut bad = inputs();
+    bad.get_mut("x").unwrap().tensor_content.pop();
+    let (code, msg) = err(p
+        .predict(tfs::PredictRequest {
+            model_spec: spec_of(None),
+            inputs: bad,
+            output_filter: vec![],
+        })
+        .await
+        .unwrap_err());
+    assert_eq!(code, tonic::Code::InvalidArgument);
+    assert!(msg.contains("tensor_content"), "{msg}");
+    let (code, _) = err(p
+        .get_model_metadata(tfs::GetModelMetadataRequest {
+            model_spec: spec_of(None),
+            metadata_field: vec!["other".into()],
+        })
+        .await
+        .unwrap_err());
+    assert_eq!(code, tonic::Code::InvalidArgument);
+    let (code, _) = err(m
+        .get_model_status(tfs::GetModelStatusRequest {
+            model_spec: spec_of(Some(VersionChoice::Version(7))),
+        })
+        .await
+        .unwrap_err());
+    assert_eq!(code, tonic::Code::NotFound);
+    let text = f.metrics.render();
+    assert!(text.contains("api=\"grpc_predict\",code=\"OK\""), "{text}");
+    f.handle.shutdown().await;
+}
