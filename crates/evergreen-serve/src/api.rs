@@ -270,10 +270,12 @@ fn handle(
             };
             // The named version (404/503 as before), then the body, then, for unversioned
             // requests, the traffic policy (the split key may be a feature of the body).
-            if let Err(e) = resolve(server, route) {
-                return Reply::err(e);
-            }
-            let (format, records) = match parse_inference(route.api, &body) {
+            let named = match resolve(server, route) {
+                Ok((_, lv)) => lv,
+                Err(e) => return Reply::err(e),
+            };
+            let single = single_input(named.transformer.spec());
+            let (format, records) = match parse_inference(route.api, &body, single) {
                 Ok(parsed) => parsed,
                 Err(e) => return Reply::err(e),
             };
@@ -588,10 +590,26 @@ pub(crate) fn score(lv: &LoadedVersion, records: &[RawRecord]) -> Result<Vec<f64
         .collect()
 }
 
+/// The model's input column when it has exactly one (bare instance values then name it).
+fn single_input(spec: &evergreen_core::FeatureSpec) -> Option<&str> {
+    let mut names = spec
+        .categorical
+        .iter()
+        .map(|c| c.name.as_str())
+        .chain(spec.numeric.iter().map(|c| c.name.as_str()))
+        .chain(spec.sparse.iter().map(|c| c.name.as_str()));
+    let first = names.next()?;
+    names.next().is_none().then_some(first)
+}
+
 /// The records of an inference request (and, for `:predict`, its format).
-fn parse_inference(api: Api, body: &[u8]) -> Result<(Format, Vec<RawRecord>), ApiError> {
+fn parse_inference(
+    api: Api,
+    body: &[u8],
+    single: Option<&str>,
+) -> Result<(Format, Vec<RawRecord>), ApiError> {
     match api {
-        Api::Predict => json::predict_request(body),
+        Api::Predict => json::predict_request(body, single),
         _ => Ok((Format::Row, json::examples_request(body)?)),
     }
 }

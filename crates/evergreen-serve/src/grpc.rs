@@ -74,7 +74,7 @@ fn route_of(spec: Option<&tfs::ModelSpec>, api: Api) -> Result<Route, Status> {
     if spec.name.is_empty() {
         return Err(Status::invalid_argument("Missing model name in request."));
     }
-    if !spec.signature_name.is_empty() && spec.signature_name != SIGNATURE {
+    if !crate::json::SIGNATURES.contains(&spec.signature_name.as_str()) {
         return Err(Status::invalid_argument(format!(
             "Serving signature name: \"{}\" not found in signature def",
             spec.signature_name

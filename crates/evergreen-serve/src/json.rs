@@ -102,11 +102,21 @@ pub(crate) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> 
     }
 }
 
-/// Checks `signature_name`: absent, `""` or `"serving_default"`.
+/// Signature names accepted: the one signature evergreen serves, and the method-named ones
+/// TensorFlow Serving's examples use (`tensorflow/serving/regress`, ...), which it also answers.
+pub(crate) const SIGNATURES: [&str; 5] = [
+    "",
+    "serving_default",
+    "tensorflow/serving/predict",
+    "tensorflow/serving/classify",
+    "tensorflow/serving/regress",
+];
+
+/// Checks `signature_name`: absent, or one of [`SIGNATURES`].
 pub(crate) fn check_signature(req: &Map<String, Value>) -> Result<(), ApiError> {
     match req.get("signature_name") {
         None | Some(Value::Null) => Ok(()),
-        Some(Value::String(s)) if s.is_empty() || s == "serving_default" => Ok(()),
+        Some(Value::String(s)) if SIGNATURES.contains(&s.as_str()) => Ok(()),
         Some(Value::String(s)) => Err(ApiError::BadRequest(format!(
             "Serving signature name: \"{s}\" not found in signature def"
         ))),
@@ -216,8 +226,13 @@ fn check_batch(n: usize, what: &str) -> Result<(), ApiError> {
 }
 
 /// A predict body: `{"signature_name"?, "instances": [{col: v}, ...]}` or
-/// `{"signature_name"?, "inputs": {col: [v, ...]}}`.
-pub(crate) fn predict_request(body: &[u8]) -> Result<(Format, Vec<RawRecord>), ApiError> {
+/// `{"signature_name"?, "inputs": {col: [v, ...]}}`. When the model has a single input
+/// (`single_input`), instances may be bare values (`{"instances": [1.0, 2.0]}`) and `inputs` a
+/// bare list, as TensorFlow Serving allows.
+pub(crate) fn predict_request(
+    body: &[u8],
+    single_input: Option<&str>,
+) -> Result<(Format, Vec<RawRecord>), ApiError> {
     let req = parse_object(body)?;
     check_signature(&req)?;
     match (req.get("instances"), req.get("inputs")) {
@@ -238,15 +253,39 @@ pub(crate) fn predict_request(body: &[u8]) -> Result<(Format, Vec<RawRecord>), A
             let records = items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| match item {
-                    Value::Object(obj) => record(i, obj, None),
-                    other => Err(ApiError::BadRequest(format!(
-                        "instance {i}: expected an object {{column: value}}, got {}",
+                .map(|(i, item)| match (item, single_input) {
+                    (Value::Object(obj), _) => record(i, obj, None),
+                    (value, Some(name)) => {
+                        let v = raw_value(value)
+                            .map_err(|e| ApiError::BadRequest(format!("instance {i}: {e}")))?;
+                        let mut r = RawRecord::with_capacity(1);
+                        r.insert(name.to_string(), v);
+                        Ok(r)
+                    }
+                    (other, None) => Err(ApiError::BadRequest(format!(
+                        "instance {i}: expected an object {{column: value}}, got {} (bare \
+                         values need a model with a single input)",
                         kind(other)
                     ))),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok((Format::Row, records))
+        }
+        (None, Some(Value::Array(values))) if single_input.is_some() => {
+            let name = single_input.unwrap_or_default();
+            check_batch(values.len(), "instances")?;
+            let records = values
+                .iter()
+                .enumerate()
+                .map(|(i, value)| {
+                    let v = raw_value(value)
+                        .map_err(|e| ApiError::BadRequest(format!("instance {i}: {e}")))?;
+                    let mut r = RawRecord::with_capacity(1);
+                    r.insert(name.to_string(), v);
+                    Ok(r)
+                })
+                .collect::<Result<Vec<_>, ApiError>>()?;
+            Ok((Format::Columnar, records))
         }
         (None, Some(inputs)) => {
             let Value::Object(columns) = inputs else {
@@ -343,6 +382,31 @@ pub(crate) fn examples_request(body: &[u8]) -> Result<Vec<RawRecord>, ApiError> 
 mod tests {
     use super::*;
 
+    fn predict_request_any(body: &[u8]) -> Result<(Format, Vec<RawRecord>), ApiError> {
+        predict_request(body, None)
+    }
+
+    #[test]
+    fn bare_instances_need_a_single_input_model() {
+        let (f, r) = predict_request(br#"{"instances": [1.0, 2.0, 5.0]}"#, Some("x")).unwrap();
+        assert_eq!(f, Format::Row);
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[2].get("x"), Some(&RawValue::Num(5.0)));
+        let (f, r) = predict_request(br#"{"inputs": [1.0, [2.0]]}"#, Some("x")).unwrap();
+        assert_eq!(f, Format::Columnar);
+        assert_eq!(r[1].get("x"), Some(&RawValue::Num(2.0)));
+        let e = predict_request(br#"{"instances": [1.0]}"#, None).unwrap_err();
+        assert!(e.to_string().contains("single input"), "{e}");
+        assert!(
+            predict_request(
+                br#"{"signature_name": "tensorflow/serving/regress", "instances": [{"x": 1}]}"#,
+                None
+            )
+            .is_ok()
+        );
+        assert!(predict_request(br#"{"signature_name": "other", "instances": []}"#, None).is_err());
+    }
+
     fn rw(s: &str) -> String {
         String::from_utf8(rewrite_nonfinite(s.as_bytes()).into_owned()).unwrap()
     }
@@ -401,15 +465,16 @@ mod tests {
     #[test]
     fn request_shapes() {
         let (f, r) =
-            predict_request(br#"{"instances": [{"a": 1}, {"a": [2], "b": "x"}]}"#).unwrap();
+            predict_request_any(br#"{"instances": [{"a": 1}, {"a": [2], "b": "x"}]}"#).unwrap();
         assert_eq!(f, Format::Row);
         assert_eq!(r.len(), 2);
         assert_eq!(r[1].get("b"), Some(&RawValue::Str("x".into())));
-        let (f, r) = predict_request(br#"{"inputs": {"a": [1, 2], "b": ["x", ["y"]]}}"#).unwrap();
+        let (f, r) =
+            predict_request_any(br#"{"inputs": {"a": [1, 2], "b": ["x", ["y"]]}}"#).unwrap();
         assert_eq!(f, Format::Columnar);
         assert_eq!(r[1].get("a"), Some(&RawValue::Num(2.0)));
         assert_eq!(r[1].get("b"), Some(&RawValue::Str("y".into())));
-        let e = |b: &str| predict_request(b.as_bytes()).unwrap_err().to_string();
+        let e = |b: &str| predict_request_any(b.as_bytes()).unwrap_err().to_string();
         assert!(e(r#"{"inputs": {"a": [1, 2], "b": [1]}}"#).contains("different lengths"));
         assert!(e(r#"{"instances": [], "inputs": {}}"#).contains("both"));
         assert!(e(r#"{}"#).contains("Missing"));

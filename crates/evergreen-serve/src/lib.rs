@@ -32,7 +32,7 @@ pub const MAX_BATCH: usize = 10_000;
 /// does before transforming them with the served version's feature spec. Exposed so that tests
 /// can prove training-time and serving-time feature vectors are identical.
 pub fn parse_predict_records(body: &[u8]) -> Result<Vec<evergreen_core::RawRecord>, String> {
-    json::predict_request(body)
+    json::predict_request(body, None)
         .map(|(_, records)| records)
         .map_err(|e| e.to_string())
 }
