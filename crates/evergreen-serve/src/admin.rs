@@ -357,7 +357,7 @@ async fn act(
         let registry = Registry::open_existing(&base, &model_name)?;
         let change = action(&registry)?;
         // Effective now, not at the next poll.
-        srv.inner.models[&model_name].reload(srv.inner.opts.num_versions.max(1), &srv.inner.metrics);
+        srv.inner.models[&model_name].reload(&srv.inner.metrics);
         let record = AdminAction {
             model: model_name.clone(),
             action: change.action.to_string(),

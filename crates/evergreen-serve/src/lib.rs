@@ -14,10 +14,12 @@ mod api;
 mod error;
 pub mod grpc;
 mod json;
+mod model_config;
 mod state;
 
 pub use admin::{AdminAction, AdminAudit, AdminOptions};
 use evergreen_metrics::Metrics;
+pub use model_config::parse_model_config;
 use state::ModelState;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -48,13 +50,28 @@ pub(crate) fn now_ms() -> i64 {
 pub const VERSION_HEADER: &str = "x-evergreen-model-version";
 
 /// One served model: its name and the directory holding its numbered versions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ModelSource {
     /// Model name, as used in request paths (`/v1/models/<name>`).
     pub name: String,
     /// Directory holding the numbered version directories (TF Serving's `--model_base_path`).
     /// It need not exist yet: the model then has no version until one appears.
     pub base_path: PathBuf,
+    /// Which versions to serve; `None`: the newest [`ServeOptions::num_versions`].
+    pub policy: Option<VersionPolicy>,
+    /// Version labels from a model config file; `labels.json` entries override them.
+    pub labels: BTreeMap<String, u64>,
+}
+
+/// TF Serving's `model_version_policy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionPolicy {
+    /// The newest N versions that load.
+    Latest(usize),
+    /// Every version on disk.
+    All,
+    /// These versions (those on disk).
+    Specific(Vec<u64>),
 }
 
 /// Server settings.
@@ -118,9 +135,18 @@ impl Server {
                 tracing::warn!(model = %source.name, "model listed twice; the first entry is served");
                 continue;
             }
+            let policy = source
+                .policy
+                .clone()
+                .unwrap_or(VersionPolicy::Latest(opts.num_versions.max(1)));
             models.insert(
                 source.name.clone(),
-                ModelState::new(source.name.clone(), source.base_path.clone()),
+                ModelState::new(
+                    source.name.clone(),
+                    source.base_path.clone(),
+                    policy,
+                    source.labels.clone(),
+                ),
             );
         }
         let server = Self {
@@ -137,9 +163,8 @@ impl Server {
     /// One synchronous pass over every model's registry: loads new versions, drops versions no
     /// longer wanted, updates labels and the `serving_version` gauge. Does blocking file IO.
     pub fn reload_now(&self) {
-        let n = self.inner.opts.num_versions.max(1);
         for model in self.inner.models.values() {
-            model.reload(n, &self.inner.metrics);
+            model.reload(&self.inner.metrics);
         }
     }
 

@@ -43,6 +43,9 @@ impl Snapshot {
 pub(crate) struct ModelState {
     pub(crate) name: String,
     pub(crate) base_path: PathBuf,
+    policy: crate::VersionPolicy,
+    /// Labels from the model config file (under `labels.json`'s).
+    config_labels: BTreeMap<String, u64>,
     pub(crate) snapshot: ArcSwap<Snapshot>,
     memory: Mutex<Memory>,
 }
@@ -92,20 +95,27 @@ fn load_checked(registry: &Registry, version: u64) -> Result<SharedVersion, Load
 }
 
 impl ModelState {
-    pub(crate) fn new(name: String, base_path: PathBuf) -> Self {
+    pub(crate) fn new(
+        name: String,
+        base_path: PathBuf,
+        policy: crate::VersionPolicy,
+        config_labels: BTreeMap<String, u64>,
+    ) -> Self {
         Self {
             name,
             base_path,
+            policy,
+            config_labels,
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             memory: Mutex::new(Memory::default()),
         }
     }
 
-    /// One reload pass (blocking IO). `keep` is the "latest N" policy, at least 1.
-    pub(crate) fn reload(&self, keep: usize, metrics: &Metrics) {
+    /// One reload pass (blocking IO) under the model's version policy.
+    pub(crate) fn reload(&self, metrics: &Metrics) {
         let mut memory = self.memory.lock().unwrap_or_else(PoisonError::into_inner);
         let mut problems = Vec::new();
-        self.pass(keep, metrics, &mut memory, &mut problems);
+        self.pass(metrics, &mut memory, &mut problems);
         if problems != memory.problems {
             for p in &problems {
                 tracing::warn!(model = %self.name, "{p}");
@@ -117,13 +127,7 @@ impl ModelState {
         }
     }
 
-    fn pass(
-        &self,
-        keep: usize,
-        metrics: &Metrics,
-        memory: &mut Memory,
-        problems: &mut Vec<String>,
-    ) {
+    fn pass(&self, metrics: &Metrics, memory: &mut Memory, problems: &mut Vec<String>) {
         let registry = match Registry::open_existing(&self.base_path, &self.name) {
             Ok(r) => r,
             Err(e) => {
@@ -142,7 +146,11 @@ impl ModelState {
         };
         let current = self.snapshot.load_full();
         let labels = match registry.labels() {
-            Ok(l) => l,
+            Ok(l) => {
+                let mut merged = self.config_labels.clone();
+                merged.extend(l);
+                merged
+            }
             Err(e) => {
                 problems.push(format!(
                     "cannot read labels; keeping the previous ones: {e}"
@@ -164,12 +172,32 @@ impl ModelState {
             .retain(|v, _| on_disk.binary_search(v).is_ok());
 
         let mut chosen = BTreeMap::new();
-        for &v in on_disk.iter().rev() {
-            if chosen.len() >= keep {
-                break;
+        match &self.policy {
+            crate::VersionPolicy::Latest(keep) => {
+                for &v in on_disk.iter().rev() {
+                    if chosen.len() >= (*keep).max(1) {
+                        break;
+                    }
+                    if let Some(lv) = self.obtain(v, &current, memory, &registry, metrics) {
+                        chosen.insert(v, lv);
+                    }
+                }
             }
-            if let Some(lv) = self.obtain(v, &current, memory, &registry, metrics) {
-                chosen.insert(v, lv);
+            crate::VersionPolicy::All => {
+                for &v in &on_disk {
+                    if let Some(lv) = self.obtain(v, &current, memory, &registry, metrics) {
+                        chosen.insert(v, lv);
+                    }
+                }
+            }
+            crate::VersionPolicy::Specific(wanted) => {
+                for &v in wanted {
+                    if on_disk.binary_search(&v).is_ok()
+                        && let Some(lv) = self.obtain(v, &current, memory, &registry, metrics)
+                    {
+                        chosen.insert(v, lv);
+                    }
+                }
             }
         }
         for v in labels.values().copied().chain(traffic.versions()) {

@@ -100,6 +100,7 @@ async fn the_tf_serving_docs_curl_examples_work_unchanged() {
             .map(|n| ModelSource {
                 name: n.to_string(),
                 base_path: dir.path().join(n),
+                ..ModelSource::default()
             })
             .collect(),
         ..ServeOptions::default()

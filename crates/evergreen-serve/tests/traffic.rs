@@ -341,3 +341,36 @@ async fn the_admin_api_is_off_without_a_token() {
     assert!(error_of(&body).contains("disabled"), "{body}");
     f.handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_policies_all_and_specific_with_config_labels() {
+    let f = start(&[1, 2, 3, 4], |o| {
+        o.models[0].policy = Some(evergreen_serve::VersionPolicy::Specific(vec![1, 3, 9]));
+        o.models[0].labels = BTreeMap::from([("stable".to_string(), 3)]);
+    })
+    .await;
+    let served = f.get("/v1/models/m").await.1["model_version_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["version"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>();
+    assert_eq!(served, ["3", "1"], "only the specific versions on disk");
+    // The config's label routes unversioned traffic; labels.json overrides it.
+    assert_eq!(f.predict_with_key(None).await.1, Some(3));
+    f.reg
+        .set_labels(&BTreeMap::from([("stable".to_string(), 1)]))
+        .unwrap();
+    f.reload();
+    assert_eq!(f.predict_with_key(None).await.1, Some(1));
+    f.handle.shutdown().await;
+
+    let f = start(&[1, 2, 3], |o| {
+        o.models[0].policy = Some(evergreen_serve::VersionPolicy::All)
+    })
+    .await;
+    let (code, body) = f.get("/v1/models/m").await;
+    assert_eq!(code, 200);
+    assert_eq!(body["model_version_status"].as_array().unwrap().len(), 3);
+    f.handle.shutdown().await;
+}

@@ -162,3 +162,48 @@ fn serve_admin_api_with_a_token_file() {
     assert_eq!(actions[0].action, "rollback");
     assert_eq!(actions[0].reason, "test");
 }
+
+#[test]
+fn serve_reads_a_tf_serving_model_config_file() {
+    let d = tempfile::tempdir().unwrap();
+    trained(d.path());
+    let config = d.path().join("models.config");
+    std::fs::write(
+        &config,
+        "model_config_list {\n  config {\n    name: 'elec'\n    base_path: 'models/m'\n    \
+         model_platform: 'tensorflow'\n    model_version_policy { specific { versions: 1 versions: 2 } }\n    \
+         version_labels { key: 'stable' value: 1 }\n  }\n}\n",
+    )
+    .unwrap();
+    let arg = format!("--model_config_file={}", config.display());
+    let mut s = Proc::spawn(&["serve", "--rest_api_port=0", &arg], &[]);
+    let url = s.rest_addr();
+    let status: serde_json::Value = reqwest::blocking::get(format!("{url}/v1/models/elec"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let versions: Vec<&str> = status["model_version_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["2", "1"], "{status}");
+    let label: serde_json::Value =
+        reqwest::blocking::get(format!("{url}/v1/models/elec/labels/stable"))
+            .unwrap()
+            .json()
+            .unwrap();
+    assert_eq!(label["model_version_status"][0]["version"], "1");
+    // A config that cannot be used stops the server at start with the reason.
+    std::fs::write(&config, "model_config_list { config { name: 'x' } }").unwrap();
+    let mut p = Proc::spawn(&["serve", "--rest_api_port=0", &arg], &[]);
+    assert!(!p.wait_exit().success());
+    assert!(
+        p.seen_err
+            .iter()
+            .any(|l| l.contains("base_path is required")),
+        "{:?}",
+        p.seen_err
+    );
+}

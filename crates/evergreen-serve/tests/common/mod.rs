@@ -113,6 +113,7 @@ pub async fn start(versions: &[u64], tweak: impl FnOnce(&mut ServeOptions)) -> F
         models: vec![ModelSource {
             name: "m".into(),
             base_path: base,
+            ..ModelSource::default()
         }],
         ..ServeOptions::default()
     };

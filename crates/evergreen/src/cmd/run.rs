@@ -58,6 +58,7 @@ pub fn start_server(
         models: vec![ModelSource {
             name: cfg.model.name.clone(),
             base_path: cfg.model_dir(),
+            ..ModelSource::default()
         }],
         max_body_bytes: s.max_body_bytes,
         admin: super::serve::admin_options(

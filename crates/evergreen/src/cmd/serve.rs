@@ -25,11 +25,18 @@ pub struct ServeArgs {
     #[arg(long = "rest_api_host", default_value = "127.0.0.1")]
     pub rest_api_host: String,
     /// Name the model is served under.
-    #[arg(long = "model_name")]
-    pub model_name: String,
+    #[arg(long = "model_name", required_unless_present = "model_config_file")]
+    pub model_name: Option<String>,
     /// Directory holding the numbered version directories.
-    #[arg(long = "model_base_path")]
-    pub model_base_path: PathBuf,
+    #[arg(
+        long = "model_base_path",
+        required_unless_present = "model_config_file"
+    )]
+    pub model_base_path: Option<PathBuf>,
+    /// TensorFlow Serving's model server config (text-format `ModelServerConfig`): several
+    /// models, each with its base path, version policy and labels. Read once at start.
+    #[arg(long = "model_config_file", conflicts_with_all = ["model_name", "model_base_path"])]
+    pub model_config_file: Option<PathBuf>,
     /// How often the base path is checked for new versions, in seconds (TF Serving's default is
     /// 1; evergreen's 0.2 keeps publish-to-serve under a second).
     #[arg(long = "file_system_poll_wait_seconds", default_value_t = 0.2)]
@@ -119,19 +126,31 @@ pub fn run(a: ServeArgs) -> Result<()> {
     if a.num_versions == 0 {
         bail!("--num_versions must be >= 1");
     }
-    if !a.model_base_path.is_dir() {
-        bail!(
-            "--model_base_path {} is not a directory",
-            a.model_base_path.display()
-        );
-    }
+    let models = match (&a.model_config_file, &a.model_name, &a.model_base_path) {
+        (Some(file), _, _) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading --model_config_file {}", file.display()))?;
+            let dir = file.parent().unwrap_or(Path::new("."));
+            evergreen_serve::parse_model_config(&text, dir)
+                .map_err(|e| anyhow::anyhow!("--model_config_file {}: {e}", file.display()))?
+        }
+        (None, Some(name), Some(base)) => {
+            if !base.is_dir() {
+                bail!("--model_base_path {} is not a directory", base.display());
+            }
+            vec![ModelSource {
+                name: name.clone(),
+                base_path: base.clone(),
+                ..ModelSource::default()
+            }]
+        }
+        _ => bail!("give --model_name and --model_base_path, or --model_config_file"),
+    };
     let rt = runtime()?;
     let stop = Stop::install(&rt);
+    let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     let opts = ServeOptions {
-        models: vec![ModelSource {
-            name: a.model_name.clone(),
-            base_path: a.model_base_path.clone(),
-        }],
+        models,
         poll_interval: Duration::from_secs_f64(a.file_system_poll_wait_seconds),
         max_body_bytes: a.max_body_bytes,
         num_versions: a.num_versions,
@@ -153,9 +172,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
         println!("serving gRPC (TensorFlow Serving's PredictionService, ModelService) on {g}");
     }
     println!(
-        "serving model {} from {} on http://{}",
-        a.model_name,
-        a.model_base_path.display(),
+        "serving model{} {} on http://{}",
+        if names.len() > 1 { "s" } else { "" },
+        names.join(", "),
         handle.addr
     );
     rt.block_on(stop.future());
