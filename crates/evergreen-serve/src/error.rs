@@ -59,4 +59,12 @@ pub(crate) enum LoadError {
         /// Buckets of the spec.
         spec_dim: usize,
     },
+    /// Warm-up failed: a warm-up request was refused, or a prediction was not a probability.
+    #[error("{path}: warm-up failed: {message}")]
+    Warmup {
+        /// The warm-up file, or the version directory for the built-in warm-up.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
 }

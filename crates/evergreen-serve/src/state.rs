@@ -64,19 +64,24 @@ struct Failure {
 }
 
 /// What identifies the content of a version directory cheaply: the manifest's bytes and the
-/// model file's size and modification time.
+/// model and warm-up files' sizes and modification times.
 #[derive(Debug, PartialEq)]
 struct Signature {
     manifest: Option<Vec<u8>>,
     model: Option<(u64, Option<SystemTime>)>,
+    warmup: Option<(u64, Option<SystemTime>)>,
 }
 
 fn signature(dir: &Path) -> Signature {
+    let stat = |f: &str| {
+        std::fs::metadata(dir.join(f))
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()))
+    };
     Signature {
         manifest: std::fs::read(dir.join(MANIFEST_FILE)).ok(),
-        model: std::fs::metadata(dir.join(MODEL_FILE))
-            .ok()
-            .map(|m| (m.len(), m.modified().ok())),
+        model: stat(MODEL_FILE),
+        warmup: stat(WARMUP_FILE),
     }
 }
 
@@ -91,7 +96,77 @@ fn load_checked(registry: &Registry, version: u64) -> Result<SharedVersion, Load
             spec_dim,
         });
     }
+    warm_up(&loaded, &registry.version_dir(version))?;
     Ok(Arc::new(loaded))
+}
+
+/// File of warm-up requests in a version directory: one `:predict` body (JSON) per line.
+pub const WARMUP_FILE: &str = "warmup.jsonl";
+
+/// Most warm-up requests read from a warm-up file.
+const MAX_WARMUP_REQUESTS: usize = 1000;
+
+/// Warms a loaded version up before it is swapped in, off the request path (TF Serving's
+/// `--enable_model_warmup`): the requests of its `warmup.jsonl`, if it has one, else a built-in
+/// set (every input missing, then each input alone with a typical value). Every request must
+/// be answered and every prediction must be a probability; otherwise the version is not served.
+fn warm_up(lv: &evergreen_registry::LoadedVersion, dir: &Path) -> Result<(), LoadError> {
+    let file = dir.join(WARMUP_FILE);
+    let fail = |path: &Path, message: String| LoadError::Warmup {
+        path: path.to_path_buf(),
+        message,
+    };
+    let check = |records: &[evergreen_core::RawRecord], what: &str, path: &Path| {
+        for (i, r) in records.iter().enumerate() {
+            let x = lv
+                .transformer
+                .features(r)
+                .map_err(|e| fail(path, format!("{what}, instance {i}: {e}")))?;
+            let p = lv.model.predict(&x);
+            if !(0.0..=1.0).contains(&p) {
+                return Err(fail(
+                    path,
+                    format!("{what}, instance {i}: prediction {p} is not a probability"),
+                ));
+            }
+        }
+        Ok(())
+    };
+    match std::fs::read_to_string(&file) {
+        Ok(text) => {
+            for (n, line) in text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .take(MAX_WARMUP_REQUESTS)
+                .enumerate()
+            {
+                let (_, records) = crate::json::predict_request(line.as_bytes(), None)
+                    .map_err(|e| fail(&file, format!("request {}: {e}", n + 1)))?;
+                check(&records, &format!("request {}", n + 1), &file)?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let spec = lv.transformer.spec();
+            let mut records = vec![evergreen_core::RawRecord::default()];
+            for c in &spec.categorical {
+                records.push(
+                    [(c.name.as_str(), evergreen_core::RawValue::Str("0".into()))]
+                        .into_iter()
+                        .collect(),
+                );
+            }
+            for c in &spec.numeric {
+                records.push(
+                    [(c.name.as_str(), evergreen_core::RawValue::Num(0.0))]
+                        .into_iter()
+                        .collect(),
+                );
+            }
+            check(&records, "built-in request", dir)
+        }
+        Err(e) => Err(fail(&file, e.to_string())),
+    }
 }
 
 impl ModelState {

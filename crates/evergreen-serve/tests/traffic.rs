@@ -374,3 +374,26 @@ async fn version_policies_all_and_specific_with_config_labels() {
     assert_eq!(body["model_version_status"].as_array().unwrap().len(), 3);
     f.handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_whose_warm_up_fails_is_never_served() {
+    let f = start(&[1], |o| o.poll_interval = Duration::from_secs(3600)).await;
+    // Version 2 with a warm-up request the model cannot answer (a value that is not a number
+    // for the numeric input): never swapped in; version 1 keeps answering.
+    publish(&f.reg, 2);
+    let warmup = f.reg.version_dir(2).join("warmup.jsonl");
+    std::fs::write(
+        &warmup,
+        "{\"instances\": [{\"c\": \"a\", \"x\": 1.0}]}\n{\"instances\": [{\"x\": \"oops\"}]}\n",
+    )
+    .unwrap();
+    f.reload();
+    assert_eq!(f.predict_with_key(None).await.1, Some(1));
+    assert_eq!(f.loads("failed"), 1);
+    // Fixed (the file changed, so it is retried at once): served after its warm-up.
+    std::fs::write(&warmup, "{\"instances\": [{\"c\": \"a\", \"x\": 1.0}]}\n").unwrap();
+    f.reload();
+    assert_eq!(f.predict_with_key(None).await.1, Some(2));
+    assert_eq!(f.loads("failed"), 1);
+    f.handle.shutdown().await;
+}
