@@ -3,15 +3,12 @@
 //! the docs' model names (only host and port differ). Skipped with a printed reason when `curl`
 //! is missing, unless `EVERGREEN_REQUIRE_INTEROP=1`.
 
-use evergreen_core::{FeatureSpec, Transformer};
-use evergreen_metrics::Metrics;
-use evergreen_model::{Ftrl, FtrlParams, Model, ModelKind};
-use evergreen_registry::{MANIFEST_FORMAT_VERSION, Manifest, Registry};
-use evergreen_serve::{ModelSource, ServeOptions, spawn};
-use serde_json::{Value, json};
+mod common;
+
+use common::*;
+use evergreen_serve::spawn;
 use std::io::Write as _;
 use std::process::Command;
-use std::sync::Arc;
 
 fn curl_available() -> bool {
     match Command::new("curl").arg("--version").output() {
@@ -42,26 +39,7 @@ fn publish(base: &std::path::Path, name: &str) {
         m.learn(&t.features(&r).unwrap(), (x > 2.0) as u8 as f32);
     }
     let reg = Registry::open(base.join(name), name).unwrap();
-    let manifest = Manifest {
-        format_version: MANIFEST_FORMAT_VERSION,
-        model_name: name.into(),
-        version: 123,
-        parent_version: None,
-        created_ms: 0,
-        model_kind: ModelKind::Ftrl,
-        feature_spec: spec.clone(),
-        training: json!({}),
-        spans: vec![],
-        watermark: None,
-        progressive: None,
-        evaluation: None,
-        baseline: None,
-        gate: None,
-        code_version: "test".into(),
-        files: Default::default(),
-        positions: Vec::new(),
-        partial: None,
-    };
+    let manifest = manifest_of(name, 123, 0, spec.clone());
     reg.publish(manifest, &evergreen_model::save(&m, spec.fingerprint()))
         .unwrap();
 }

@@ -25,14 +25,19 @@ pub fn spec() -> FeatureSpec {
 }
 
 pub fn manifest(version: u64, created_ms: i64) -> Manifest {
+    manifest_of("m", version, created_ms, spec())
+}
+
+/// The manifest of an FTRL `version` of model `name` with feature spec `spec`.
+pub fn manifest_of(name: &str, version: u64, created_ms: i64, spec: FeatureSpec) -> Manifest {
     Manifest {
         format_version: MANIFEST_FORMAT_VERSION,
-        model_name: "m".into(),
+        model_name: name.into(),
         version,
         parent_version: version.checked_sub(1).filter(|v| *v > 0),
         created_ms,
         model_kind: ModelKind::Ftrl,
-        feature_spec: spec(),
+        feature_spec: spec,
         training: json!({"alpha": 0.1}),
         spans: vec![format!("span-{version}.csv")],
         watermark: Some(format!("span-{version}.csv")),
