@@ -380,13 +380,17 @@ async fn a_version_whose_warm_up_fails_is_never_served() {
     let f = start(&[1], |o| o.poll_interval = Duration::from_secs(3600)).await;
     // Version 2 with a warm-up request the model cannot answer (a value that is not a number
     // for the numeric input): never swapped in; version 1 keeps answering.
-    publish(&f.reg, 2);
-    let warmup = f.reg.version_dir(2).join("warmup.jsonl");
+    // Staged beside the registry with its warm-up file, then renamed into place (as a publish
+    // does), so the server never sees the version without it.
+    let staging = Registry::open(f.dir.path().join("staging"), "m").unwrap();
+    publish(&staging, 2);
     std::fs::write(
-        &warmup,
+        staging.version_dir(2).join("warmup.jsonl"),
         "{\"instances\": [{\"c\": \"a\", \"x\": 1.0}]}\n{\"instances\": [{\"x\": \"oops\"}]}\n",
     )
     .unwrap();
+    std::fs::rename(staging.version_dir(2), f.reg.version_dir(2)).unwrap();
+    let warmup = f.reg.version_dir(2).join("warmup.jsonl");
     f.reload();
     assert_eq!(f.predict_with_key(None).await.1, Some(1));
     assert_eq!(f.loads("failed"), 1);
