@@ -401,3 +401,65 @@ async fn a_version_whose_warm_up_fails_is_never_served() {
     assert_eq!(f.loads("failed"), 1);
     f.handle.shutdown().await;
 }
+
+/// 100 hot swaps under concurrent load: every request answered (200), by a version whose model
+/// gave exactly that answer, and never by an older version than the one before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_swaps_under_load_fail_no_request() {
+    let f = Arc::new(start(&[1], |o| o.poll_interval = Duration::from_secs(3600)).await);
+    let swaps = 100u64;
+    let want: BTreeMap<u64, f64> = (1..=swaps + 1)
+        .map(|v| (v, expected(v, &rec("a", 1.0))))
+        .collect();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (f, done) = (f.clone(), done.clone());
+        clients.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                seen.push(f.predict_with_key(None).await);
+            }
+            seen
+        }));
+    }
+    for v in 2..=swaps + 1 {
+        let reg = f.reg.clone();
+        let server = f.handle.server().clone();
+        // Publish, then the watcher's pass (run here, so each swap completes before the next).
+        tokio::task::spawn_blocking(move || {
+            publish(&reg, v);
+            server.reload_now();
+        })
+        .await
+        .unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut answered = 0;
+    let mut versions = std::collections::BTreeSet::new();
+    for c in clients {
+        let mut prev = 0;
+        for (code, v, body) in c.await.unwrap() {
+            assert_eq!(code, 200, "{body}");
+            let v = v.expect("version header");
+            assert!(v >= prev, "version went backwards: {prev} then {v}");
+            prev = v;
+            assert_eq!(
+                body["predictions"][0].as_f64().unwrap(),
+                want[&v],
+                "version {v}"
+            );
+            versions.insert(v);
+            answered += 1;
+        }
+    }
+    assert!(answered > 100, "{answered} requests");
+    assert!(
+        versions.len() > 10,
+        "answers came from {} versions",
+        versions.len()
+    );
+    assert_eq!(f.predict_with_key(None).await.1, Some(swaps + 1));
+    let f = Arc::into_inner(f).expect("clients finished");
+    f.handle.shutdown().await;
+}
