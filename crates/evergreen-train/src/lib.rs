@@ -668,6 +668,18 @@ impl Trainer {
         &self.registry
     }
 
+    /// The rolling window of the last `k` ready spans of the data source, up to and including
+    /// span `until` (default: the newest), in span order: what `evergreen train --last-spans`
+    /// replays on demand. The watermark plays no part.
+    pub fn rolling_window(&self, k: usize, until: Option<&str>) -> Result<Vec<Span>, TrainError> {
+        let mut spans = self.spans.list()?;
+        if let Some(u) = until {
+            spans.retain(|s| s.id.as_str() <= u);
+        }
+        let skip = spans.len().saturating_sub(k);
+        Ok(spans.split_off(skip))
+    }
+
     /// Ready spans not yet consumed (the span consumed in part first).
     pub fn pending(&self) -> Result<Vec<Span>, TrainError> {
         let mut spans = self.spans.list()?;

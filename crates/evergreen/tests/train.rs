@@ -427,3 +427,53 @@ fn a_backfill_killed_anywhere_leaves_the_registry_untouched_and_reruns_cleanly()
     assert!(out.status.success(), "{out:?}");
     assert_eq!(versions(root), [1, 2]);
 }
+
+#[test]
+fn the_last_k_spans_of_the_data_source_are_replayed_on_demand() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let cfg = write_config(root, false, "");
+    let (header, rows) = elec2();
+    for (i, chunk) in rows.chunks(500).take(4).enumerate() {
+        write_span(&root.join("in"), &format!("s{i}.csv"), &header, chunk);
+    }
+    let r = root.join("r.json");
+    let (ok, _, err) = train(
+        &cfg,
+        &[
+            "--last-spans",
+            "2",
+            "--publish",
+            "none",
+            "--report",
+            r.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("replaying 2 spans: s2.csv, s3.csv"), "{err}");
+    assert_eq!(report(&r)["examples"], 1000);
+    let (ok, _, err) = train(
+        &cfg,
+        &[
+            "--last-spans",
+            "3",
+            "--until",
+            "s1.csv",
+            "--publish",
+            "none",
+            "--report",
+            r.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("replaying 2 spans: s0.csv, s1.csv"), "{err}");
+    // The run watermark plays no part and is not moved.
+    assert!(
+        !root.join("state/trainer-state.json").exists() || {
+            let s = std::fs::read_to_string(root.join("state/trainer-state.json")).unwrap();
+            !s.contains("s1.csv")
+        }
+    );
+    let (ok, _, err) = train(&cfg, &["--last-spans", "2", "--until", "a.csv"]);
+    assert!(!ok && err.contains("no ready span"), "{err}");
+}

@@ -31,8 +31,16 @@ pub struct TrainArgs {
     #[arg(long, short)]
     pub config: PathBuf,
     /// Input files, or directories (their files in name order); trained in the order given.
-    #[arg(long, required = true, num_args = 1..)]
+    #[arg(long, num_args = 1.., required_unless_present = "last_spans")]
     pub data: Vec<PathBuf>,
+    /// Instead of --data: replay the last K spans of the config's data source (its directory
+    /// or span pattern; ready spans only), in span order: a rolling window on demand.
+    #[arg(long, value_name = "K", conflicts_with = "data")]
+    pub last_spans: Option<usize>,
+    /// With --last-spans: the window ends at this span (its id: a file name, or
+    /// `span-<number>` in pattern mode) instead of the newest.
+    #[arg(long, value_name = "SPAN", requires = "last_spans")]
+    pub until: Option<String>,
     /// Cut each file into windows of this many records (default: one window per file).
     #[arg(long)]
     pub window_rows: Option<usize>,
@@ -59,6 +67,21 @@ pub fn run(a: TrainArgs) -> Result<()> {
     });
     let cfg = Config::load_with_overrides(&a.config, &a.overrides)?;
     let mut trainer = Trainer::open(cfg, Arc::new(Metrics::new()), CODE_VERSION)?;
+    let mut a = a;
+    if let Some(k) = a.last_spans {
+        let spans = trainer.rolling_window(k, a.until.as_deref())?;
+        if spans.is_empty() {
+            anyhow::bail!("no ready span in the config's data source to replay");
+        }
+        if !a.quiet {
+            let ids: Vec<&str> = spans.iter().map(|s| s.id.as_str()).collect();
+            eprintln!("replaying {} spans: {}", ids.len(), ids.join(", "));
+        }
+        a.data = spans
+            .iter()
+            .flat_map(|s| s.shards.iter().map(|f| f.path.clone()))
+            .collect();
+    }
     let opts = BackfillOptions {
         window_rows: a.window_rows,
         publish: match a.publish {
