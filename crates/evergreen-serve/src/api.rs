@@ -28,9 +28,15 @@ pub(crate) fn router(server: Server) -> Router {
         .route("/metrics", get(metrics))
         .route("/monitoring/prometheus/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(healthz))
+        .route("/livez", get(livez))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            server.inner.opts.request_timeout,
+        ))
         .with_state(server)
 }
 
@@ -640,7 +646,13 @@ async fn metrics(State(server): State<Server>) -> Response {
         .into_response()
 }
 
-/// 200 when every model serves at least one version, else 503.
+/// Liveness: 200 while the process answers at all.
+async fn livez() -> Response {
+    (StatusCode::OK, axum::Json(json!({"status": "alive"}))).into_response()
+}
+
+/// Readiness (`/readyz`, `/healthz`): 200 when every model serves at least one version, else
+/// 503.
 async fn healthz(State(server): State<Server>) -> Response {
     let mut ok = true;
     let mut models = Map::new();

@@ -88,6 +88,9 @@ pub struct ServeOptions {
     pub num_versions: usize,
     /// The admin API (`/admin/v1/...`); `None` disables it.
     pub admin: Option<AdminOptions>,
+    /// Longest a REST request may take, reading its body included (default 30 s); slower ones
+    /// get 408.
+    pub request_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -98,6 +101,7 @@ impl Default for ServeOptions {
             max_body_bytes: 4 << 20,
             num_versions: 1,
             admin: None,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -463,3 +463,31 @@ async fn a_hundred_swaps_under_load_fail_no_request() {
     let f = Arc::into_inner(f).expect("clients finished");
     f.handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_readiness_and_the_request_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // No version yet: alive, not ready.
+    let f = start(&[], |o| o.request_timeout = Duration::from_millis(300)).await;
+    let (code, _) = f.get("/livez").await;
+    assert_eq!(code, 200);
+    let (code, body) = f.get("/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    // A client that announces a body and never sends it is cut off with 408.
+    let mut s = tokio::net::TcpStream::connect(f.handle.addr).await.unwrap();
+    s.write_all(
+        b"POST /v1/models/m:predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"inst",
+    )
+    .await
+    .unwrap();
+    let mut reply = Vec::new();
+    let started = Instant::now();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut reply)).await;
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    f.handle.shutdown().await;
+    let f = start(&[1], |_| {}).await;
+    assert_eq!(f.get("/readyz").await.0, 200);
+    f.handle.shutdown().await;
+}

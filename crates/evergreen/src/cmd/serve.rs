@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// Lineage store (SQLite) admin actions are recorded in; required with an admin token.
     #[arg(long = "lineage_db")]
     pub lineage_db: Option<PathBuf>,
+    /// Longest a REST request may take, in milliseconds (TF Serving's
+    /// `--rest_api_timeout_in_ms`); slower ones get 408.
+    #[arg(long = "rest_api_timeout_in_ms", default_value_t = 30_000)]
+    pub rest_api_timeout_in_ms: u64,
 }
 
 /// Environment variable holding the admin token when no token file is given.
@@ -155,6 +159,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         max_body_bytes: a.max_body_bytes,
         num_versions: a.num_versions,
         admin: admin_options(a.admin_token_file.as_deref(), a.lineage_db.clone())?,
+        request_timeout: Duration::from_millis(a.rest_api_timeout_in_ms.max(1)),
     };
     let addr: std::net::SocketAddr = format!("{}:{}", a.rest_api_host, a.rest_api_port)
         .parse()
