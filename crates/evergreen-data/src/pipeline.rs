@@ -939,6 +939,17 @@ mod tests {
                 Item::Failed { error, .. } => panic!("{error}"),
             }
         }
+
+        /// Takes `n` items of `p`, then what it has buffered, and stops it where they end.
+        fn take_then_cut(&mut self, mut p: Pipeline, n: usize) -> ResumePoint {
+            for item in p.by_ref().take(n) {
+                self.take(item);
+            }
+            while let Some(item) = p.next_buffered() {
+                self.take(item);
+            }
+            p.resume_point()
+        }
     }
 
     /// The same shards as example files (`.evgx`), with one malformed record each.
@@ -1006,30 +1017,9 @@ mod tests {
                 // Read `cut_after` items, drain what is buffered, stop; then resume (twice, to
                 // chain resume points) and compare with the uninterrupted run.
                 let mut seen = Seen::default();
-                let mut p = Pipeline::start(files.clone(), transformer(), opts);
-                for _ in 0..cut_after {
-                    match p.next() {
-                        Some(item) => seen.take(item),
-                        None => break,
-                    }
-                }
-                while let Some(item) = p.next_buffered() {
-                    seen.take(item);
-                }
-                let at = p.resume_point();
-                drop(p);
-                let mut p = Pipeline::start_at(files.clone(), transformer(), opts, at);
-                for _ in 0..cut_after / 2 {
-                    match p.next() {
-                        Some(item) => seen.take(item),
-                        None => break,
-                    }
-                }
-                while let Some(item) = p.next_buffered() {
-                    seen.take(item);
-                }
-                let at = p.resume_point();
-                drop(p);
+                let start = |at| Pipeline::start_at(files.clone(), transformer(), opts, at);
+                let at = seen.take_then_cut(start(ResumePoint::default()), cut_after);
+                let at = seen.take_then_cut(start(at), cut_after / 2);
                 for item in Pipeline::start_at(files.clone(), transformer(), opts, at.clone()) {
                     seen.take(item);
                 }

@@ -277,18 +277,15 @@ fn handle(
             // The named version (404/503 as before), then the body, then, for unversioned
             // requests, the traffic policy (the split key may be a feature of the body).
             let named = match resolve(server, route) {
-                Ok((_, lv)) => lv,
+                Ok(named) => named,
                 Err(e) => return Reply::err(e),
             };
-            let single = single_input(named.transformer.spec());
+            let single = single_input(named.1.transformer.spec());
             let (format, records) = match parse_inference(route.api, &body, single) {
                 Ok(parsed) => parsed,
                 Err(e) => return Reply::err(e),
             };
-            let (v, lv, shadow) = match pick(server, route, headers, &records) {
-                Ok(picked) => picked,
-                Err(e) => return Reply::err(e),
-            };
+            let (v, lv, shadow) = pick(server, route, named, headers, &records);
             match score(&lv, &records) {
                 Ok(p) => {
                     if let Some(sv) = shadow {
@@ -311,16 +308,16 @@ fn handle(
 /// The answering version, its model, and the shadow version (with its model) if any.
 pub(crate) type Picked = (u64, SharedVersion, Option<(u64, SharedVersion)>);
 
-/// The version that answers an inference request on `records` (the one the route names, or, for
-/// an unversioned request, the one the traffic policy picks, counted in the routing metric) and
-/// the shadow version that should also predict it, if any.
+/// The version that answers an inference request on `records` (`named`, the route's own
+/// resolution, or, for an unversioned request, the one the traffic policy picks, counted in the
+/// routing metric) and the shadow version that should also predict it, if any.
 pub(crate) fn pick(
     server: &Server,
     route: &Route,
+    (mut v, mut lv): (u64, SharedVersion),
     headers: &HeaderMap,
     records: &[RawRecord],
-) -> Result<Picked, ApiError> {
-    let (mut v, mut lv) = resolve(server, route)?;
+) -> Picked {
     let mut shadow = None;
     if route.target == Target::Latest
         && let Some(model) = server.inner.models.get(&route.model)
@@ -341,7 +338,7 @@ pub(crate) fn pick(
         }
         shadow = shadow_of(&snap, v, key.as_deref());
     }
-    Ok((v, lv, shadow))
+    (v, lv, shadow)
 }
 
 /// The split key of a request: the policy's header, else its feature in the first instance,

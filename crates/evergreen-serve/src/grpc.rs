@@ -8,7 +8,6 @@ use crate::Server;
 use crate::api::{self, Api, Route, Target};
 use crate::error::ApiError;
 use evergreen_core::{RawRecord, RawValue};
-use evergreen_registry::SharedVersion;
 use pb::tensorflow::serving as tfs;
 use pb::tensorflow::{DataType, Example, TensorProto, TensorShapeProto, feature};
 use std::collections::HashMap;
@@ -344,8 +343,8 @@ impl Grpc {
     ) -> Result<(u64, Vec<f64>), (Option<u64>, ApiError)> {
         let server = self.server.clone();
         let done = tokio::task::spawn_blocking(move || {
-            let (v, lv, shadow): (u64, SharedVersion, _) =
-                api::pick(&server, &route, &headers, &records).map_err(|e| (None, e))?;
+            let named = api::resolve(&server, &route).map_err(|e| (None, e))?;
+            let (v, lv, shadow) = api::pick(&server, &route, named, &headers, &records);
             let p = api::score(&lv, &records).map_err(|e| (Some(v), e))?;
             if let Some(sv) = shadow {
                 api::mirror(&server, &route.model, sv, records, p.clone());
