@@ -13,4 +13,4 @@ pub use spec::{
     CategoricalColumn, CrossColumn, FeatureSpec, LabelSpec, NumericColumn, NumericTransform,
     SparseColumn, SpecError,
 };
-pub use transform::{FeatureVector, TransformError, Transformer};
+pub use transform::{FeatureVector, Layout, TransformError, Transformer};

@@ -37,6 +37,7 @@ impl FeatureVector {
     }
 
     /// Appends one entry of field `field`.
+    #[inline]
     pub fn push_field(&mut self, field: u16, index: u32, value: f32) {
         self.indices.push(index);
         self.values.push(value);
@@ -201,6 +202,24 @@ fn int_text(i: i64, buf: &mut [u8; 20]) -> &[u8] {
     &buf[pos..]
 }
 
+/// One value as the transform reads it: a value of a [`RawRecord`], or a non-empty text cell
+/// of a table row read in place (a CSV cell, which as a record value would be
+/// `RawValue::Str`). An empty cell is no value at all, as `RawValue::Missing` is.
+#[derive(Clone, Copy)]
+enum ValueRef<'a> {
+    Raw(&'a RawValue),
+    Text(&'a str),
+}
+
+impl ValueRef<'_> {
+    fn kind_name(self) -> &'static str {
+        match self {
+            ValueRef::Raw(v) => kind_name(v),
+            ValueRef::Text(_) => "string",
+        }
+    }
+}
+
 /// Calls `f` with the canonical bytes of one scalar (see [`RawValue::canonical_bytes`]).
 fn with_scalar_bytes(v: &RawValue, f: &mut impl FnMut(&[u8])) {
     match v {
@@ -219,7 +238,7 @@ fn with_scalar_bytes(v: &RawValue, f: &mut impl FnMut(&[u8])) {
 /// element of a list.
 fn for_each_categorical(
     column: &str,
-    v: Option<&RawValue>,
+    v: Option<ValueRef<'_>>,
     mut f: impl FnMut(&[u8]),
 ) -> Result<(), TransformError> {
     let wrong = |found: &RawValue| TransformError::WrongKind {
@@ -233,8 +252,9 @@ fn for_each_categorical(
         }
     };
     match v {
-        None | Some(RawValue::Missing) => {}
-        Some(RawValue::List(items)) => {
+        None | Some(ValueRef::Raw(RawValue::Missing)) => {}
+        Some(ValueRef::Text(s)) => visit(s.as_bytes()),
+        Some(ValueRef::Raw(RawValue::List(items))) => {
             for item in items {
                 match item {
                     RawValue::Missing => {}
@@ -243,8 +263,8 @@ fn for_each_categorical(
                 }
             }
         }
-        Some(w @ RawValue::Weighted(_)) => return Err(wrong(w)),
-        Some(scalar) => with_scalar_bytes(scalar, &mut visit),
+        Some(ValueRef::Raw(w @ RawValue::Weighted(_))) => return Err(wrong(w)),
+        Some(ValueRef::Raw(scalar)) => with_scalar_bytes(scalar, &mut visit),
     }
     Ok(())
 }
@@ -253,24 +273,92 @@ fn for_each_categorical(
 /// empty list as missing.
 fn scalar_of<'a>(
     column: &str,
-    v: Option<&'a RawValue>,
-) -> Result<Option<&'a RawValue>, TransformError> {
+    v: Option<ValueRef<'a>>,
+) -> Result<Option<ValueRef<'a>>, TransformError> {
     match v {
-        None | Some(RawValue::Missing) => Ok(None),
-        Some(RawValue::List(items)) => match items.as_slice() {
+        None | Some(ValueRef::Raw(RawValue::Missing)) => Ok(None),
+        Some(ValueRef::Raw(RawValue::List(items))) => match items.as_slice() {
             [] => Ok(None),
-            [one] => scalar_of(column, Some(one)),
+            [one] => scalar_of(column, Some(ValueRef::Raw(one))),
             many => Err(TransformError::NotScalar {
                 column: column.to_string(),
                 len: many.len(),
             }),
         },
-        Some(w @ RawValue::Weighted(_)) => Err(TransformError::WrongKind {
+        Some(ValueRef::Raw(w @ RawValue::Weighted(_))) => Err(TransformError::WrongKind {
             column: column.to_string(),
             expected: "one value",
             found: kind_name(w),
         }),
         Some(v) => Ok(Some(v)),
+    }
+}
+
+/// Where the transform finds the value of each spec column.
+trait Source {
+    /// The value of the label column.
+    fn label(&self, t: &Transformer) -> Option<ValueRef<'_>>;
+    /// The value of categorical column `i`.
+    fn categorical(&self, t: &Transformer, i: usize) -> Option<ValueRef<'_>>;
+    /// The value of numeric column `i`.
+    fn numeric(&self, t: &Transformer, i: usize) -> Option<ValueRef<'_>>;
+    /// The value of sparse column `i`.
+    fn sparse(&self, t: &Transformer, i: usize) -> Option<ValueRef<'_>>;
+}
+
+/// A record: values looked up by column name.
+impl Source for RawRecord {
+    fn label(&self, t: &Transformer) -> Option<ValueRef<'_>> {
+        self.get(&t.spec.label.column).map(ValueRef::Raw)
+    }
+    fn categorical(&self, t: &Transformer, i: usize) -> Option<ValueRef<'_>> {
+        self.get(&t.spec.categorical[i].name).map(ValueRef::Raw)
+    }
+    fn numeric(&self, t: &Transformer, i: usize) -> Option<ValueRef<'_>> {
+        self.get(&t.numeric[i].col.name).map(ValueRef::Raw)
+    }
+    fn sparse(&self, t: &Transformer, i: usize) -> Option<ValueRef<'_>> {
+        self.get(&t.spec.sparse[i].name).map(ValueRef::Raw)
+    }
+}
+
+/// Positions of a transformer's columns among the columns of a table (a CSV header),
+/// computed once per file by [`Transformer::layout`]; `None` where the table lacks the column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    label: Option<usize>,
+    categorical: Vec<Option<usize>>,
+    numeric: Vec<Option<usize>>,
+    sparse: Vec<Option<usize>>,
+}
+
+/// A row of text cells laid out as a [`Layout`] says.
+struct Cells<'a, 'c, F> {
+    layout: &'a Layout,
+    cell: F,
+    /// The cells outlive the row (so a value read through `&self` may borrow them).
+    cells: std::marker::PhantomData<&'c str>,
+}
+
+impl<'c, F: Fn(usize) -> &'c str> Cells<'_, 'c, F> {
+    fn at(&self, column: Option<usize>) -> Option<ValueRef<'c>> {
+        let text = (self.cell)(column?);
+        (!text.is_empty()).then_some(ValueRef::Text(text))
+    }
+}
+
+impl<'c, F: Fn(usize) -> &'c str> Source for Cells<'_, 'c, F> {
+    fn label(&self, _: &Transformer) -> Option<ValueRef<'_>> {
+        self.at(self.layout.label)
+    }
+    fn categorical(&self, _: &Transformer, i: usize) -> Option<ValueRef<'_>> {
+        self.at(self.layout.categorical[i])
+    }
+    fn numeric(&self, _: &Transformer, i: usize) -> Option<ValueRef<'_>> {
+        self.at(self.layout.numeric[i])
+    }
+    fn sparse(&self, _: &Transformer, i: usize) -> Option<ValueRef<'_>> {
+        self.at(self.layout.sparse[i])
     }
 }
 
@@ -406,7 +494,7 @@ impl Transformer {
     fn numeric_value(
         &self,
         n: &CompiledNumeric,
-        r: &RawRecord,
+        v: Option<ValueRef<'_>>,
     ) -> Result<Option<f64>, TransformError> {
         let col = &n.col;
         let parse = |text: &str| -> Result<Option<f64>, TransformError> {
@@ -422,17 +510,18 @@ impl Transformer {
                     })
             }
         };
-        let raw = match scalar_of(&col.name, r.get(&col.name))? {
-            None | Some(RawValue::Missing) => None,
-            Some(RawValue::Num(x)) => Some(*x),
-            Some(RawValue::Int(i)) => Some(*i as f64),
-            Some(RawValue::Str(s)) => parse(s)?,
-            Some(RawValue::Bytes(b)) => parse(&String::from_utf8_lossy(b))?,
+        let raw = match scalar_of(&col.name, v)? {
+            None | Some(ValueRef::Raw(RawValue::Missing)) => None,
+            Some(ValueRef::Text(s)) => parse(s)?,
+            Some(ValueRef::Raw(RawValue::Num(x))) => Some(*x),
+            Some(ValueRef::Raw(RawValue::Int(i))) => Some(*i as f64),
+            Some(ValueRef::Raw(RawValue::Str(s))) => parse(s)?,
+            Some(ValueRef::Raw(RawValue::Bytes(b))) => parse(&String::from_utf8_lossy(b))?,
             Some(other) => {
                 return Err(TransformError::WrongKind {
                     column: col.name.clone(),
                     expected: "a number",
-                    found: kind_name(other),
+                    found: other.kind_name(),
                 });
             }
         };
@@ -474,6 +563,39 @@ impl Transformer {
 
     /// Transforms the feature columns of a record (the label, if present, is ignored).
     pub fn features(&self, r: &RawRecord) -> Result<FeatureVector, TransformError> {
+        self.features_of(r)
+    }
+
+    /// The positions of this transformer's columns among `columns` (a table's header).
+    pub fn layout<S: AsRef<str>>(&self, columns: &[S]) -> Layout {
+        let at = |name: &str| columns.iter().position(|c| c.as_ref() == name);
+        Layout {
+            label: at(&self.spec.label.column),
+            categorical: self.spec.categorical.iter().map(|c| at(&c.name)).collect(),
+            numeric: self.numeric.iter().map(|n| at(&n.col.name)).collect(),
+            sparse: self.spec.sparse.iter().map(|c| at(&c.name)).collect(),
+        }
+    }
+
+    /// Features and label of a row of text cells (`cell(i)`: the cell of the table's column
+    /// `i`, as laid out by `layout`, which this transformer made), exactly as [`Self::example`]
+    /// transforms the record of the row (a non-empty cell a `RawValue::Str`, an empty one
+    /// missing), without building it.
+    pub fn example_of_cells<'c>(
+        &self,
+        layout: &Layout,
+        cell: impl Fn(usize) -> &'c str,
+    ) -> Result<(FeatureVector, f32), TransformError> {
+        let row = Cells {
+            layout,
+            cell,
+            cells: std::marker::PhantomData,
+        };
+        let y = self.label_of(&row)?;
+        Ok((self.features_of(&row)?, y))
+    }
+
+    fn features_of<S: Source>(&self, r: &S) -> Result<FeatureVector, TransformError> {
         let mut out = FeatureVector::with_capacity(
             1 + self.spec.categorical.len() + self.numeric.len() + self.crosses.len(),
         );
@@ -483,8 +605,14 @@ impl Transformer {
         let ncat = self.categorical_seeds.len();
         let nnum = self.numeric.len();
         let ncross = self.crosses.len();
-        // Canonical values per categorical column, kept only for the columns that are crossed.
-        let mut cat_values: Vec<Vec<Vec<u8>>> = vec![Vec::new(); self.categorical_seeds.len()];
+        // Canonical values per categorical column, kept only for the columns that are crossed
+        // (no allocation without crosses).
+        let crossing = !self.crosses.is_empty();
+        let mut cat_values: Vec<Vec<Vec<u8>>> = if crossing {
+            vec![Vec::new(); self.categorical_seeds.len()]
+        } else {
+            Vec::new()
+        };
         for (i, (c, seed)) in self
             .spec
             .categorical
@@ -492,28 +620,37 @@ impl Transformer {
             .zip(&self.categorical_seeds)
             .enumerate()
         {
-            let keep = self.crossed[i];
-            let kept = &mut cat_values[i];
+            let mut kept = if self.crossed[i] {
+                cat_values.get_mut(i)
+            } else {
+                None
+            };
             let mask = self.mask;
             let field = (1 + i) as u16;
-            for_each_categorical(&c.name, r.get(&c.name), |b| {
+            for_each_categorical(&c.name, r.categorical(self, i), |b| {
                 out.push_field(field, (xxh3_64_with_seed(b, *seed) & mask) as u32, 1.0);
-                if keep {
+                if let Some(kept) = kept.as_deref_mut() {
                     kept.push(b.to_vec());
                 }
             })?;
         }
         // Bucket index per numeric column, kept for crosses.
-        let mut buckets: Vec<Option<usize>> = vec![None; self.numeric.len()];
+        let mut buckets: Vec<Option<usize>> = if crossing {
+            vec![None; self.numeric.len()]
+        } else {
+            Vec::new()
+        };
         for (i, n) in self.numeric.iter().enumerate() {
-            let Some(x) = self.numeric_value(n, r)? else {
+            let Some(x) = self.numeric_value(n, r.numeric(self, i))? else {
                 continue;
             };
             let field = (1 + ncat + i) as u16;
             match &n.col.buckets {
                 Some(b) => {
                     let k = Self::bucket_of(b, x);
-                    buckets[i] = Some(k);
+                    if let Some(slot) = buckets.get_mut(i) {
+                        *slot = Some(k);
+                    }
                     out.push_field(
                         field,
                         self.bucket(xxh3_64_with_seed(&(k as u64).to_le_bytes(), n.seed)),
@@ -570,9 +707,9 @@ impl Transformer {
         }
         for (si, (c, seed)) in self.spec.sparse.iter().zip(&self.sparse_seeds).enumerate() {
             let field = (1 + ncat + nnum + ncross + si) as u16;
-            match r.get(&c.name) {
-                None | Some(RawValue::Missing) => {}
-                Some(RawValue::Weighted(pairs)) => {
+            match r.sparse(self, si) {
+                None | Some(ValueRef::Raw(RawValue::Missing)) => {}
+                Some(ValueRef::Raw(RawValue::Weighted(pairs))) => {
                     for (name, v) in pairs {
                         if !v.is_finite() {
                             return Err(TransformError::NonFinite {
@@ -607,14 +744,19 @@ impl Transformer {
 
     /// Reads the binary label of a record (1.0 positive, 0.0 negative).
     pub fn label(&self, r: &RawRecord) -> Result<f32, TransformError> {
+        self.label_of(r)
+    }
+
+    fn label_of<S: Source>(&self, r: &S) -> Result<f32, TransformError> {
         let l = &self.spec.label;
         let column = || l.column.clone();
-        let text = match scalar_of(&l.column, r.get(&l.column))? {
-            None | Some(RawValue::Missing) => {
+        let canonical: std::borrow::Cow<'_, str> = match scalar_of(&l.column, r.label(self))? {
+            None | Some(ValueRef::Raw(RawValue::Missing)) => {
                 return Err(TransformError::MissingLabel { column: column() });
             }
-            Some(v) => match v.canonical_text() {
-                Some(t) => t.trim().to_string(),
+            Some(ValueRef::Text(s)) => s.into(),
+            Some(ValueRef::Raw(v)) => match v.canonical_text() {
+                Some(t) => t,
                 None => {
                     return Err(TransformError::WrongKind {
                         column: column(),
@@ -624,28 +766,27 @@ impl Transformer {
                 }
             },
         };
+        let text = canonical.trim();
         if text.is_empty() {
             return Err(TransformError::MissingLabel { column: column() });
         }
+        let bad = || TransformError::BadLabel {
+            column: column(),
+            value: text.to_string(),
+        };
         if !l.positive.is_empty() {
-            if l.positive.contains(&text) {
+            if l.positive.iter().any(|p| p == text) {
                 return Ok(1.0);
             }
-            if l.negative.is_empty() || l.negative.contains(&text) {
+            if l.negative.is_empty() || l.negative.iter().any(|n| n == text) {
                 return Ok(0.0);
             }
-            return Err(TransformError::BadLabel {
-                column: column(),
-                value: text,
-            });
+            return Err(bad());
         }
-        match text.as_str() {
+        match text {
             "1" | "1.0" | "true" | "True" | "TRUE" => Ok(1.0),
             "0" | "0.0" | "-1" | "-1.0" | "false" | "False" | "FALSE" => Ok(0.0),
-            _ => Err(TransformError::BadLabel {
-                column: column(),
-                value: text,
-            }),
+            _ => Err(bad()),
         }
     }
 

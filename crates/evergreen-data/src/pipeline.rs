@@ -144,7 +144,8 @@ enum Chunk {
         shard: usize,
         records: Vec<Result<crate::SourceRecord, BadRecord>>,
     },
-    /// Already transformed on the reader thread (`workers == 0`): `records` records read.
+    /// Already transformed on the reader thread (CSV always, other formats with
+    /// `workers == 0`; example files need no transform): `records` records read.
     Transformed {
         shard: usize,
         records: u64,
@@ -230,27 +231,6 @@ fn transform_records(
     (good, bad)
 }
 
-/// A chunk of records, transformed here when `inline` carries the transformer.
-fn package(
-    shard: usize,
-    records: Vec<Result<crate::SourceRecord, BadRecord>>,
-    inline: &Option<Arc<Transformer>>,
-) -> Chunk {
-    match inline {
-        Some(t) => {
-            let n = records.len() as u64;
-            let (good, bad) = transform_records(shard, records, t);
-            Chunk::Transformed {
-                shard,
-                records: n,
-                good,
-                bad,
-            }
-        }
-        None => Chunk::Records { shard, records },
-    }
-}
-
 /// Reads an example-file shard straight into examples (no parsing, no transform), after its
 /// first `skip` records; false when the pipeline is gone.
 #[allow(clippy::too_many_arguments)]
@@ -318,13 +298,85 @@ fn read_examples_shard(
     }
 }
 
+/// Reads the rest of a shard (after `count` records) transformed on this thread, in chunks of
+/// examples and rejects, then its end or failure; false when the pipeline is gone.
+fn read_transformed(
+    reader: &mut crate::SpanReader,
+    shard: usize,
+    chunk: usize,
+    t: &Transformer,
+    layout: Option<&evergreen_core::Layout>,
+    tx: &Sender<Chunk>,
+    mut count: u64,
+) -> bool {
+    use crate::reader::Transformed;
+    let mut good = Vec::with_capacity(chunk);
+    let mut bad = Vec::new();
+    let mut records = 0u64;
+    let flush = |good: &mut Vec<Example>, bad: &mut Vec<Rejected>, records: &mut u64| {
+        let msg = Chunk::Transformed {
+            shard,
+            records: std::mem::take(records),
+            good: std::mem::replace(good, Vec::with_capacity(chunk)),
+            bad: std::mem::take(bad),
+        };
+        tx.send(msg).is_ok()
+    };
+    while let Some(item) = reader.next_transformed(t, layout) {
+        match item {
+            Transformed::Bad(b) if b.reason == crate::reason::IO_ERROR => {
+                if records > 0 && !flush(&mut good, &mut bad, &mut records) {
+                    return false;
+                }
+                let _ = tx.send(Chunk::Failed {
+                    shard,
+                    error: b.detail,
+                    bad_input: false,
+                });
+                return true;
+            }
+            Transformed::Example {
+                line,
+                features,
+                label,
+            } => good.push(Example {
+                shard,
+                position: line,
+                features,
+                label,
+            }),
+            Transformed::Refused { line, error, raw } => bad.push(Rejected::Transform {
+                shard,
+                position: line,
+                error,
+                raw,
+            }),
+            Transformed::Bad(b) => bad.push(Rejected::Parse(b)),
+        }
+        count += 1;
+        records += 1;
+        if records as usize == chunk && !flush(&mut good, &mut bad, &mut records) {
+            return false;
+        }
+    }
+    if records > 0 && !flush(&mut good, &mut bad, &mut records) {
+        return false;
+    }
+    tx.send(Chunk::Done {
+        shard,
+        records: count,
+    })
+    .is_ok()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn reader_thread(
     shards: Arc<Vec<SpanFile>>,
     mine: Vec<usize>,
     chunk: usize,
     read: crate::ReadOptions,
-    inline: Option<Arc<Transformer>>,
+    transformer: Arc<Transformer>,
+    inline: bool,
     tx: Sender<Chunk>,
     stop: Arc<AtomicBool>,
     bytes: Arc<AtomicU64>,
@@ -394,6 +446,23 @@ fn reader_thread(
         if count == u64::MAX {
             continue;
         }
+        // CSV rows go from their cells straight to features here, always: that is cheaper than
+        // building records for a transform thread. Other formats when `inline`.
+        let layout = reader.columns().map(|c| transformer.layout(c));
+        if layout.is_some() || inline {
+            if !read_transformed(
+                &mut reader,
+                shard,
+                chunk,
+                &transformer,
+                layout.as_ref(),
+                &tx,
+                count,
+            ) {
+                return;
+            }
+            continue;
+        }
         let mut buf = Vec::with_capacity(chunk);
         for item in reader {
             if let Err(bad) = &item
@@ -401,7 +470,10 @@ fn reader_thread(
             {
                 if !buf.is_empty()
                     && tx
-                        .send(package(shard, std::mem::take(&mut buf), &inline))
+                        .send(Chunk::Records {
+                            shard,
+                            records: std::mem::take(&mut buf),
+                        })
                         .is_err()
                 {
                     return;
@@ -418,7 +490,7 @@ fn reader_thread(
             buf.push(item);
             if buf.len() == chunk {
                 let records = std::mem::replace(&mut buf, Vec::with_capacity(chunk));
-                if tx.send(package(shard, records, &inline)).is_err() {
+                if tx.send(Chunk::Records { shard, records }).is_err() {
                     return;
                 }
             }
@@ -498,7 +570,7 @@ impl Pipeline {
         for i in 0..cycle {
             let (tx, rx) = bounded::<Chunk>(2);
             let mine: Vec<usize> = (i..shards.len()).step_by(cycle).collect();
-            let inline = inline.then(|| transformer.clone());
+            let transformer = transformer.clone();
             let (shards, stop, bytes) = (shards.clone(), stop.clone(), bytes_read.clone());
             let resume = resume.clone();
             threads.push(
@@ -506,7 +578,16 @@ impl Pipeline {
                     .name(format!("evergreen-read-{i}"))
                     .spawn(move || {
                         reader_thread(
-                            shards, mine, chunk, opts.read, inline, tx, stop, bytes, examples,
+                            shards,
+                            mine,
+                            chunk,
+                            opts.read,
+                            transformer,
+                            inline,
+                            tx,
+                            stop,
+                            bytes,
+                            examples,
                             resume,
                         )
                     })

@@ -291,16 +291,69 @@ pub(crate) enum Step {
     },
 }
 
-impl Iterator for SpanReader {
-    type Item = Result<SourceRecord, BadRecord>;
+/// A record read and transformed by [`SpanReader::next_transformed`].
+#[derive(Debug)]
+pub(crate) enum Transformed {
+    /// A good record: its features and label.
+    Example {
+        /// 1-based record (line) number.
+        line: u64,
+        /// Its features.
+        features: evergreen_core::FeatureVector,
+        /// Its label.
+        label: f32,
+    },
+    /// A record that parsed but that the transform refused.
+    Refused {
+        /// 1-based record (line) number.
+        line: u64,
+        /// Why.
+        error: evergreen_core::TransformError,
+        /// Its original text.
+        raw: String,
+    },
+    /// A record that could not be parsed, or the read failing (see [`SpanReader`]'s items).
+    Bad(BadRecord),
+}
 
-    fn next(&mut self) -> Option<Self::Item> {
-        let step = match &mut self.inner {
-            Inner::Done => return None,
-            Inner::Csv(rows) => rows.step(),
-            Inner::Jsonl(lines) => lines.step(),
-            Inner::Other(rows) => rows.step(),
-        };
+impl SpanReader {
+    /// The next record transformed by `t`, whose [`Layout`](evergreen_core::Layout) of this
+    /// reader's columns is `layout` (`None` when the reader has no columns): the same result
+    /// as transforming [`Iterator::next`]'s record, but a CSV row goes from its cells straight
+    /// to features (no record is built, and its text is kept only when it is rejected).
+    pub(crate) fn next_transformed(
+        &mut self,
+        t: &evergreen_core::Transformer,
+        layout: Option<&evergreen_core::Layout>,
+    ) -> Option<Transformed> {
+        if let (Inner::Csv(rows), Some(layout)) = (&mut self.inner, layout) {
+            return match rows.step_example(t, layout) {
+                Ok(done) => Some(done),
+                Err(step) => self.finish(step).map(|r| match r {
+                    Ok(_) => unreachable!("a CSV example step never yields a record"),
+                    Err(bad) => Transformed::Bad(bad),
+                }),
+            };
+        }
+        Some(match self.next()? {
+            Ok(rec) => match t.example(&rec.record) {
+                Ok((features, label)) => Transformed::Example {
+                    line: rec.line,
+                    features,
+                    label,
+                },
+                Err(error) => Transformed::Refused {
+                    line: rec.line,
+                    error,
+                    raw: rec.raw,
+                },
+            },
+            Err(bad) => Transformed::Bad(bad),
+        })
+    }
+
+    /// Turns a reader step into the iterator's item.
+    fn finish(&mut self, step: Step) -> Option<Result<SourceRecord, BadRecord>> {
         match step {
             Step::End => {
                 self.inner = Inner::Done;
@@ -320,6 +373,20 @@ impl Iterator for SpanReader {
                 Some(Err(self.bad(line, reason::IO_ERROR, detail, String::new())))
             }
         }
+    }
+}
+
+impl Iterator for SpanReader {
+    type Item = Result<SourceRecord, BadRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let step = match &mut self.inner {
+            Inner::Done => return None,
+            Inner::Csv(rows) => rows.step(),
+            Inner::Jsonl(lines) => lines.step(),
+            Inner::Other(rows) => rows.step(),
+        };
+        self.finish(step)
     }
 }
 
@@ -386,6 +453,17 @@ struct CsvRows {
 /// Line breaks in `bytes` (`\r\n`, `\r`, `\n` each one), continuing a count whose last byte was
 /// a `\r` when `last_cr` is set.
 fn count_breaks(bytes: &[u8], last_cr: &mut bool) -> u64 {
+    if !bytes.contains(&b'\r') {
+        // `\n` endings only (the common case): count them in one pass.
+        let mut n = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+        if let Some(&first) = bytes.first() {
+            if *last_cr && first == b'\n' {
+                n -= 1;
+            }
+            *last_cr = false;
+        }
+        return n;
+    }
     let mut n = 0;
     for &b in bytes {
         match b {
@@ -443,7 +521,7 @@ impl CsvRows {
             line: 1,
             last_cr: false,
         };
-        let (line, _) = rows.take_text();
+        let (line, _) = rows.take_text(false);
         let mut header = Vec::with_capacity(rows.rec.len());
         let mut seen = std::collections::HashSet::with_capacity(rows.rec.len());
         for (i, cell) in rows.rec.iter().enumerate() {
@@ -474,14 +552,16 @@ impl CsvRows {
         Ok(Some(rows))
     }
 
-    fn step(&mut self) -> Step {
+    /// Reads the next row into `self.rec`; `Err` with the step to report when there is none
+    /// (end, IO failure, a row the parser rejects).
+    fn read_row(&mut self) -> Result<(), Step> {
         match self.rdr.read_byte_record(&mut self.rec) {
-            Ok(false) => return Step::End,
-            Ok(true) => {}
+            Ok(false) => Err(Step::End),
+            Ok(true) => Ok(()),
             Err(e) => {
                 let line = self.line;
                 let detail = e.to_string();
-                return match e.into_kind() {
+                Err(match e.into_kind() {
                     csv::ErrorKind::Io(error) => Step::Failed { line, error },
                     _ => Step::Bad {
                         line,
@@ -489,22 +569,104 @@ impl CsvRows {
                         detail,
                         raw: String::new(),
                     },
-                };
+                })
             }
         }
-        let (line, raw) = self.take_text();
+    }
+
+    /// The bad-row step of a row whose field count differs from the header's.
+    fn wrong_width(&self, line: u64, raw: String) -> Step {
+        Step::Bad {
+            line,
+            reason: reason::MALFORMED_ROW,
+            detail: format!(
+                "expected {} fields (as in the header), got {}",
+                self.header.len(),
+                self.rec.len()
+            ),
+            raw,
+        }
+    }
+
+    /// The next row transformed straight from its cells (see
+    /// [`Transformer::example_of_cells`](evergreen_core::Transformer::example_of_cells)): the
+    /// same outcome as transforming [`Self::step`]'s record, the same bad rows with the same
+    /// reasons; `Err` with the step for the end, a failure or a bad row.
+    fn step_example(
+        &mut self,
+        t: &evergreen_core::Transformer,
+        layout: &evergreen_core::Layout,
+    ) -> Result<Transformed, Step> {
+        self.read_row()?;
+        if self.rec.len() != self.header.len() {
+            let (line, raw) = self.take_text(true);
+            return Err(self.wrong_width(line, raw));
+        }
+        // Each cell is checked once; rows of up to `MAX_CELLS` keep them on the stack.
+        const MAX_CELLS: usize = 64;
+        let outcome = {
+            let rec = &self.rec;
+            let wide = rec.len() > MAX_CELLS;
+            let mut cells = [""; MAX_CELLS];
+            let mut invalid = None;
+            for (i, cell) in rec.iter().enumerate() {
+                match std::str::from_utf8(cell) {
+                    Ok(text) if !wide => cells[i] = text,
+                    Ok(_) => {}
+                    Err(e) => {
+                        invalid = Some((i, e));
+                        break;
+                    }
+                }
+            }
+            match invalid {
+                Some(bad) => Err(bad),
+                None if wide => Ok(t.example_of_cells(layout, |i| {
+                    std::str::from_utf8(rec.get(i).unwrap_or_default()).unwrap_or("")
+                })),
+                None => Ok(t.example_of_cells(layout, |i| cells[i])),
+            }
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err((i, e)) => {
+                let (line, raw) = self.take_text(true);
+                return Err(Step::Bad {
+                    line,
+                    reason: reason::INVALID_UTF8,
+                    detail: format!(
+                        "field {} ({:?}) is not valid UTF-8: {e}",
+                        i + 1,
+                        self.names[i]
+                    ),
+                    raw,
+                });
+            }
+        };
+        match outcome {
+            Ok((features, label)) => {
+                let (line, _) = self.take_text(false);
+                Ok(Transformed::Example {
+                    line,
+                    features,
+                    label,
+                })
+            }
+            Err(error) => {
+                let (line, raw) = self.take_text(true);
+                Ok(Transformed::Refused { line, error, raw })
+            }
+        }
+    }
+
+    fn step(&mut self) -> Step {
+        if let Err(step) = self.read_row() {
+            return step;
+        }
+        let (line, raw) = self.take_text(true);
 
         if self.rec.len() != self.header.len() {
-            return Step::Bad {
-                line,
-                reason: reason::MALFORMED_ROW,
-                detail: format!(
-                    "expected {} fields (as in the header), got {}",
-                    self.header.len(),
-                    self.rec.len()
-                ),
-                raw,
-            };
+            return self.wrong_width(line, raw);
         }
         let mut record = RawRecord::with_capacity(self.header.len());
         for (i, (name, cell)) in self.names.iter().zip(self.rec.iter()).enumerate() {
@@ -525,14 +687,14 @@ impl CsvRows {
         Step::Record(SourceRecord { line, record, raw })
     }
 
-    /// The 1-based line and original text of the record just read; moves the line count past
-    /// it and lets the capture forget its bytes.
+    /// The 1-based line and original text (when `keep`; else empty) of the record just read;
+    /// moves the line count past it and lets the capture forget its bytes.
     ///
     /// The parser starts a record where the previous one ended, which can be before blank lines
     /// it skipped (and before the `\n` of a CRLF ending the previous record); those are stepped
     /// over here. Line breaks are counted as the parser treats them: `\r\n`, `\r` and `\n` each
     /// end a line.
-    fn take_text(&mut self) -> (u64, String) {
+    fn take_text(&mut self, keep: bool) -> (u64, String) {
         let start = self.rec.position().map_or(0, |p| p.byte());
         let end = self.rdr.position().byte();
         let Some(bytes) = self.rdr.get_ref().slice(start, end) else {
@@ -540,7 +702,14 @@ impl CsvRows {
             let line = self.line;
             self.line += 1;
             self.last_cr = false;
-            return (line, self.rebuilt_text());
+            return (
+                line,
+                if keep {
+                    self.rebuilt_text()
+                } else {
+                    String::new()
+                },
+            );
         };
         let skip = bytes
             .iter()
@@ -554,7 +723,11 @@ impl CsvRows {
         {
             body = rest;
         }
-        let raw = String::from_utf8_lossy(body).into_owned();
+        let raw = if keep {
+            String::from_utf8_lossy(body).into_owned()
+        } else {
+            String::new()
+        };
         self.rdr.get_mut().release(end);
         (line, raw)
     }
@@ -840,6 +1013,135 @@ mod nonfinite {
             assert!(replace(r#"{"a":NaNa}"#).is_none());
             assert!(replace(r#"{"NaN":1}"#).is_none());
             assert!(replace("NaN").is_none());
+        }
+    }
+}
+
+#[cfg(test)]
+mod transformed_tests {
+    use super::*;
+    use evergreen_core::{FeatureSpec, Transformer};
+    use proptest::prelude::*;
+
+    /// What a reader produced for one record, comparable across the two paths.
+    #[derive(Debug, PartialEq)]
+    enum Outcome {
+        Example(u64, Vec<u32>, Vec<u32>, Vec<u16>, f32),
+        Refused(u64, String, String),
+        Bad(u64, &'static str, String, String),
+    }
+
+    fn transformer() -> Transformer {
+        let spec: FeatureSpec = serde_json::from_value(serde_json::json!({
+            "hash_bits": 16, "label": {"column": "y"}, "bias": true,
+            "numeric": [{"name": "a", "log": true}, {"name": "b", "buckets": [0.0, 2.0]},
+                        {"name": "absent"}],
+            "categorical": [{"name": "c"}, {"name": "d"}],
+            "cross": [{"columns": ["c", "b"]}]
+        }))
+        .unwrap();
+        Transformer::new(spec).unwrap()
+    }
+
+    fn outcome_of(t: Transformed) -> Outcome {
+        match t {
+            Transformed::Example {
+                line,
+                features,
+                label,
+            } => Outcome::Example(
+                line,
+                features.indices,
+                features.values.iter().map(|v| v.to_bits()).collect(),
+                features.fields,
+                label,
+            ),
+            Transformed::Refused { line, error, raw } => {
+                Outcome::Refused(line, error.to_string(), raw)
+            }
+            Transformed::Bad(b) => Outcome::Bad(b.line, b.reason, b.detail, b.raw),
+        }
+    }
+
+    /// Cells that exercise every branch: numbers, text, blanks, padding, quotes (with a comma
+    /// and a line break inside), labels good and bad, a value outside log's domain, invalid
+    /// UTF-8.
+    const CELLS: &[&[u8]] = &[
+        b"",
+        b"1",
+        b"0",
+        b"3.5",
+        b"-2",
+        b" 7 ",
+        b"abc",
+        b"NaN",
+        b"inf",
+        b"1e400",
+        b"true",
+        b"-1",
+        b"maybe",
+        b"\"q,uoted\"",
+        b"\"two\nlines\"",
+        b"\xff\xfe",
+        b"x\xc3",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Reading CSV rows straight into features gives, record by record, what transforming
+        /// the records the reader builds gives: same features, labels, line numbers, rejects,
+        /// reasons and raw text.
+        #[test]
+        fn csv_rows_transformed_in_place_match_records_transformed(
+            rows in proptest::collection::vec(
+                (proptest::collection::vec(0..CELLS.len(), 4..7), 0u8..4), 0..40),
+        ) {
+            let mut text: Vec<u8> = b"y,a,b,c,d\n".to_vec();
+            for (cells, ending) in &rows {
+                for (i, &c) in cells.iter().enumerate() {
+                    if i > 0 {
+                        text.push(b',');
+                    }
+                    text.extend_from_slice(CELLS[c]);
+                }
+                text.extend_from_slice(match ending {
+                    0 | 1 => b"\n",
+                    2 => b"\r\n",
+                    _ => b"\n\n",
+                });
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("rows.csv");
+            std::fs::write(&path, &text).unwrap();
+            let file = SpanFile::at(&path, Format::Csv).unwrap();
+            let t = transformer();
+
+            let mut records = Vec::new();
+            for item in open_span(&file).unwrap() {
+                records.push(match item {
+                    Ok(rec) => match t.example(&rec.record) {
+                        Ok((features, label)) => outcome_of(Transformed::Example {
+                            line: rec.line,
+                            features,
+                            label,
+                        }),
+                        Err(error) => outcome_of(Transformed::Refused {
+                            line: rec.line,
+                            error,
+                            raw: rec.raw,
+                        }),
+                    },
+                    Err(bad) => outcome_of(Transformed::Bad(bad)),
+                });
+            }
+            let mut reader = open_span(&file).unwrap();
+            let layout = reader.columns().map(|c| t.layout(c));
+            prop_assert!(layout.is_some());
+            let mut direct = Vec::new();
+            while let Some(item) = reader.next_transformed(&t, layout.as_ref()) {
+                direct.push(outcome_of(item));
+            }
+            prop_assert_eq!(direct, records);
         }
     }
 }

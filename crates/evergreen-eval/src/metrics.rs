@@ -9,11 +9,65 @@ pub const EPS: f64 = 1e-15;
 /// Accumulates `(prediction, label)` pairs. AUC is exact (pairs are kept; a span is bounded).
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
-    pairs: Vec<(f64, bool)>,
+    pairs: Pairs,
     logloss_sum: f64,
     correct: u64,
     prediction_sum: f64,
     positives: u64,
+}
+
+/// Pairs of a [`Metrics`], in blocks: a long accumulation (a whole backfill's) grows by adding
+/// blocks, never by moving what it holds to a larger buffer.
+#[derive(Debug, Clone, Default)]
+struct Pairs {
+    blocks: Vec<Vec<(f64, bool)>>,
+    len: usize,
+}
+
+/// Pairs per block after the first.
+const BLOCK: usize = 1 << 16;
+
+impl Pairs {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            blocks: vec![Vec::with_capacity(n.min(BLOCK))],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, pair: (f64, bool)) {
+        match self.blocks.last_mut() {
+            Some(b) if b.len() < b.capacity() => b.push(pair),
+            _ => {
+                let mut b = Vec::with_capacity(BLOCK);
+                b.push(pair);
+                self.blocks.push(b);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(f64, bool)> {
+        self.blocks.iter().flatten()
+    }
+}
+
+/// An integer whose order is the numeric order of `p` (not NaN), with `-0.0` equal to `0.0`.
+fn order_key(p: f64) -> u64 {
+    let bits = (p + 0.0).to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    }
 }
 
 /// Final numbers of a [`Metrics`]. `NaN` where undefined (no examples, or AUC with one class).
@@ -45,6 +99,14 @@ impl Metrics {
     /// Empty accumulator.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Empty accumulator with room for `n` predictions.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            pairs: Pairs::with_capacity(n),
+            ..Self::default()
+        }
     }
 
     /// Adds one prediction `p` (probability of positive) for label `y` (0 or 1).
@@ -82,18 +144,22 @@ impl Metrics {
         if pos == 0.0 || neg == 0.0 || self.pairs.iter().any(|(p, _)| p.is_nan()) {
             return f64::NAN;
         }
-        let mut sorted: Vec<(f64, bool)> = self.pairs.clone();
-        sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Sorted by a key whose integer order is the numeric order of the (non-NaN)
+        // predictions, `-0.0` made `0.0`: equal keys are exactly the tied predictions.
+        let mut sorted: Vec<(u64, bool)> =
+            self.pairs.iter().map(|&(p, y)| (order_key(p), y)).collect();
+        sorted.sort_unstable_by_key(|&(k, _)| k);
         let mut rank_sum_pos = 0.0;
         let mut i = 0;
         while i < n {
             let mut j = i;
+            let mut pos_in_tie = u64::from(sorted[i].1);
             while j + 1 < n && sorted[j + 1].0 == sorted[i].0 {
                 j += 1;
+                pos_in_tie += u64::from(sorted[j].1);
             }
             let avg_rank = (i + j) as f64 / 2.0 + 1.0;
-            let pos_in_tie = sorted[i..=j].iter().filter(|(_, y)| *y).count() as f64;
-            rank_sum_pos += avg_rank * pos_in_tie;
+            rank_sum_pos += avg_rank * pos_in_tie as f64;
             i = j + 1;
         }
         (rank_sum_pos - pos * (pos + 1.0) / 2.0) / (pos * neg)
@@ -178,6 +244,31 @@ mod tests {
         assert!((m.summary().logloss - (-(EPS.ln()))).abs() < 1e-9);
     }
 
+    /// Many more pairs than one block: the same AUC as counting wins per score value.
+    #[test]
+    fn auc_over_many_blocks_matches_counting() {
+        let n = 3 * BLOCK + 123;
+        let score = |i: usize| (i * 7919 % 1000) as f64 / 1000.0;
+        let label = |i: usize| (i * 31 % 7) < (i * 7919 % 1000) / 200;
+        let mut m = Metrics::with_capacity(1000);
+        let (mut pos, mut neg) = (vec![0u64; 1000], vec![0u64; 1000]);
+        for i in 0..n {
+            m.add(score(i), label(i) as u8 as f32);
+            let k = i * 7919 % 1000;
+            if label(i) { pos[k] += 1 } else { neg[k] += 1 }
+        }
+        let (mut won, mut neg_below) = (0.0, 0u64);
+        for k in 0..1000 {
+            won += pos[k] as f64 * (neg_below as f64 + neg[k] as f64 / 2.0);
+            neg_below += neg[k];
+        }
+        let total_pos: u64 = pos.iter().sum();
+        let expected = won / (total_pos as f64 * neg_below as f64);
+        let s = m.summary();
+        assert_eq!(s.examples, n as u64);
+        assert!((s.auc - expected).abs() < 1e-12, "{} vs {expected}", s.auc);
+    }
+
     proptest::proptest! {
         #[test]
         fn auc_matches_pair_counting(v in proptest::collection::vec((0u8..10, proptest::bool::ANY), 2..60)) {
@@ -185,6 +276,25 @@ mod tests {
             for (p, y) in &v { m.add(*p as f64 / 10.0, *y as u8 as f32); }
             let pos: Vec<f64> = v.iter().filter(|x| x.1).map(|x| x.0 as f64).collect();
             let neg: Vec<f64> = v.iter().filter(|x| !x.1).map(|x| x.0 as f64).collect();
+            let auc = m.summary().auc;
+            if pos.is_empty() || neg.is_empty() {
+                proptest::prop_assert!(auc.is_nan());
+            } else {
+                let mut won = 0.0;
+                for a in &pos { for b in &neg { won += if a > b { 1.0 } else if a == b { 0.5 } else { 0.0 }; } }
+                proptest::prop_assert!((auc - won / (pos.len() * neg.len()) as f64).abs() < 1e-9);
+            }
+        }
+
+        /// Any finite scores (negative, signed zeros, tiny and huge magnitudes) rank as numbers.
+        #[test]
+        fn auc_ranks_any_finite_scores(v in proptest::collection::vec((
+            proptest::sample::select(vec![-1e300, -2.5, -1e-300, -0.0, 0.0, 1e-300, 0.25, 0.5, 3.0, 1e300]),
+            proptest::bool::ANY), 2..60)) {
+            let mut m = Metrics::new();
+            for (p, y) in &v { m.add(*p, *y as u8 as f32); }
+            let pos: Vec<f64> = v.iter().filter(|x| x.1).map(|x| x.0).collect();
+            let neg: Vec<f64> = v.iter().filter(|x| !x.1).map(|x| x.0).collect();
             let auc = m.summary().auc;
             if pos.is_empty() || neg.is_empty() {
                 proptest::prop_assert!(auc.is_nan());

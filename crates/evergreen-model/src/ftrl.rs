@@ -235,6 +235,9 @@ pub(crate) fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(bits)
 }
 
+/// Entries of an example whose weights [`Ftrl::learn_inner`] keeps from its prediction.
+const LEARN_CACHE: usize = 64;
+
 /// The FTRL-Proximal weight of a bucket from its `z` and `n` (`n` read only when needed).
 #[inline(always)]
 fn weight_of(p: &FtrlParams, z: f32, n: impl FnOnce() -> f32) -> f64 {
@@ -277,8 +280,8 @@ enum Store {
 impl Store {
     fn zeros(storage: WeightStorage, dim: usize) -> Self {
         match storage {
-            WeightStorage::F32 => Store::F32(vec![0.0; dim]),
-            WeightStorage::F16 => Store::F16(vec![0; dim]),
+            WeightStorage::F32 => Store::F32(crate::sparse_memory::zeroed(dim)),
+            WeightStorage::F16 => Store::F16(crate::sparse_memory::zeroed(dim)),
         }
     }
     #[inline(always)]
@@ -429,23 +432,49 @@ impl Ftrl {
     /// One FTRL step; with `anchor = Some((previous, mu))` the gradient of each touched
     /// coordinate gains `mu · (w_i − previous_i)`: an L2 pull towards another model's weights.
     fn learn_inner(&mut self, x: &FeatureVector, y: f32, anchor: Option<(&Ftrl, f64)>) -> f64 {
-        let p = self.predict(x);
+        // The weights computed for the prediction, with the `z` and `n` bits they came from,
+        // are reused by the update when the bucket still holds those bits (it does not when an
+        // index repeats within the example): same values as recomputing, one division less.
+        let mut cache = [(0u32, 0u32, 0.0f64); LEARN_CACHE];
+        let p = if x.len() <= LEARN_CACHE {
+            sigmoid(
+                x.iter()
+                    .zip(cache.iter_mut())
+                    .map(|((i, v), slot)| {
+                        let i = i as usize;
+                        if i >= self.z.len() {
+                            return 0.0 * v as f64; // as `weight` (0 outside the model) · v
+                        }
+                        let (z, n) = (self.z.get(i), self.n.get(i));
+                        let w = weight_of(&self.params, z, || n);
+                        *slot = (z.to_bits(), n.to_bits(), w);
+                        w * v as f64
+                    })
+                    .sum(),
+            )
+        } else {
+            self.predict(x)
+        };
         let g = p - y as f64;
         let alpha = self.params.alpha;
         let admission = !self.counts.is_empty();
-        for (i, v) in x.iter() {
+        for (j, (i, v)) in x.iter().enumerate() {
             let i = i as usize;
             if i >= self.z.len() || (admission && !self.admit(i)) {
                 continue;
             }
-            let w = self.weight(i);
+            let (zi, ni) = (self.z.get(i), self.n.get(i));
+            let w = match cache.get(j) {
+                Some(&(zb, nb, w)) if zb == zi.to_bits() && nb == ni.to_bits() => w,
+                _ => weight_of(&self.params, zi, || ni),
+            };
             let gi = match anchor {
                 Some((prev, mu)) => g * v as f64 + mu * (w - prev.weight(i)),
                 None => g * v as f64,
             };
-            let n = self.n.get(i) as f64;
+            let n = ni as f64;
             let sigma = ((n + gi * gi).sqrt() - n.sqrt()) / alpha;
-            let z = (self.z.get(i) as f64 + gi - sigma * w) as f32;
+            let z = (zi as f64 + gi - sigma * w) as f32;
             let n = (n + gi * gi) as f32;
             if self.params.storage == WeightStorage::F16 {
                 let (uz, un) = rounding_draws(self.params.seed, i, self.examples);

@@ -16,6 +16,7 @@ mod fm;
 mod format;
 mod ftrl;
 mod hogwild;
+mod sparse_memory;
 
 pub use common::{MAX_FACTORS, MAX_STATE_FLOATS, ShapeError};
 pub use ffm::{Ffm, FfmParams};

@@ -149,7 +149,7 @@ impl Trainer {
             // Windows are trained as the pipeline delivers them: reading (on the pipeline's
             // threads) overlaps training, and memory holds one window, not the file.
             let mut stream = self.stream_span(&span)?;
-            let mut buf = Vec::new();
+            let mut buf = Vec::with_capacity(rows.min(1 << 20));
             let mut bad_at_cut = 0u64;
             let mut w = 0usize;
             let mut trained_any = false;
@@ -167,8 +167,9 @@ impl Trainer {
                     break;
                 }
                 while buf.len() >= rows || (!more && !buf.is_empty()) {
-                    let rest = buf.split_off(rows.min(buf.len()));
-                    let window = std::mem::replace(&mut buf, rest);
+                    // The window moves out in one allocation of its size; `buf` keeps its
+                    // capacity for the next one (no regrowth per window).
+                    let window: Vec<_> = buf.drain(..rows.min(buf.len())).collect();
                     let bad_here = stream.bad_seen - bad_at_cut;
                     bad_at_cut = stream.bad_seen;
                     let window_span = Span {

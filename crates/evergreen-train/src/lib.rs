@@ -1139,7 +1139,7 @@ impl Trainer {
 
         // 2. Progressive validation: the current model predicts the whole span first (in
         //    batches; the metrics do not depend on the order).
-        let mut progressive = EvalMetrics::new();
+        let mut progressive = EvalMetrics::with_capacity(train_x.len() + holdout_x.len());
         let mut preds: Vec<f64> = Vec::with_capacity(train_x.len().max(holdout_x.len()));
         for (xs, ys) in [(&train_x, &train_y), (&holdout_x, &holdout_y)] {
             preds.clear();
@@ -1167,7 +1167,7 @@ impl Trainer {
         //    online progressive validation at batch granularity.
         let mut trained = 0u64;
         let batch = self.cfg.training.batch_size.max(1);
-        let mut online = EvalMetrics::new();
+        let mut online = EvalMetrics::with_capacity(train_x.len());
         // Replay: past examples spread evenly among the new ones.
         let replayed = self.replay.draw(train_x.len());
         report.replayed = replayed.len() as u64;
@@ -1282,8 +1282,8 @@ impl Trainer {
         };
 
         // 4. Evaluate candidate and current (serving) model on the held-out slice.
-        let mut eval = EvalMetrics::new();
-        let mut base = EvalMetrics::new();
+        let mut eval = EvalMetrics::with_capacity(holdout_x.len());
+        let mut base = EvalMetrics::with_capacity(holdout_x.len());
         for (model, metrics) in [
             (candidate.as_ref(), &mut eval),
             (self.model.as_ref(), &mut base),

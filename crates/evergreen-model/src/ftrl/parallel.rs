@@ -279,7 +279,20 @@ mod tests {
 
     #[test]
     fn one_thread_is_bit_identical_to_learn_batch() {
-        let (xs, ys) = stream(3000, 1);
+        let (mut xs, mut ys) = stream(3000, 1);
+        // Wide examples too (more entries than `learn_inner` keeps weights for), with repeated
+        // indices as in the narrow ones.
+        let (narrow, labels) = stream(400, 2);
+        for (group, y) in narrow.chunks(4).zip(labels.chunks(4)) {
+            let mut wide = FeatureVector::default();
+            for x in group {
+                for (i, v) in x.iter() {
+                    wide.push(i, v);
+                }
+            }
+            xs.push(wide);
+            ys.push(y[0]);
+        }
         for params in settings() {
             let mut a = Ftrl::new(params, DIM);
             let mut b = Ftrl::new(params, DIM);
@@ -292,7 +305,7 @@ mod tests {
             let bits = |p: &[f64]| p.iter().map(|p| p.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&pa), bits(&pb), "{params:?}");
             assert_eq!(encoded(&a), encoded(&b), "{params:?}");
-            assert_eq!(b.examples_seen(), 3000);
+            assert_eq!(b.examples_seen(), 3100);
         }
     }
 
