@@ -586,19 +586,43 @@ impl Transformer {
         layout: &Layout,
         cell: impl Fn(usize) -> &'c str,
     ) -> Result<(FeatureVector, f32), TransformError> {
+        let mut out = FeatureVector::default();
+        let y = self.example_of_cells_into(layout, cell, &mut out)?;
+        Ok((out, y))
+    }
+
+    /// [`Self::example_of_cells`] into `out` (cleared first; its allocations are reused):
+    /// returns the label. `out` is unspecified after an error.
+    pub fn example_of_cells_into<'c>(
+        &self,
+        layout: &Layout,
+        cell: impl Fn(usize) -> &'c str,
+        out: &mut FeatureVector,
+    ) -> Result<f32, TransformError> {
         let row = Cells {
             layout,
             cell,
             cells: std::marker::PhantomData,
         };
         let y = self.label_of(&row)?;
-        Ok((self.features_of(&row)?, y))
+        self.features_into(&row, out)?;
+        Ok(y)
     }
 
     fn features_of<S: Source>(&self, r: &S) -> Result<FeatureVector, TransformError> {
         let mut out = FeatureVector::with_capacity(
             1 + self.spec.categorical.len() + self.numeric.len() + self.crosses.len(),
         );
+        self.features_into(r, &mut out)?;
+        Ok(out)
+    }
+
+    fn features_into<S: Source>(
+        &self,
+        r: &S,
+        out: &mut FeatureVector,
+    ) -> Result<(), TransformError> {
+        out.clear();
         if self.spec.bias {
             out.push_field(0, self.bias_index, 1.0);
         }
@@ -739,7 +763,7 @@ impl Transformer {
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Reads the binary label of a record (1.0 positive, 0.0 negative).

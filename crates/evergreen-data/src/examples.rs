@@ -15,7 +15,7 @@
 //! (little-endian) follows. Positions (for quarantine and exactly-once accounting) number the
 //! examples from 1, the header excluded.
 
-use crate::pipeline::{Example, Rejected};
+use crate::pipeline::{Example, FeaturePool, Rejected};
 use crate::reader::{InputFile, Step};
 use crate::tfrecord::{TfRecordError, TfRecordReader, TfRecordWriter, decompressed, frame_error};
 use crate::{BadRecord, reason};
@@ -119,9 +119,22 @@ pub fn encode_example_record(x: &FeatureVector, label: f32, out: &mut Vec<u8>) {
 /// Parses the payload of one example record written for `header`: every index below
 /// `2^hash_bits`, every field below the field count, every value finite.
 pub fn decode_example_record(
-    mut b: &[u8],
+    b: &[u8],
     header: &ExamplesHeader,
 ) -> Result<(FeatureVector, f32), String> {
+    let mut x = FeatureVector::default();
+    let label = decode_example_record_into(b, header, &mut x)?;
+    Ok((x, label))
+}
+
+/// [`decode_example_record`] into `x` (cleared first; its allocations are reused): returns the
+/// label. `x` is unspecified after an error.
+pub fn decode_example_record_into(
+    mut b: &[u8],
+    header: &ExamplesHeader,
+    x: &mut FeatureVector,
+) -> Result<f32, String> {
+    x.clear();
     let (&label, rest) = b.split_first().ok_or("empty record")?;
     b = rest;
     if label > 1 {
@@ -133,7 +146,9 @@ pub fn decode_example_record(
         return Err(format!("entry count {n} does not fit the record"));
     }
     let dim = 1u64 << header.hash_bits;
-    let mut x = FeatureVector::with_capacity(n as usize);
+    x.indices.reserve(n as usize);
+    x.values.reserve(n as usize);
+    x.fields.reserve(n as usize);
     for e in 0..n {
         let i = get_varint(&mut b)?;
         let f = get_varint(&mut b)?;
@@ -169,7 +184,7 @@ pub fn decode_example_record(
     if !b.is_empty() {
         return Err(format!("{} trailing bytes", b.len()));
     }
-    Ok((x, f32::from(label)))
+    Ok(f32::from(label))
 }
 
 /// Writes an example file: the header record first, then one record per example.
@@ -296,7 +311,7 @@ impl ExamplesShard {
     }
 
     /// The next chunk of at most `chunk` records.
-    pub(crate) fn step(&mut self, chunk: usize) -> ShardStep {
+    pub(crate) fn step(&mut self, chunk: usize, pool: &mut FeaturePool) -> ShardStep {
         let mut good = Vec::with_capacity(chunk);
         let mut bad = Vec::new();
         while good.len() + bad.len() < chunk {
@@ -305,8 +320,9 @@ impl ExamplesShard {
                 Some(Ok(payload)) => {
                     self.records += 1;
                     let position = self.records;
-                    match decode_example_record(payload, &self.header) {
-                        Ok((features, label)) => good.push(Example {
+                    let mut features = pool.take();
+                    match decode_example_record_into(payload, &self.header, &mut features) {
+                        Ok(label) => good.push(Example {
                             shard: self.shard,
                             position,
                             features,

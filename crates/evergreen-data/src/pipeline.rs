@@ -139,6 +139,65 @@ pub struct ResumePoint {
     pub next_reader: usize,
 }
 
+/// Hands feature vectors the consumer is done with back to the readers, which fill them again
+/// instead of allocating (see [`Pipeline::recycler`]): in steady state the examples of a
+/// stream live in the same memory, and no allocation crosses threads. Cheap to clone; a
+/// recycler whose pipeline has ended drops what it is given.
+#[derive(Debug, Clone)]
+pub struct Recycler {
+    tx: Sender<Vec<FeatureVector>>,
+}
+
+impl Recycler {
+    /// Hands `vectors` back (dropped when the readers have enough waiting already).
+    pub fn recycle(&self, vectors: Vec<FeatureVector>) {
+        if !vectors.is_empty() {
+            let _ = self.tx.try_send(vectors);
+        }
+    }
+}
+
+/// Batches of returned vectors waiting for the readers.
+const RECYCLED_BATCHES: usize = 16;
+
+/// A reader thread's supply of feature vectors: recycled ones first, else new.
+pub(crate) struct FeaturePool {
+    rx: Option<Receiver<Vec<FeatureVector>>>,
+    stash: Vec<FeatureVector>,
+}
+
+impl FeaturePool {
+    /// A pool that only allocates.
+    #[cfg(test)]
+    pub(crate) fn none() -> Self {
+        Self {
+            rx: None,
+            stash: Vec::new(),
+        }
+    }
+
+    /// An empty feature vector, reusing a recycled one's allocations when there is one.
+    pub(crate) fn take(&mut self) -> FeatureVector {
+        if self.stash.is_empty()
+            && let Some(batch) = self.rx.as_ref().and_then(|rx| rx.try_recv().ok())
+        {
+            self.stash = batch;
+        }
+        match self.stash.pop() {
+            Some(mut v) => {
+                v.clear();
+                v
+            }
+            None => FeatureVector::default(),
+        }
+    }
+
+    /// Takes back a vector that was not handed out after all.
+    pub(crate) fn give_back(&mut self, v: FeatureVector) {
+        self.stash.push(v);
+    }
+}
+
 enum Chunk {
     Records {
         shard: usize,
@@ -199,6 +258,8 @@ pub struct Pipeline {
     cycle: usize,
     /// How far each shard has been taken in (see [`ResumePoint`]).
     consumed: ResumePoint,
+    /// See [`Pipeline::recycler`].
+    recycle: Recycler,
 }
 
 /// Transforms one chunk of records.
@@ -243,6 +304,7 @@ fn read_examples_shard(
     bytes: &Arc<AtomicU64>,
     expected: crate::examples::ExamplesHeader,
     skip: u64,
+    pool: &mut FeaturePool,
 ) -> bool {
     use crate::examples::{ExamplesShard, ShardStep};
     let opened = crate::reader::InputFile::open(&file.path, Some(bytes.clone()))
@@ -272,7 +334,7 @@ fn read_examples_shard(
             .is_ok();
     }
     loop {
-        let msg = match reader.step(chunk.max(1)) {
+        let msg = match reader.step(chunk.max(1), pool) {
             ShardStep::Chunk(good, bad) => Chunk::Transformed {
                 shard,
                 records: (good.len() + bad.len()) as u64,
@@ -300,6 +362,7 @@ fn read_examples_shard(
 
 /// Reads the rest of a shard (after `count` records) transformed on this thread, in chunks of
 /// examples and rejects, then its end or failure; false when the pipeline is gone.
+#[allow(clippy::too_many_arguments)]
 fn read_transformed(
     reader: &mut crate::SpanReader,
     shard: usize,
@@ -308,6 +371,7 @@ fn read_transformed(
     layout: Option<&evergreen_core::Layout>,
     tx: &Sender<Chunk>,
     mut count: u64,
+    pool: &mut FeaturePool,
 ) -> bool {
     use crate::reader::Transformed;
     let mut good = Vec::with_capacity(chunk);
@@ -322,7 +386,7 @@ fn read_transformed(
         };
         tx.send(msg).is_ok()
     };
-    while let Some(item) = reader.next_transformed(t, layout) {
+    while let Some(item) = reader.next_transformed(t, layout, pool) {
         match item {
             Transformed::Bad(b) if b.reason == crate::reason::IO_ERROR => {
                 if records > 0 && !flush(&mut good, &mut bad, &mut records) {
@@ -382,6 +446,7 @@ fn reader_thread(
     bytes: Arc<AtomicU64>,
     examples: crate::examples::ExamplesHeader,
     resume: Arc<ResumePoint>,
+    mut pool: FeaturePool,
 ) {
     for shard in mine {
         if stop.load(Ordering::Relaxed) {
@@ -401,6 +466,7 @@ fn reader_thread(
                 &bytes,
                 examples,
                 skip,
+                &mut pool,
             ) {
                 return;
             }
@@ -458,6 +524,7 @@ fn reader_thread(
                 layout.as_ref(),
                 &tx,
                 count,
+                &mut pool,
             ) {
                 return;
             }
@@ -565,6 +632,7 @@ impl Pipeline {
         let shards = Arc::new(shards);
         let mut threads = Vec::new();
 
+        let (recycle_tx, recycle_rx) = bounded::<Vec<FeatureVector>>(RECYCLED_BATCHES);
         // Readers, each with its own small channel so the sequencer can take turns.
         let mut reader_rx = Vec::new();
         for i in 0..cycle {
@@ -573,6 +641,10 @@ impl Pipeline {
             let transformer = transformer.clone();
             let (shards, stop, bytes) = (shards.clone(), stop.clone(), bytes_read.clone());
             let resume = resume.clone();
+            let pool = FeaturePool {
+                rx: Some(recycle_rx.clone()),
+                stash: Vec::new(),
+            };
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("evergreen-read-{i}"))
@@ -589,6 +661,7 @@ impl Pipeline {
                             bytes,
                             examples,
                             resume,
+                            pool,
                         )
                     })
                     .expect("spawn reader thread"),
@@ -705,7 +778,14 @@ impl Pipeline {
             bytes_read,
             cycle,
             consumed,
+            recycle: Recycler { tx: recycle_tx },
         }
+    }
+
+    /// Where the consumer hands back the feature vectors of examples it is done with, for the
+    /// readers to fill again (optional: without it every example is a new allocation).
+    pub fn recycler(&self) -> Recycler {
+        self.recycle.clone()
     }
 
     /// The next item already taken in (a rejected record, a batch, or the examples waiting for
@@ -898,6 +978,44 @@ mod tests {
             }
         }
         (order, bad, done, batches)
+    }
+
+    /// Every example (shard, position, features, label) a pipeline delivers; with `recycle`,
+    /// each batch's feature vectors go back to the readers as soon as they are copied out.
+    fn examples(p: Pipeline, recycle: bool) -> Vec<(usize, u64, FeatureVector, f32)> {
+        let r = p.recycler();
+        let mut out = Vec::new();
+        for item in p {
+            if let Item::Batch(b) = item {
+                out.extend(
+                    b.iter()
+                        .map(|e| (e.shard, e.position, e.features.clone(), e.label)),
+                );
+                if recycle {
+                    r.recycle(b.into_iter().map(|e| e.features).collect());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn recycled_feature_vectors_carry_nothing_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = shards(dir.path(), 3, 2000);
+        let evgx = as_example_files(&csv);
+        for files in [csv, evgx] {
+            let plain = examples(
+                Pipeline::start(files.clone(), transformer(), PipelineOptions::default()),
+                false,
+            );
+            let recycled = examples(
+                Pipeline::start(files.clone(), transformer(), PipelineOptions::default()),
+                true,
+            );
+            assert_eq!(plain.len(), 3 * 2000 - 3 * 21);
+            assert_eq!(recycled, plain);
+        }
     }
 
     #[test]

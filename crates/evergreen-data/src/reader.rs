@@ -325,9 +325,10 @@ impl SpanReader {
         &mut self,
         t: &evergreen_core::Transformer,
         layout: Option<&evergreen_core::Layout>,
+        pool: &mut crate::pipeline::FeaturePool,
     ) -> Option<Transformed> {
         if let (Inner::Csv(rows), Some(layout)) = (&mut self.inner, layout) {
-            return match rows.step_example(t, layout) {
+            return match rows.step_example(t, layout, pool) {
                 Ok(done) => Some(done),
                 Err(step) => self.finish(step).map(|r| match r {
                     Ok(_) => unreachable!("a CSV example step never yields a record"),
@@ -596,6 +597,7 @@ impl CsvRows {
         &mut self,
         t: &evergreen_core::Transformer,
         layout: &evergreen_core::Layout,
+        pool: &mut crate::pipeline::FeaturePool,
     ) -> Result<Transformed, Step> {
         self.read_row()?;
         if self.rec.len() != self.header.len() {
@@ -604,6 +606,7 @@ impl CsvRows {
         }
         // Each cell is checked once; rows of up to `MAX_CELLS` keep them on the stack.
         const MAX_CELLS: usize = 64;
+        let mut features = pool.take();
         let outcome = {
             let rec = &self.rec;
             let wide = rec.len() > MAX_CELLS;
@@ -621,15 +624,18 @@ impl CsvRows {
             }
             match invalid {
                 Some(bad) => Err(bad),
-                None if wide => Ok(t.example_of_cells(layout, |i| {
-                    std::str::from_utf8(rec.get(i).unwrap_or_default()).unwrap_or("")
-                })),
-                None => Ok(t.example_of_cells(layout, |i| cells[i])),
+                None if wide => Ok(t.example_of_cells_into(
+                    layout,
+                    |i| std::str::from_utf8(rec.get(i).unwrap_or_default()).unwrap_or(""),
+                    &mut features,
+                )),
+                None => Ok(t.example_of_cells_into(layout, |i| cells[i], &mut features)),
             }
         };
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err((i, e)) => {
+                pool.give_back(features);
                 let (line, raw) = self.take_text(true);
                 return Err(Step::Bad {
                     line,
@@ -644,7 +650,7 @@ impl CsvRows {
             }
         };
         match outcome {
-            Ok((features, label)) => {
+            Ok(label) => {
                 let (line, _) = self.take_text(false);
                 Ok(Transformed::Example {
                     line,
@@ -653,6 +659,7 @@ impl CsvRows {
                 })
             }
             Err(error) => {
+                pool.give_back(features);
                 let (line, raw) = self.take_text(true);
                 Ok(Transformed::Refused { line, error, raw })
             }
@@ -1138,7 +1145,8 @@ mod transformed_tests {
             let layout = reader.columns().map(|c| t.layout(c));
             prop_assert!(layout.is_some());
             let mut direct = Vec::new();
-            while let Some(item) = reader.next_transformed(&t, layout.as_ref()) {
+            let mut pool = crate::pipeline::FeaturePool::none();
+            while let Some(item) = reader.next_transformed(&t, layout.as_ref(), &mut pool) {
                 direct.push(outcome_of(item));
             }
             prop_assert_eq!(direct, records);

@@ -126,6 +126,17 @@ impl Metrics {
         self.pairs.push((p, positive));
     }
 
+    /// Adds every prediction of `other` (as if each had been added here).
+    pub fn merge(&mut self, other: &Metrics) {
+        for &pair in other.pairs.iter() {
+            self.pairs.push(pair);
+        }
+        self.logloss_sum += other.logloss_sum;
+        self.correct += other.correct;
+        self.prediction_sum += other.prediction_sum;
+        self.positives += other.positives;
+    }
+
     /// Number of examples added.
     pub fn len(&self) -> u64 {
         self.pairs.len() as u64
@@ -242,6 +253,23 @@ mod tests {
         let mut m = Metrics::new();
         m.add(0.0, 1.0);
         assert!((m.summary().logloss - (-(EPS.ln()))).abs() < 1e-9);
+    }
+
+    #[test]
+    fn merged_accumulators_equal_one_accumulator() {
+        let (mut all, mut a, mut b) = (Metrics::new(), Metrics::with_capacity(3), Metrics::new());
+        for i in 0..1000 {
+            let (p, y) = ((i * 37 % 101) as f64 / 100.0, (i % 3 == 0) as u8 as f32);
+            all.add(p, y);
+            if i < 400 { a.add(p, y) } else { b.add(p, y) }
+        }
+        a.merge(&b);
+        let (x, y) = (a.summary(), all.summary());
+        assert_eq!(x.examples, y.examples);
+        assert_eq!(x.auc, y.auc);
+        assert_eq!(x.accuracy, y.accuracy);
+        assert!((x.logloss - y.logloss).abs() < 1e-12);
+        assert!((x.calibration - y.calibration).abs() < 1e-12);
     }
 
     /// Many more pairs than one block: the same AUC as counting wins per score value.

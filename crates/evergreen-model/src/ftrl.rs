@@ -1,6 +1,7 @@
 //! FTRL-Proximal logistic regression (McMahan et al., "Ad Click Prediction: a View from the
 //! Trenches", KDD 2013, Algorithm 1): per-coordinate learning rates, L1 and L2 regularization.
 
+use crate::sparse_memory::ZeroTable;
 use crate::{Differentiable, Model, ModelKind, sigmoid};
 use evergreen_core::FeatureVector;
 use serde::{Deserialize, Serialize};
@@ -273,15 +274,15 @@ fn rounding_draws(seed: u64, i: usize, examples: u64) -> (f64, f64) {
 /// Per-bucket values in the configured precision.
 #[derive(Debug, Clone, PartialEq)]
 enum Store {
-    F32(Vec<f32>),
-    F16(Vec<u16>),
+    F32(ZeroTable<f32>),
+    F16(ZeroTable<u16>),
 }
 
 impl Store {
     fn zeros(storage: WeightStorage, dim: usize) -> Self {
         match storage {
-            WeightStorage::F32 => Store::F32(crate::sparse_memory::zeroed(dim)),
-            WeightStorage::F16 => Store::F16(crate::sparse_memory::zeroed(dim)),
+            WeightStorage::F32 => Store::F32(ZeroTable::zeros(dim)),
+            WeightStorage::F16 => Store::F16(ZeroTable::zeros(dim)),
         }
     }
     #[inline(always)]
@@ -344,8 +345,8 @@ impl Store {
         dim: usize,
     ) -> Option<Self> {
         Some(match storage {
-            WeightStorage::F32 => Store::F32(r.f32s(dim)?),
-            WeightStorage::F16 => Store::F16(r.u16s(dim)?),
+            WeightStorage::F32 => Store::F32(r.f32s(dim)?.into()),
+            WeightStorage::F16 => Store::F16(r.u16s(dim)?.into()),
         })
     }
 }
@@ -358,7 +359,7 @@ pub struct Ftrl {
     z: Store,
     n: Store,
     /// Empty unless `params.admission()`: occurrences so far, or `ADMITTED`.
-    counts: Vec<u8>,
+    counts: ZeroTable<u8>,
     examples: u64,
 }
 
@@ -369,11 +370,7 @@ impl Ftrl {
             params,
             z: Store::zeros(params.storage, dim),
             n: Store::zeros(params.storage, dim),
-            counts: if params.admission() {
-                vec![0; dim]
-            } else {
-                Vec::new()
-            },
+            counts: ZeroTable::zeros(if params.admission() { dim } else { 0 }),
             examples: 0,
         }
     }
@@ -393,21 +390,19 @@ impl Ftrl {
             self.n = self.n.convert(params.storage);
         }
         if params.admission() && !self.params.admission() {
-            self.counts = (0..self.z.len())
-                .map(|i| {
-                    if self.z.get(i) != 0.0 || self.n.get(i) != 0.0 {
-                        ADMITTED
-                    } else {
-                        0
-                    }
-                })
-                .collect();
+            let mut counts = ZeroTable::zeros(self.z.len());
+            for (i, c) in counts.iter_mut().enumerate() {
+                if self.z.get(i) != 0.0 || self.n.get(i) != 0.0 {
+                    *c = ADMITTED;
+                }
+            }
+            self.counts = counts;
         } else if !params.admission() {
-            self.counts = Vec::new();
+            self.counts = ZeroTable::zeros(0);
         } else {
             // Still on: a lower admit_after caps the counts of buckets not yet admitted.
             let need = params.admit_after.max(1) as u8;
-            for c in &mut self.counts {
+            for c in self.counts.iter_mut() {
                 if *c != ADMITTED && *c > need {
                     *c = need;
                 }
@@ -578,11 +573,12 @@ impl Ftrl {
         }
         let z = Store::decode(&mut r, params.storage, dim)?;
         let n = Store::decode(&mut r, params.storage, dim)?;
-        let counts = if params.admission() {
+        let counts: ZeroTable<u8> = if params.admission() {
             r.bytes(dim)?.to_vec()
         } else {
             Vec::new()
-        };
+        }
+        .into();
         // n is a sum of squared gradients: finite and never negative; z finite.
         if z.iter().chain(n.iter()).any(|x| !x.is_finite()) || n.iter().any(|x| x < 0.0) {
             return None;

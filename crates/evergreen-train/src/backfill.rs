@@ -207,6 +207,7 @@ impl Trainer {
                         &mut report,
                         WindowMode::Backfill { enforce_gate },
                         Some(&mut sinks),
+                        Some(&stream.pipeline.recycler()),
                     )?;
                     report.seconds = t.elapsed().as_secs_f64();
                     out.windows += 1;

@@ -848,12 +848,14 @@ impl Trainer {
             };
             tracing::warn!(span = %commit.id, "{}", report.note);
         } else {
+            let recycle = self.active.as_ref().map(|s| s.pipeline.recycler());
             self.train_and_gate(
                 span,
                 examples,
                 &mut report,
                 WindowMode::Cycle(&commit),
                 None,
+                recycle.as_ref(),
             )?;
         }
 
@@ -1115,6 +1117,7 @@ impl Trainer {
         report: &mut CycleReport,
         mode: WindowMode,
         mut sinks: Option<&mut Sinks>,
+        recycle: Option<&evergreen_data::pipeline::Recycler>,
     ) -> Result<(), TrainError> {
         let model_name = self.cfg.model.name.clone();
         let ml = Metrics::model(&model_name);
@@ -1146,10 +1149,10 @@ impl Trainer {
             self.model.predict_batch(xs, &mut preds);
             for (&p, &y) in preds.iter().zip(ys.iter()) {
                 progressive.add(p, y);
-                if let Some(s) = sinks.as_deref_mut() {
-                    s.progressive.add(p, y);
-                }
             }
+        }
+        if let Some(s) = sinks.as_deref_mut() {
+            s.progressive.merge(&progressive);
         }
         let progressive = progressive.summary();
         self.metrics
@@ -1209,7 +1212,7 @@ impl Trainer {
                 && learn_parallel(candidate, &train_x, &train_y, batch, threads, &mut preds)
             {
                 if epoch == 0 {
-                    add_online(&mut online, sinks.as_deref_mut(), &preds, &train_y, &is_new);
+                    add_online(&mut online, &preds, &train_y, &is_new);
                 }
                 trained += train_x.len() as u64;
                 continue;
@@ -1230,7 +1233,7 @@ impl Trainer {
                     candidate.learn_batch(xs, ys, &mut preds);
                 }
                 if epoch == 0 {
-                    add_online(&mut online, sinks.as_deref_mut(), &preds, ys, new);
+                    add_online(&mut online, &preds, ys, new);
                 }
                 trained += xs.len() as u64;
             }
@@ -1254,7 +1257,15 @@ impl Trainer {
         } else {
             None
         };
+        // The window's feature vectors go back to the readers (when it was read through a
+        // pipeline still running) to hold the examples to come.
+        if let Some(r) = recycle {
+            r.recycle(train_x);
+        }
         report.trained = trained;
+        if let Some(s) = sinks {
+            s.online.merge(&online);
+        }
         if !online.is_empty() {
             let o = online.summary();
             self.metrics
@@ -1488,18 +1499,9 @@ fn window_uri(span_uri: &std::path::Path, span: &str, id: &str) -> String {
 }
 
 /// Records the pre-update predictions of the new (not replayed) examples in the online metrics.
-fn add_online(
-    online: &mut EvalMetrics,
-    mut sinks: Option<&mut Sinks>,
-    preds: &[f64],
-    ys: &[f32],
-    new: &[bool],
-) {
+fn add_online(online: &mut EvalMetrics, preds: &[f64], ys: &[f32], new: &[bool]) {
     for ((p, y), _) in preds.iter().zip(ys).zip(new).filter(|(_, n)| **n) {
         online.add(*p, *y);
-        if let Some(s) = sinks.as_deref_mut() {
-            s.online.add(*p, *y);
-        }
     }
 }
 

@@ -37,8 +37,8 @@ enum Shared<'a> {
 impl<'a> Shared<'a> {
     fn of(store: &'a mut Store) -> Self {
         match store {
-            Store::F32(v) => Shared::F32(atomic_view(v)),
-            Store::F16(v) => Shared::F16(atomic_view(v)),
+            Store::F32(v) => Shared::F32(atomic_view(&mut v[..])),
+            Store::F16(v) => Shared::F16(atomic_view(&mut v[..])),
         }
     }
 
@@ -194,7 +194,7 @@ impl Ftrl {
             params: self.params,
             z: Shared::of(&mut self.z),
             n: Shared::of(&mut self.n),
-            counts: atomic_view(&mut self.counts),
+            counts: atomic_view(&mut self.counts[..]),
         };
         crate::hogwild::run_shards(xs, ys, threads, preds, |offset, cx, cy, out| {
             worker.learn_shard(cx, cy, first + offset as u64, out)
@@ -387,7 +387,7 @@ mod contention {
                 params,
                 z: Shared::of(&mut m.z),
                 n: Shared::of(&mut m.n),
-                counts: atomic_view(&mut m.counts),
+                counts: atomic_view(&mut m.counts[..]),
             };
             let barrier = std::sync::Barrier::new(2);
             std::thread::scope(|s| {
