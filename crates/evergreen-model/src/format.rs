@@ -233,6 +233,9 @@ mod tests {
         let p = m.predict(&x);
         let expected = trained().predict(&x);
         assert!((p - expected).abs() < 1e-12, "{p} vs {expected}");
+        // Saved again, the state is byte for byte the file (the in-memory layout may change,
+        // the encoded one does not).
+        assert_eq!(save(m.as_ref(), h.spec_fingerprint), bytes);
     }
 
     /// The recipe of `examples/write_golden.rs` for `fm` and `ffm`.

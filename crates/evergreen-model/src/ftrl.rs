@@ -271,7 +271,9 @@ fn rounding_draws(seed: u64, i: usize, examples: u64) -> (f64, f64) {
     (to_unit(h), to_unit(h << 24))
 }
 
-/// Per-bucket values in the configured precision.
+/// `z` and `n` of every bucket in the configured precision, interleaved (`[z_0, n_0, z_1, n_1,
+/// …]`): one cache line, and one page, hold both values of a bucket. The encoded form keeps
+/// the format's layout (every `z`, then every `n`).
 #[derive(Debug, Clone, PartialEq)]
 enum Store {
     F32(ZeroTable<f32>),
@@ -281,36 +283,64 @@ enum Store {
 impl Store {
     fn zeros(storage: WeightStorage, dim: usize) -> Self {
         match storage {
-            WeightStorage::F32 => Store::F32(ZeroTable::zeros(dim)),
-            WeightStorage::F16 => Store::F16(ZeroTable::zeros(dim)),
+            WeightStorage::F32 => Store::F32(ZeroTable::zeros(2 * dim)),
+            WeightStorage::F16 => Store::F16(ZeroTable::zeros(2 * dim)),
+        }
+    }
+    /// Value `k` of the interleaved table.
+    #[inline(always)]
+    fn get(&self, k: usize) -> f32 {
+        match self {
+            Store::F32(v) => v[k],
+            Store::F16(v) => f16_to_f32(v[k]),
         }
     }
     #[inline(always)]
-    fn get(&self, i: usize) -> f32 {
+    fn set(&mut self, k: usize, x: f32) {
         match self {
-            Store::F32(v) => v[i],
-            Store::F16(v) => f16_to_f32(v[i]),
-        }
-    }
-    #[inline(always)]
-    fn set(&mut self, i: usize, x: f32) {
-        match self {
-            Store::F32(v) => v[i] = x,
-            Store::F16(v) => v[i] = f32_to_f16(x),
+            Store::F32(v) => v[k] = x,
+            Store::F16(v) => v[k] = f32_to_f16(x),
         }
     }
     /// Like `set`, with stochastic rounding (draw `u`) for f16.
     #[inline(always)]
-    fn set_stochastic(&mut self, i: usize, x: f32, u: f64) {
+    fn set_stochastic(&mut self, k: usize, x: f32, u: f64) {
         match self {
-            Store::F32(v) => v[i] = x,
-            Store::F16(v) => v[i] = f32_to_f16_stochastic(x, u),
+            Store::F32(v) => v[k] = x,
+            Store::F16(v) => v[k] = f32_to_f16_stochastic(x, u),
         }
     }
-    fn len(&self) -> usize {
+    /// `z` of bucket `i`.
+    #[inline(always)]
+    fn z(&self, i: usize) -> f32 {
+        self.get(2 * i)
+    }
+    /// `n` of bucket `i`.
+    #[inline(always)]
+    fn n(&self, i: usize) -> f32 {
+        self.get(2 * i + 1)
+    }
+    #[inline(always)]
+    fn set_z(&mut self, i: usize, x: f32) {
+        self.set(2 * i, x)
+    }
+    #[inline(always)]
+    fn set_n(&mut self, i: usize, x: f32) {
+        self.set(2 * i + 1, x)
+    }
+    #[inline(always)]
+    fn set_z_stochastic(&mut self, i: usize, x: f32, u: f64) {
+        self.set_stochastic(2 * i, x, u)
+    }
+    #[inline(always)]
+    fn set_n_stochastic(&mut self, i: usize, x: f32, u: f64) {
+        self.set_stochastic(2 * i + 1, x, u)
+    }
+    /// Buckets.
+    fn dim(&self) -> usize {
         match self {
-            Store::F32(v) => v.len(),
-            Store::F16(v) => v.len(),
+            Store::F32(v) => v.len() / 2,
+            Store::F16(v) => v.len() / 2,
         }
     }
     fn bytes_per_value(&self) -> usize {
@@ -319,34 +349,48 @@ impl Store {
             Store::F16(_) => 2,
         }
     }
-    fn iter(&self) -> impl Iterator<Item = f32> + '_ {
-        (0..self.len()).map(|i| self.get(i))
+    /// Every `z`, then every `n`.
+    fn zs_then_ns(&self) -> impl Iterator<Item = f32> + '_ {
+        let dim = self.dim();
+        (0..dim)
+            .map(|i| self.z(i))
+            .chain((0..dim).map(|i| self.n(i)))
     }
     fn convert(&self, storage: WeightStorage) -> Self {
-        let mut out = Store::zeros(storage, self.len());
-        for i in 0..self.len() {
-            out.set(i, self.get(i));
+        let mut out = Store::zeros(storage, self.dim());
+        for k in 0..2 * self.dim() {
+            out.set(k, self.get(k));
         }
         out
     }
+    /// The format's layout: every `z`, then every `n`, stored values as they are.
     fn encode(&self, out: &mut Vec<u8>) {
+        fn halves<T: Copy>(v: &[T], mut put: impl FnMut(T)) {
+            v.iter().step_by(2).for_each(|&x| put(x));
+            v.iter().skip(1).step_by(2).for_each(|&x| put(x));
+        }
         match self {
-            Store::F32(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Store::F16(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Store::F32(v) => halves(v, |x| out.extend_from_slice(&x.to_le_bytes())),
+            Store::F16(v) => halves(v, |x| out.extend_from_slice(&x.to_le_bytes())),
         }
     }
+    /// Reads `dim` `z` values then `dim` `n` values.
     fn decode(
         r: &mut crate::format::Reader<'_>,
         storage: WeightStorage,
         dim: usize,
     ) -> Option<Self> {
+        fn interleave<T: Copy>(z: Vec<T>, n: Vec<T>) -> Vec<T> {
+            let mut v = Vec::with_capacity(2 * z.len());
+            for (z, n) in z.into_iter().zip(n) {
+                v.push(z);
+                v.push(n);
+            }
+            v
+        }
         Some(match storage {
-            WeightStorage::F32 => Store::F32(r.f32s(dim)?.into()),
-            WeightStorage::F16 => Store::F16(r.u16s(dim)?.into()),
+            WeightStorage::F32 => Store::F32(interleave(r.f32s(dim)?, r.f32s(dim)?).into()),
+            WeightStorage::F16 => Store::F16(interleave(r.u16s(dim)?, r.u16s(dim)?).into()),
         })
     }
 }
@@ -356,8 +400,8 @@ impl Store {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ftrl {
     params: FtrlParams,
-    z: Store,
-    n: Store,
+    /// `z` and `n`, interleaved.
+    zn: Store,
     /// Empty unless `params.admission()`: occurrences so far, or `ADMITTED`.
     counts: ZeroTable<u8>,
     examples: u64,
@@ -368,8 +412,7 @@ impl Ftrl {
     pub fn new(params: FtrlParams, dim: usize) -> Self {
         Self {
             params,
-            z: Store::zeros(params.storage, dim),
-            n: Store::zeros(params.storage, dim),
+            zn: Store::zeros(params.storage, dim),
             counts: ZeroTable::zeros(if params.admission() { dim } else { 0 }),
             examples: 0,
         }
@@ -386,13 +429,12 @@ impl Ftrl {
     /// buckets not yet admitted.
     pub fn set_params(&mut self, params: FtrlParams) {
         if params.storage != self.params.storage {
-            self.z = self.z.convert(params.storage);
-            self.n = self.n.convert(params.storage);
+            self.zn = self.zn.convert(params.storage);
         }
         if params.admission() && !self.params.admission() {
-            let mut counts = ZeroTable::zeros(self.z.len());
+            let mut counts = ZeroTable::zeros(self.zn.dim());
             for (i, c) in counts.iter_mut().enumerate() {
-                if self.z.get(i) != 0.0 || self.n.get(i) != 0.0 {
+                if self.zn.z(i) != 0.0 || self.zn.n(i) != 0.0 {
                     *c = ADMITTED;
                 }
             }
@@ -413,15 +455,15 @@ impl Ftrl {
 
     /// Bytes of model state (`z`, `n` and admission counters).
     pub fn state_bytes(&self) -> usize {
-        2 * self.z.len() * self.z.bytes_per_value() + self.counts.len()
+        2 * self.zn.dim() * self.zn.bytes_per_value() + self.counts.len()
     }
 
     #[inline]
     fn weight(&self, i: usize) -> f64 {
-        if i >= self.z.len() {
+        if i >= self.zn.dim() {
             return 0.0;
         }
-        weight_of(&self.params, self.z.get(i), || self.n.get(i))
+        weight_of(&self.params, self.zn.z(i), || self.zn.n(i))
     }
 
     /// One FTRL step; with `anchor = Some((previous, mu))` the gradient of each touched
@@ -437,10 +479,10 @@ impl Ftrl {
                     .zip(cache.iter_mut())
                     .map(|((i, v), slot)| {
                         let i = i as usize;
-                        if i >= self.z.len() {
+                        if i >= self.zn.dim() {
                             return 0.0 * v as f64; // as `weight` (0 outside the model) · v
                         }
-                        let (z, n) = (self.z.get(i), self.n.get(i));
+                        let (z, n) = (self.zn.z(i), self.zn.n(i));
                         let w = weight_of(&self.params, z, || n);
                         *slot = (z.to_bits(), n.to_bits(), w);
                         w * v as f64
@@ -455,10 +497,10 @@ impl Ftrl {
         let admission = !self.counts.is_empty();
         for (j, (i, v)) in x.iter().enumerate() {
             let i = i as usize;
-            if i >= self.z.len() || (admission && !self.admit(i)) {
+            if i >= self.zn.dim() || (admission && !self.admit(i)) {
                 continue;
             }
-            let (zi, ni) = (self.z.get(i), self.n.get(i));
+            let (zi, ni) = (self.zn.z(i), self.zn.n(i));
             let w = match cache.get(j) {
                 Some(&(zb, nb, w)) if zb == zi.to_bits() && nb == ni.to_bits() => w,
                 _ => weight_of(&self.params, zi, || ni),
@@ -473,11 +515,11 @@ impl Ftrl {
             let n = (n + gi * gi) as f32;
             if self.params.storage == WeightStorage::F16 {
                 let (uz, un) = rounding_draws(self.params.seed, i, self.examples);
-                self.z.set_stochastic(i, z, uz);
-                self.n.set_stochastic(i, n, un);
+                self.zn.set_z_stochastic(i, z, uz);
+                self.zn.set_n_stochastic(i, n, un);
             } else {
-                self.z.set(i, z);
-                self.n.set(i, n);
+                self.zn.set_z(i, z);
+                self.zn.set_n(i, n);
             }
         }
         self.examples += 1;
@@ -571,8 +613,7 @@ impl Ftrl {
         if dim.checked_mul(per_bucket)? != r.remaining() {
             return None;
         }
-        let z = Store::decode(&mut r, params.storage, dim)?;
-        let n = Store::decode(&mut r, params.storage, dim)?;
+        let zn = Store::decode(&mut r, params.storage, dim)?;
         let counts: ZeroTable<u8> = if params.admission() {
             r.bytes(dim)?.to_vec()
         } else {
@@ -580,20 +621,19 @@ impl Ftrl {
         }
         .into();
         // n is a sum of squared gradients: finite and never negative; z finite.
-        if z.iter().chain(n.iter()).any(|x| !x.is_finite()) || n.iter().any(|x| x < 0.0) {
+        if zn.zs_then_ns().any(|x| !x.is_finite()) || (0..dim).any(|i| zn.n(i) < 0.0) {
             return None;
         }
         // A bucket not admitted has a count of at most `admit_after` and no state.
         let need = params.admit_after.max(1) as u8;
         for (i, &c) in counts.iter().enumerate() {
-            if c != ADMITTED && (c > need || z.get(i) != 0.0 || n.get(i) != 0.0) {
+            if c != ADMITTED && (c > need || zn.z(i) != 0.0 || zn.n(i) != 0.0) {
                 return None;
             }
         }
         Some(Self {
             params,
-            z,
-            n,
+            zn,
             counts,
             examples,
         })
@@ -606,7 +646,7 @@ impl Model for Ftrl {
     }
 
     fn dim(&self) -> usize {
-        self.z.len()
+        self.zn.dim()
     }
 
     fn predict(&self, x: &FeatureVector) -> f64 {
@@ -618,7 +658,7 @@ impl Model for Ftrl {
     }
 
     fn is_finite(&self) -> bool {
-        self.z.iter().chain(self.n.iter()).all(|x| x.is_finite())
+        self.zn.zs_then_ns().all(|x| x.is_finite())
     }
 
     fn examples_seen(&self) -> u64 {
@@ -645,9 +685,8 @@ impl Model for Ftrl {
             out.extend_from_slice(&storage.to_le_bytes());
         }
         out.extend_from_slice(&self.examples.to_le_bytes());
-        out.extend_from_slice(&(self.z.len() as u64).to_le_bytes());
-        self.z.encode(out);
-        self.n.encode(out);
+        out.extend_from_slice(&(self.zn.dim() as u64).to_le_bytes());
+        self.zn.encode(out);
         out.extend_from_slice(&self.counts);
     }
 
@@ -671,7 +710,7 @@ impl Differentiable for Ftrl {
         let d = p - f64::from(y);
         let mut g = std::collections::BTreeMap::new();
         for (i, v) in x.iter() {
-            if (i as usize) < self.z.len() {
+            if (i as usize) < self.zn.dim() {
                 *g.entry(i as usize).or_insert(0.0) += d * f64::from(v);
             }
         }
@@ -684,13 +723,13 @@ impl Differentiable for Ftrl {
 
     fn set_param(&mut self, id: usize, value: f64) {
         let p = self.params;
-        let denom = (p.beta + f64::from(self.n.get(id)).sqrt()) / p.alpha + p.l2;
+        let denom = (p.beta + f64::from(self.zn.n(id)).sqrt()) / p.alpha + p.l2;
         let z = if value == 0.0 {
             0.0
         } else {
             -(value * denom + value.signum() * p.l1)
         };
-        self.z.set(id, z as f32);
+        self.zn.set_z(id, z as f32);
     }
 }
 
@@ -746,8 +785,8 @@ mod tests {
         let mut m = Ftrl::new(params, 4);
         // first step: w = 0, p = 0.5, g = -0.5, sigma = 0.5 / 0.5 = 1, z = -0.5, n = 0.25
         m.learn(&fv(&[1]), 1.0);
-        assert!((m.z.get(1) as f64 + 0.5).abs() < 1e-7);
-        assert!((m.n.get(1) as f64 - 0.25).abs() < 1e-7);
+        assert!((m.zn.z(1) as f64 + 0.5).abs() < 1e-7);
+        assert!((m.zn.n(1) as f64 - 0.25).abs() < 1e-7);
         // w = 0.5 / ((1 + 0.5) / 0.5) = 1/6
         assert!((m.weight_at(1) - 1.0 / 6.0).abs() < 1e-7);
     }
@@ -762,8 +801,8 @@ mod tests {
             ..FtrlParams::default()
         };
         let mut m = Ftrl::new(params, 4);
-        m.z.set(0, 1.0);
-        m.z.set(1, -1.0); // n stays 0: both weights divide by zero
+        m.zn.set_z(0, 1.0);
+        m.zn.set_z(1, -1.0); // n stays 0: both weights divide by zero
         let p = m.predict(&fv(&[0, 1]));
         assert!((0.0..=1.0).contains(&p), "{p}");
         let mut x = fv(&[0, 1]);
@@ -775,8 +814,8 @@ mod tests {
     fn negative_or_non_finite_state_is_refused_on_load() {
         for (zi, ni) in [(0.0, -1.0), (f32::NAN, 0.0), (0.0, f32::INFINITY)] {
             let mut m = Ftrl::new(FtrlParams::default(), 4);
-            m.z.set(3, zi);
-            m.n.set(3, ni);
+            m.zn.set_z(3, zi);
+            m.zn.set_n(3, ni);
             let mut body = Vec::new();
             m.encode(&mut body);
             assert!(Ftrl::decode(&body).is_none(), "z={zi} n={ni} accepted");
@@ -903,7 +942,7 @@ mod tests {
         m.learn(&fv(&[5, 6]), 1.0);
         assert_eq!(m.weight_at(5), 0.0);
         assert_eq!(m.weight_at(6), 0.0);
-        assert_eq!((m.z.get(5), m.n.get(5)), (0.0, 0.0));
+        assert_eq!((m.zn.z(5), m.zn.n(5)), (0.0, 0.0));
         m.learn(&fv(&[5]), 1.0); // third occurrence: admitted and learned from
         assert!(m.weight_at(5) > 0.0);
         assert_eq!(m.weight_at(6), 0.0);
@@ -918,7 +957,7 @@ mod tests {
         bad[last] = 4;
         assert!(Ftrl::decode(&bad).is_none());
         let mut bad = m.clone();
-        bad.n.set(6, 1.0);
+        bad.zn.set_n(6, 1.0);
         let mut b = Vec::new();
         bad.encode(&mut b);
         assert!(Ftrl::decode(&b).is_none());

@@ -27,50 +27,63 @@ use crate::{FtrlParams, WeightStorage, sigmoid};
 use evergreen_core::FeatureVector;
 use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, Ordering::Relaxed};
 
-/// A [`Store`] shared between threads.
+/// The values of a [`Store`] shared between threads.
 #[derive(Clone, Copy)]
-enum Shared<'a> {
+enum Values<'a> {
     F32(&'a [AtomicU32]),
     F16(&'a [AtomicU16]),
 }
 
+/// One half of a shared [`Store`]: the `z` (`offset` 0) or the `n` (`offset` 1) of each bucket.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    values: Values<'a>,
+    offset: usize,
+}
+
 impl<'a> Shared<'a> {
-    fn of(store: &'a mut Store) -> Self {
-        match store {
-            Store::F32(v) => Shared::F32(atomic_view(&mut v[..])),
-            Store::F16(v) => Shared::F16(atomic_view(&mut v[..])),
-        }
+    /// The `z` and `n` halves of `store`.
+    fn halves(store: &'a mut Store) -> (Self, Self) {
+        let values = match store {
+            Store::F32(v) => Values::F32(atomic_view(&mut v[..])),
+            Store::F16(v) => Values::F16(atomic_view(&mut v[..])),
+        };
+        (Shared { values, offset: 0 }, Shared { values, offset: 1 })
     }
 
+    /// Buckets.
     #[inline(always)]
     fn len(self) -> usize {
-        match self {
-            Shared::F32(v) => v.len(),
-            Shared::F16(v) => v.len(),
+        match self.values {
+            Values::F32(v) => v.len() / 2,
+            Values::F16(v) => v.len() / 2,
         }
     }
 
     #[inline(always)]
     fn get(self, i: usize) -> f32 {
-        match self {
-            Shared::F32(v) => f32::from_bits(v[i].load(Relaxed)),
-            Shared::F16(v) => f16_to_f32(v[i].load(Relaxed)),
+        let k = 2 * i + self.offset;
+        match self.values {
+            Values::F32(v) => f32::from_bits(v[k].load(Relaxed)),
+            Values::F16(v) => f16_to_f32(v[k].load(Relaxed)),
         }
     }
 
     #[inline(always)]
     fn set(self, i: usize, x: f32) {
-        match self {
-            Shared::F32(v) => v[i].store(x.to_bits(), Relaxed),
-            Shared::F16(v) => v[i].store(f32_to_f16(x), Relaxed),
+        let k = 2 * i + self.offset;
+        match self.values {
+            Values::F32(v) => v[k].store(x.to_bits(), Relaxed),
+            Values::F16(v) => v[k].store(f32_to_f16(x), Relaxed),
         }
     }
 
     #[inline(always)]
     fn set_stochastic(self, i: usize, x: f32, u: f64) {
-        match self {
-            Shared::F32(v) => v[i].store(x.to_bits(), Relaxed),
-            Shared::F16(v) => v[i].store(f32_to_f16_stochastic(x, u), Relaxed),
+        let k = 2 * i + self.offset;
+        match self.values {
+            Values::F32(v) => v[k].store(x.to_bits(), Relaxed),
+            Values::F16(v) => v[k].store(f32_to_f16_stochastic(x, u), Relaxed),
         }
     }
 }
@@ -190,10 +203,11 @@ impl Ftrl {
         let (xs, ys) = (&xs[..b], &ys[..b]);
         let threads = threads.clamp(1, b);
         let first = self.examples;
+        let (z, n) = Shared::halves(&mut self.zn);
         let worker = Worker {
             params: self.params,
-            z: Shared::of(&mut self.z),
-            n: Shared::of(&mut self.n),
+            z,
+            n,
             counts: atomic_view(&mut self.counts[..]),
         };
         crate::hogwild::run_shards(xs, ys, threads, preds, |offset, cx, cy, out| {
@@ -383,10 +397,11 @@ mod contention {
                 ..FtrlParams::default()
             };
             let mut m = Ftrl::new(params, dim);
+            let (z, n) = Shared::halves(&mut m.zn);
             let worker = Worker {
                 params,
-                z: Shared::of(&mut m.z),
-                n: Shared::of(&mut m.n),
+                z,
+                n,
                 counts: atomic_view(&mut m.counts[..]),
             };
             let barrier = std::sync::Barrier::new(2);
