@@ -33,6 +33,10 @@ pub(crate) fn router(server: Server) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            limit,
+            refuse_declared_oversize,
+        ))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             server.inner.opts.request_timeout,
@@ -149,6 +153,27 @@ impl Reply {
             result: Err(e),
         }
     }
+}
+
+/// Refuses a request whose declared `Content-Length` is over the body limit at once, before
+/// reading any of the body (the same 413 as a body found too long while it is read, which
+/// covers bodies sent without a length).
+async fn refuse_declared_oversize(
+    State(limit): State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return error_response(&ApiError::PayloadTooLarge(format!(
+            "request body exceeds the limit of {limit} bytes"
+        )));
+    }
+    next.run(req).await
 }
 
 fn error_response(e: &ApiError) -> Response {

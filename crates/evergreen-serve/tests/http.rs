@@ -303,19 +303,48 @@ async fn oversized_body_gets_413_json() {
     assert!(small.len() <= 1024);
     let (code, _, resp) = fx.post("/v1/models/m:predict", small).await;
     assert_eq!(code, 200, "{resp}");
-    let big = json!({"instances": [{"c": "a".repeat(4000)}]}).to_string();
-    let (code, _, resp) = fx.post("/v1/models/m:predict", big).await;
+    let (code, resp) = post_declaring(&fx, "/v1/models/m:predict", 4000).await;
     assert_eq!(code, 413);
     assert!(error_of(&resp).contains("1024 bytes"), "{resp}");
     fx.handle.shutdown().await;
 
     // The default limit (4 MiB), with a body well over it.
     let fx = start(&[1], |_| {}).await;
-    let big = json!({"instances": [{"c": "a".repeat(6 << 20)}]}).to_string();
-    let (code, _, resp) = fx.post("/v1/models/m:predict", big).await;
+    let (code, resp) = post_declaring(&fx, "/v1/models/m:predict", 6 << 20).await;
     assert_eq!(code, 413);
     assert!(error_of(&resp).contains("4194304 bytes"), "{resp}");
     fx.handle.shutdown().await;
+}
+
+/// Sends only the head of a POST whose `Content-Length` declares `length` bytes, and reads the
+/// answer: the server must refuse an oversized body from its declared length, without reading
+/// it. (Sending the body too would race: a client still writing when the server answers and
+/// closes gets a broken pipe, or a reset that discards the answer.)
+async fn post_declaring(fx: &Fixture, path: &str, length: usize) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = fx.url.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: {length}\r\nconnection: close\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut answer))
+        .await
+        .expect("the server answers without waiting for the body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text}"));
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (
+        code,
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}")),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
