@@ -202,6 +202,48 @@ fn int_text(i: i64, buf: &mut [u8; 20]) -> &[u8] {
     &buf[pos..]
 }
 
+/// Exact powers of ten as `f64` (every one up to 10^22 is representable).
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// The value of a plain decimal (`[+-]digits[.digits]`, at least one digit) whose digits, read
+/// as an integer `m`, satisfy `m <= 2^53` with at most 22 after the point: then `m` and `10^e`
+/// are exact and one correctly rounded division gives exactly what `str::parse::<f64>` gives
+/// (Clinger's fast path), without its general machinery. `None` for anything else (exponents,
+/// `inf`, `NaN`, longer numbers), which the caller parses the general way.
+fn parse_plain_decimal(t: &str) -> Option<f64> {
+    let b = t.as_bytes();
+    let (negative, digits) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        b'+' => (false, &b[1..]),
+        _ => (false, b),
+    };
+    let mut m: u64 = 0;
+    let mut count = 0usize;
+    let mut frac: Option<usize> = None;
+    for (i, &c) in digits.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => {
+                if count == 19 {
+                    return None;
+                }
+                m = m * 10 + u64::from(c - b'0');
+                count += 1;
+            }
+            b'.' if frac.is_none() => frac = Some(i),
+            _ => return None,
+        }
+    }
+    if count == 0 || m > 1 << 53 {
+        return None;
+    }
+    let e = frac.map_or(0, |p| digits.len() - p - 1);
+    let x = m as f64 / *POW10.get(e)?;
+    Some(if negative { -x } else { x })
+}
+
 /// One value as the transform reads it: a value of a [`RawRecord`], or a non-empty text cell
 /// of a table row read in place (a CSV cell, which as a record value would be
 /// `RawValue::Str`). An empty cell is no value at all, as `RawValue::Missing` is.
@@ -501,6 +543,8 @@ impl Transformer {
             let t = text.trim();
             if t.is_empty() {
                 Ok(None)
+            } else if let Some(x) = parse_plain_decimal(t) {
+                Ok(Some(x))
             } else {
                 t.parse::<f64>()
                     .map(Some)
@@ -510,7 +554,12 @@ impl Transformer {
                     })
             }
         };
-        let raw = match scalar_of(&col.name, v)? {
+        let v = match v {
+            // A text cell, the common case: no list or kind to look at.
+            Some(ValueRef::Text(s)) => Some(ValueRef::Text(s)),
+            v => scalar_of(&col.name, v)?,
+        };
+        let raw = match v {
             None | Some(ValueRef::Raw(RawValue::Missing)) => None,
             Some(ValueRef::Text(s)) => parse(s)?,
             Some(ValueRef::Raw(RawValue::Num(x))) => Some(*x),
@@ -774,7 +823,11 @@ impl Transformer {
     fn label_of<S: Source>(&self, r: &S) -> Result<f32, TransformError> {
         let l = &self.spec.label;
         let column = || l.column.clone();
-        let canonical: std::borrow::Cow<'_, str> = match scalar_of(&l.column, r.label(self))? {
+        let label = match r.label(self) {
+            Some(ValueRef::Text(s)) => Some(ValueRef::Text(s)),
+            v => scalar_of(&l.column, v)?,
+        };
+        let canonical: std::borrow::Cow<'_, str> = match label {
             None | Some(ValueRef::Raw(RawValue::Missing)) => {
                 return Err(TransformError::MissingLabel { column: column() });
             }
@@ -824,6 +877,63 @@ impl Transformer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Plain decimals read by the fast path are exactly what `str::parse` reads, and what
+        /// it declines the caller parses the general way.
+        #[test]
+        fn plain_decimals_parse_exactly_as_std(
+            sign in proptest::sample::select(vec!["", "-", "+"]),
+            int in "[0-9]{0,12}",
+            point in proptest::bool::ANY,
+            frac in "[0-9]{0,12}",
+        ) {
+            let t = format!("{sign}{int}{}{frac}", if point { "." } else { "" });
+            let fast = parse_plain_decimal(&t);
+            match (fast, t.parse::<f64>()) {
+                (Some(a), Ok(b)) => proptest::prop_assert_eq!(a.to_bits(), b.to_bits(), "{}", t),
+                (Some(a), Err(_)) => proptest::prop_assert!(false, "{} fast-parsed to {} but std refuses it", t, a),
+                (None, _) => {}
+            }
+        }
+    }
+
+    #[test]
+    fn plain_decimal_fast_path_takes_the_usual_cells_and_declines_the_rest() {
+        for t in [
+            "0",
+            "1",
+            "-2",
+            "+3.5",
+            "0.3687",
+            ".5",
+            "5.",
+            "-0",
+            "9007199254740992",
+        ] {
+            assert_eq!(
+                parse_plain_decimal(t).map(f64::to_bits),
+                t.parse::<f64>().ok().map(f64::to_bits),
+                "{t}"
+            );
+            assert!(parse_plain_decimal(t).is_some(), "{t}");
+        }
+        for t in [
+            "",
+            "-",
+            ".",
+            "1e5",
+            "inf",
+            "NaN",
+            "1.2.3",
+            "9007199254740993",
+            "0x10",
+            " 1",
+            "1_000",
+        ] {
+            assert!(parse_plain_decimal(t).is_none(), "{t}");
+        }
+    }
 
     fn spec() -> FeatureSpec {
         serde_json::from_value(serde_json::json!({

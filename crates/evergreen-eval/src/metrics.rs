@@ -157,8 +157,8 @@ impl Metrics {
         }
         // Sorted by a key whose integer order is the numeric order of the (non-NaN)
         // predictions, `-0.0` made `0.0`: equal keys are exactly the tied predictions.
-        let mut sorted: Vec<(u64, bool)> =
-            self.pairs.iter().map(|&(p, y)| (order_key(p), y)).collect();
+        let mut sorted: Vec<(u64, bool)> = Vec::with_capacity(n);
+        sorted.extend(self.pairs.iter().map(|&(p, y)| (order_key(p), y)));
         sorted.sort_unstable_by_key(|&(k, _)| k);
         let mut rank_sum_pos = 0.0;
         let mut i = 0;
