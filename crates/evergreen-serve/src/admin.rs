@@ -167,7 +167,7 @@ pub(crate) async fn admin(
         );
     };
     // Only served models: a name from the request never reaches the filesystem otherwise.
-    let known = server.inner.models.contains_key(name);
+    let known = server.inner.models.load().contains_key(name);
     let metric_model = if known { name } else { "" };
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -187,10 +187,7 @@ pub(crate) async fn admin(
         Some(_) => {}
     }
     if !known {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("admin API: no model named {name:?} is served"),
-        );
+        return no_such_model(name);
     }
     let body = match body {
         Ok(b) => b,
@@ -210,9 +207,19 @@ pub(crate) async fn admin(
     }
 }
 
+/// 404 for a model name that is not served (or no longer: the model config file changed).
+fn no_such_model(name: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("admin API: no model named {name:?} is served"),
+    )
+}
+
 /// `GET /admin/v1/models/<m>`: versions on disk and served, labels, traffic policy.
 async fn state(server: &Server, name: &str) -> Response {
-    let model = &server.inner.models[name];
+    let Some(model) = server.inner.models.load().get(name).cloned() else {
+        return no_such_model(name);
+    };
     let base = model.base_path.clone();
     let model_name = name.to_string();
     let snap = model.snapshot.load_full();
@@ -346,7 +353,9 @@ async fn act(
             "admin API: actor is limited to 256 bytes and reason to 4096",
         );
     }
-    let model = &server.inner.models[name];
+    let Some(model) = server.inner.models.load().get(name).cloned() else {
+        return no_such_model(name);
+    };
     let (base, model_name, audit) = (
         model.base_path.clone(),
         name.to_string(),
@@ -357,7 +366,9 @@ async fn act(
         let registry = Registry::open_existing(&base, &model_name)?;
         let change = action(&registry)?;
         // Effective now, not at the next poll.
-        srv.inner.models[&model_name].reload(&srv.inner.metrics);
+        if let Some(m) = srv.inner.models.load().get(&model_name) {
+            m.reload(&srv.inner.metrics);
+        }
         let record = AdminAction {
             model: model_name.clone(),
             action: change.action.to_string(),

@@ -203,7 +203,7 @@ async fn models(
     let rest = path.strip_prefix("/v1/models/").unwrap_or_default();
     let (reply, api, model) = match parse_route(rest) {
         Some(route) => {
-            let model = if server.inner.models.contains_key(&route.model) {
+            let model = if server.inner.models.load().contains_key(&route.model) {
                 route.model.clone()
             } else {
                 String::new()
@@ -345,7 +345,7 @@ pub(crate) fn pick(
 ) -> Picked {
     let mut shadow = None;
     if route.target == Target::Latest
-        && let Some(model) = server.inner.models.get(&route.model)
+        && let Some(model) = server.inner.models.load().get(&route.model).cloned()
     {
         let snap = model.snapshot.load_full();
         let key = split_key(&snap, headers, records);
@@ -487,7 +487,7 @@ pub(crate) fn not_found_message(model: &str, target: &Target) -> String {
 
 /// The version a predict/metadata request names, from the snapshot loaded once, now.
 pub(crate) fn resolve(server: &Server, route: &Route) -> Result<(u64, SharedVersion), ApiError> {
-    let Some(model) = server.inner.models.get(&route.model) else {
+    let Some(model) = server.inner.models.load().get(&route.model).cloned() else {
         return Err(ApiError::NotFound(not_found_message(
             &route.model,
             &route.target,
@@ -534,7 +534,13 @@ fn status(server: &Server, route: &Route) -> Result<Value, ApiError> {
             route.model
         ))
     };
-    let model = server.inner.models.get(&route.model).ok_or_else(none)?;
+    let model = server
+        .inner
+        .models
+        .load()
+        .get(&route.model)
+        .cloned()
+        .ok_or_else(none)?;
     let snap = model.snapshot.load_full();
     let missing = |v: u64| {
         ApiError::NotFound(format!(
@@ -678,7 +684,8 @@ async fn livez() -> Response {
 async fn healthz(State(server): State<Server>) -> Response {
     let mut ok = true;
     let mut models = Map::new();
-    for (name, m) in &server.inner.models {
+    let served = server.inner.models.load_full();
+    for (name, m) in served.iter() {
         let snap = m.snapshot.load();
         let versions: Vec<String> = snap.versions.keys().rev().map(|v| v.to_string()).collect();
         ok &= !versions.is_empty();

@@ -116,7 +116,7 @@ fn with_version<T>(msg: T, version: u64) -> Response<T> {
 
 /// Counts a request like the REST API does.
 fn count(server: &Server, model: &str, version: Option<u64>, api: Api, code: &str) {
-    let known = server.inner.models.contains_key(model);
+    let known = server.inner.models.load().contains_key(model);
     server
         .inner
         .metrics
@@ -566,7 +566,7 @@ impl tfs::model_service_server::ModelService for Grpc {
     ) -> Result<Response<tfs::GetModelStatusResponse>, Status> {
         let req = request.into_inner();
         let route = route_of(req.model_spec.as_ref(), Api::Status)?;
-        let Some(model) = self.server.inner.models.get(&route.model) else {
+        let Some(model) = self.server.inner.models.load().get(&route.model).cloned() else {
             count(&self.server, &route.model, None, Api::Status, "NotFound");
             return Err(Status::not_found(format!(
                 "Could not find any versions of model {}",

@@ -108,8 +108,9 @@ impl Default for ServeOptions {
 
 pub(crate) struct Inner {
     pub(crate) opts: ServeOptions,
-    /// Models by name.
-    pub(crate) models: BTreeMap<String, ModelState>,
+    /// Models by name; replaced as a whole when the model config changes
+    /// ([`Server::reconfigure`]), read without locks.
+    pub(crate) models: arc_swap::ArcSwap<BTreeMap<String, Arc<ModelState>>>,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -122,7 +123,10 @@ pub struct Server {
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("models", &self.inner.models.keys().collect::<Vec<_>>())
+            .field(
+                "models",
+                &self.inner.models.load().keys().collect::<Vec<_>>(),
+            )
             .field("opts", &self.inner.opts)
             .finish()
     }
@@ -133,30 +137,11 @@ impl Server {
     /// disk are served from the first request. Does blocking file IO (call it at startup, or
     /// from `spawn_blocking`). A model name listed twice is served once (first entry wins).
     pub fn new(opts: ServeOptions, metrics: Arc<Metrics>) -> Self {
-        let mut models = BTreeMap::new();
-        for source in &opts.models {
-            if models.contains_key(&source.name) {
-                tracing::warn!(model = %source.name, "model listed twice; the first entry is served");
-                continue;
-            }
-            let policy = source
-                .policy
-                .clone()
-                .unwrap_or(VersionPolicy::Latest(opts.num_versions.max(1)));
-            models.insert(
-                source.name.clone(),
-                ModelState::new(
-                    source.name.clone(),
-                    source.base_path.clone(),
-                    policy,
-                    source.labels.clone(),
-                ),
-            );
-        }
+        let models = Self::states(&opts.models, opts.num_versions, &BTreeMap::new());
         let server = Self {
             inner: Arc::new(Inner {
                 opts,
-                models,
+                models: arc_swap::ArcSwap::from_pointee(models),
                 metrics,
             }),
         };
@@ -164,10 +149,73 @@ impl Server {
         server
     }
 
+    /// The model states for `sources`, reusing those of `current` that serve the same base
+    /// path, version policy and labels.
+    fn states(
+        sources: &[ModelSource],
+        num_versions: usize,
+        current: &BTreeMap<String, Arc<ModelState>>,
+    ) -> BTreeMap<String, Arc<ModelState>> {
+        let mut models = BTreeMap::new();
+        for source in sources {
+            if models.contains_key(&source.name) {
+                tracing::warn!(model = %source.name, "model listed twice; the first entry is served");
+                continue;
+            }
+            let policy = source
+                .policy
+                .clone()
+                .unwrap_or(VersionPolicy::Latest(num_versions.max(1)));
+            let state = match current.get(&source.name) {
+                Some(s) if s.serves(&source.base_path, &policy, &source.labels) => s.clone(),
+                _ => Arc::new(ModelState::new(
+                    source.name.clone(),
+                    source.base_path.clone(),
+                    policy,
+                    source.labels.clone(),
+                )),
+            };
+            models.insert(source.name.clone(), state);
+        }
+        models
+    }
+
+    /// Serves `sources` from now on (TF Serving's model config file read again): models no
+    /// longer listed stop being served, new ones are loaded before this returns, and a model
+    /// whose base path, version policy and labels are unchanged keeps its loaded versions
+    /// (the others start again from their directories). Does blocking file IO. Returns the
+    /// names added, removed and changed.
+    pub fn reconfigure(&self, sources: &[ModelSource]) -> Reconfigured {
+        let current = self.inner.models.load_full();
+        let next = Self::states(sources, self.inner.opts.num_versions, &current);
+        // New and changed states load before they are published, so that a model that stays
+        // listed does not answer 404/503 in between.
+        for (name, state) in &next {
+            if !current.get(name).is_some_and(|c| Arc::ptr_eq(c, state)) {
+                state.reload(&self.inner.metrics);
+            }
+        }
+        let mut out = Reconfigured::default();
+        for (name, state) in &next {
+            match current.get(name) {
+                None => out.added.push(name.clone()),
+                Some(c) if !Arc::ptr_eq(c, state) => out.changed.push(name.clone()),
+                Some(_) => {}
+            }
+        }
+        out.removed = current
+            .keys()
+            .filter(|n| !next.contains_key(*n))
+            .cloned()
+            .collect();
+        self.inner.models.store(Arc::new(next));
+        out
+    }
+
     /// One synchronous pass over every model's registry: loads new versions, drops versions no
     /// longer wanted, updates labels and the `serving_version` gauge. Does blocking file IO.
     pub fn reload_now(&self) {
-        for model in self.inner.models.values() {
+        for model in self.inner.models.load().values() {
             model.reload(&self.inner.metrics);
         }
     }
@@ -200,7 +248,7 @@ impl Server {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let watcher = tokio::spawn(self.clone().watch(stop_rx));
         if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, models = ?self.inner.models.keys().collect::<Vec<_>>(), "serving");
+            tracing::info!(%addr, models = ?self.inner.models.load().keys().collect::<Vec<_>>(), "serving");
         }
         let (down_tx, down_rx) = tokio::sync::watch::channel(false);
         let signal = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -258,6 +306,24 @@ impl Server {
                 }
             }
         }
+    }
+}
+
+/// What [`Server::reconfigure`] changed: model names, each list in name order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconfigured {
+    /// Models served from now on that were not before.
+    pub added: Vec<String>,
+    /// Models no longer served.
+    pub removed: Vec<String>,
+    /// Models whose base path, version policy or labels changed.
+    pub changed: Vec<String>,
+}
+
+impl Reconfigured {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
     }
 }
 

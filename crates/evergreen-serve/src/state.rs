@@ -186,6 +186,19 @@ impl ModelState {
         }
     }
 
+    /// Whether this state serves exactly `base_path` under `policy` and `config_labels` (a
+    /// model config file read again keeps it, loaded versions and all).
+    pub(crate) fn serves(
+        &self,
+        base_path: &std::path::Path,
+        policy: &crate::VersionPolicy,
+        config_labels: &BTreeMap<String, u64>,
+    ) -> bool {
+        self.base_path == base_path
+            && self.policy == *policy
+            && self.config_labels == *config_labels
+    }
+
     /// One reload pass (blocking IO) under the model's version policy.
     pub(crate) fn reload(&self, metrics: &Metrics) {
         let mut memory = self.memory.lock().unwrap_or_else(PoisonError::into_inner);

@@ -547,3 +547,54 @@ async fn hot_swap_under_load() {
     let fx = Arc::into_inner(fx).expect("clients finished");
     fx.handle.shutdown().await;
 }
+
+/// A model config read again: models added, removed and changed; an unchanged model keeps its
+/// loaded version (no new load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconfigure_adds_removes_and_keeps_unchanged_models() {
+    let fx = start(&[1], |_| {}).await;
+    let server = fx.handle.server().clone();
+    let apply = |sources: Vec<ModelSource>| {
+        let s = server.clone();
+        async move {
+            tokio::task::spawn_blocking(move || s.reconfigure(&sources))
+                .await
+                .unwrap()
+        }
+    };
+    let m = ModelSource {
+        name: "m".into(),
+        base_path: fx.dir.path().join("m"),
+        ..ModelSource::default()
+    };
+    let n = ModelSource {
+        name: "n".into(),
+        ..m.clone()
+    };
+    let loaded = fx.loads("loaded");
+    let change = apply(vec![m.clone(), n.clone()]).await;
+    assert_eq!(change.added, ["n"]);
+    assert!(
+        change.removed.is_empty() && change.changed.is_empty(),
+        "{change:?}"
+    );
+    assert_eq!(fx.loads("loaded"), loaded, "m was loaded again");
+    let (code, status) = fx.get("/v1/models/n").await;
+    assert_eq!(code, 200, "{status}");
+    assert_eq!(fx.get("/v1/models/m").await.0, 200);
+    // The same list again changes nothing.
+    assert!(apply(vec![m.clone(), n.clone()]).await.is_empty());
+    // n under another policy, m gone.
+    let n_all = ModelSource {
+        policy: Some(evergreen_serve::VersionPolicy::All),
+        ..n.clone()
+    };
+    let change = apply(vec![n_all]).await;
+    assert_eq!(
+        (change.removed, change.changed),
+        (vec!["m".to_string()], vec!["n".to_string()])
+    );
+    assert_eq!(fx.get("/v1/models/m").await.0, 404);
+    assert_eq!(fx.get("/v1/models/n").await.0, 200);
+    fx.handle.shutdown().await;
+}

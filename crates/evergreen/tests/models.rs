@@ -207,3 +207,69 @@ fn serve_reads_a_tf_serving_model_config_file() {
         p.seen_err
     );
 }
+
+#[test]
+fn serve_applies_a_changed_model_config_file() {
+    let d = tempfile::tempdir().unwrap();
+    trained(d.path());
+    let config = d.path().join("models.config");
+    let entry = |name: &str| {
+        format!(
+            "  config {{ name: '{name}' base_path: 'models/m' model_platform: 'tensorflow' }}\n"
+        )
+    };
+    std::fs::write(
+        &config,
+        format!("model_config_list {{\n{}}}\n", entry("elec")),
+    )
+    .unwrap();
+    let arg = format!("--model_config_file={}", config.display());
+    let mut s = Proc::spawn(
+        &[
+            "serve",
+            "--rest_api_port=0",
+            &arg,
+            "--model_config_file_poll_wait_seconds=1",
+        ],
+        &[],
+    );
+    let url = s.rest_addr();
+    let code = |model: &str| {
+        reqwest::blocking::get(format!("{url}/v1/models/{model}"))
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(code("elec"), 200);
+    assert_eq!(code("second"), 404);
+    // A model added to the file is served at the next poll, the others keep serving.
+    std::fs::write(
+        &config,
+        format!(
+            "model_config_list {{\n{}{}}}\n",
+            entry("elec"),
+            entry("second")
+        ),
+    )
+    .unwrap();
+    eventually("the added model is served", || {
+        (code("second") == 200).then_some(())
+    });
+    assert_eq!(code("elec"), 200);
+    // A file that does not parse changes nothing, and says why.
+    std::fs::write(&config, "model_config_list { config { name: 'x' } }").unwrap();
+    s.wait_err("the refused config", |l| {
+        l.contains("model config not applied")
+    });
+    assert_eq!((code("elec"), code("second")), (200, 200));
+    // A model removed from the file stops being served.
+    std::fs::write(
+        &config,
+        format!("model_config_list {{\n{}}}\n", entry("second")),
+    )
+    .unwrap();
+    eventually("the removed model is gone", || {
+        (code("elec") == 404).then_some(())
+    });
+    assert_eq!(code("second"), 200);
+}

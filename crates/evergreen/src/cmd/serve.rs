@@ -34,9 +34,16 @@ pub struct ServeArgs {
     )]
     pub model_base_path: Option<PathBuf>,
     /// TensorFlow Serving's model server config (text-format `ModelServerConfig`): several
-    /// models, each with its base path, version policy and labels. Read once at start.
+    /// models, each with its base path, version policy and labels. Read at start, and again
+    /// every `--model_config_file_poll_wait_seconds` when that is set.
     #[arg(long = "model_config_file", conflicts_with_all = ["model_name", "model_base_path"])]
     pub model_config_file: Option<PathBuf>,
+    /// Re-read `--model_config_file` this often, in seconds, and apply what changed (models
+    /// added, removed, or with another base path, version policy or labels), as TF Serving
+    /// does; 0 (default) reads it once. A file that no longer parses is reported and the
+    /// models served stay as they are.
+    #[arg(long = "model_config_file_poll_wait_seconds", default_value_t = 0)]
+    pub model_config_file_poll_wait_seconds: u64,
     /// How often the base path is checked for new versions, in seconds (TF Serving's default is
     /// 1; evergreen's 0.2 keeps publish-to-serve under a second).
     #[arg(long = "file_system_poll_wait_seconds", default_value_t = 0.2)]
@@ -130,14 +137,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
     if a.num_versions == 0 {
         bail!("--num_versions must be >= 1");
     }
+    if a.model_config_file_poll_wait_seconds > 0 && a.model_config_file.is_none() {
+        bail!("--model_config_file_poll_wait_seconds needs --model_config_file");
+    }
     let models = match (&a.model_config_file, &a.model_name, &a.model_base_path) {
-        (Some(file), _, _) => {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("reading --model_config_file {}", file.display()))?;
-            let dir = file.parent().unwrap_or(Path::new("."));
-            evergreen_serve::parse_model_config(&text, dir)
-                .map_err(|e| anyhow::anyhow!("--model_config_file {}: {e}", file.display()))?
-        }
+        (Some(file), _, _) => read_model_config(file)?,
         (None, Some(name), Some(base)) => {
             if !base.is_dir() {
                 bail!("--model_base_path {} is not a directory", base.display());
@@ -182,7 +186,61 @@ pub fn run(a: ServeArgs) -> Result<()> {
         names.join(", "),
         handle.addr
     );
+    if let (Some(file), secs @ 1..) = (&a.model_config_file, a.model_config_file_poll_wait_seconds)
+    {
+        let (server, file) = (handle.server().clone(), file.clone());
+        rt.spawn(poll_model_config(server, file, Duration::from_secs(secs)));
+    }
     rt.block_on(stop.future());
     rt.block_on(handle.shutdown());
     Ok(())
+}
+
+/// Reads and parses a model config file (relative base paths are relative to its directory).
+fn read_model_config(file: &Path) -> Result<Vec<ModelSource>> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading --model_config_file {}", file.display()))?;
+    let dir = file.parent().unwrap_or(Path::new("."));
+    evergreen_serve::parse_model_config(&text, dir)
+        .map_err(|e| anyhow::anyhow!("--model_config_file {}: {e}", file.display()))
+}
+
+/// Re-reads the model config file every `period` and applies what changed (off the async
+/// threads: loading new models reads their files). A file that cannot be read or parsed is
+/// reported once per distinct error, and what is served stays as it is.
+async fn poll_model_config(server: evergreen_serve::Server, file: PathBuf, period: Duration) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await; // the first tick is immediate: the file was just read
+    let mut last_error: Option<String> = None;
+    loop {
+        interval.tick().await;
+        let (srv, f) = (server.clone(), file.clone());
+        let applied = tokio::task::spawn_blocking(move || {
+            read_model_config(&f).map(|sources| srv.reconfigure(&sources))
+        })
+        .await;
+        match applied {
+            Ok(Ok(change)) => {
+                last_error = None;
+                if !change.is_empty() {
+                    tracing::info!(
+                        file = %file.display(),
+                        added = ?change.added,
+                        removed = ?change.removed,
+                        changed = ?change.changed,
+                        "model config applied"
+                    );
+                }
+            }
+            Ok(Err(e)) => {
+                let message = format!("{e:#}");
+                if last_error.as_deref() != Some(message.as_str()) {
+                    tracing::error!(error = %message, "model config not applied; serving as before");
+                    last_error = Some(message);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "model config poll failed"),
+        }
+    }
 }
