@@ -182,16 +182,20 @@ fn decode_b64(s: &str) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| "\"b64\" value does not decode to UTF-8 text".to_string())
 }
 
-/// One feature value: a scalar, a one-element list `[v]`, or `[]` (missing).
+/// One feature value: a scalar, a one-element list `[v]`, `[]` (missing), or a list of
+/// scalars (several values of one feature, as a `tf.Example` list: a categorical column
+/// becomes multi-hot; a numeric column refuses it, naming the column).
 pub(crate) fn raw_value(v: &Value) -> Result<RawValue, String> {
     match v {
         Value::Array(items) => match items.as_slice() {
             [] => Ok(RawValue::Missing),
             [one] => scalar(one),
-            many => Err(format!(
-                "a list of {} values; each column takes one value (a scalar or [v])",
-                many.len()
-            )),
+            many => many
+                .iter()
+                .enumerate()
+                .map(|(i, x)| scalar(x).map_err(|e| format!("element {i}: {e}")))
+                .collect::<Result<Vec<_>, _>>()
+                .map(RawValue::List),
         },
         other => scalar(other),
     }
@@ -453,8 +457,12 @@ mod tests {
         assert!(v(r#"{"b64": "!!"}"#).unwrap_err().contains("base64"));
         assert!(v(r#"{"b64": "//8="}"#).unwrap_err().contains("UTF-8"));
         assert!(v(r#"{"x": 1}"#).is_err());
-        assert!(v("[1, 2]").unwrap_err().contains("2 values"));
+        assert_eq!(
+            v(r#"[1, "a"]"#).unwrap(),
+            RawValue::List(vec![RawValue::Num(1.0), RawValue::Str("a".into())])
+        );
         assert!(v("[[1]]").is_err());
+        assert!(v("[1, [2]]").unwrap_err().contains("element 1"));
         match v("NaN").unwrap() {
             RawValue::Num(x) => assert!(x.is_nan()),
             other => panic!("{other:?}"),
@@ -481,7 +489,7 @@ mod tests {
         assert!(e(r#"{"instances": []}"#).contains("empty"));
         assert!(e(r#"{"instances": [1]}"#).contains("instance 0"));
         assert!(
-            e(r#"{"instances": [{"a": 1}, {"a": [1, 2]}]}"#).contains("instance 1: column \"a\"")
+            e(r#"{"instances": [{"a": 1}, {"a": [1, [2]]}]}"#).contains("instance 1: column \"a\"")
         );
         assert!(e(r#"{"signature_name": "other", "instances": [{}]}"#).contains("signature"));
         assert!(e("[1]").contains("object"));

@@ -598,3 +598,42 @@ async fn reconfigure_adds_removes_and_keeps_unchanged_models() {
     assert_eq!(fx.get("/v1/models/n").await.0, 200);
     fx.handle.shutdown().await;
 }
+
+/// A list of values for one feature, as a `tf.Example` list holds: multi-hot for a categorical
+/// column (row and columnar formats alike), refused with the column's name for a numeric one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_values_are_multi_hot_categoricals() {
+    let fx = start(&[1], |_| {}).await;
+    let multi: RawRecord = [
+        (
+            "c",
+            RawValue::List(vec![RawValue::Str("a".into()), RawValue::Str("b".into())]),
+        ),
+        ("x", RawValue::Num(1.0)),
+    ]
+    .into_iter()
+    .collect();
+    let want = expected(1, &multi);
+    assert!(
+        (want - expected(1, &rec("a", 1.0))).abs() > 1e-9,
+        "the second value counts"
+    );
+    for body in [
+        json!({"instances": [{"c": ["a", "b"], "x": 1.0}]}),
+        json!({"inputs": {"c": [["a", "b"]], "x": [1.0]}}),
+    ] {
+        let (code, _, resp) = fx.post("/v1/models/m:predict", body.to_string()).await;
+        assert_eq!(code, 200, "{resp}");
+        let got = match resp.get("predictions") {
+            Some(rows) => rows[0].as_f64(),
+            None => resp["outputs"][0].as_f64(),
+        }
+        .unwrap_or_else(|| panic!("{resp}"));
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}: {resp}");
+    }
+    let body = json!({"instances": [{"c": "a", "x": [1.0, 2.0]}]}).to_string();
+    let (code, _, resp) = fx.post("/v1/models/m:predict", body).await;
+    assert_eq!(code, 400, "{resp}");
+    assert!(error_of(&resp).contains("\"x\""), "{resp}");
+    fx.handle.shutdown().await;
+}
