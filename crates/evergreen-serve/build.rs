@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/tensorflow_serving/apis/prediction_service.proto",
         "proto/tensorflow_serving/apis/model_service.proto",
+        "proto/tensorflow_serving/apis/prediction_log.proto",
         "proto/tensorflow_serving/config/model_server_config.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;

@@ -222,7 +222,9 @@ fn tensor_rows(name: &str, t: &TensorProto) -> Result<(usize, Vec<RawValue>), St
 
 /// The instances of a Predict request: one record per row of the inputs (every input must have
 /// the same number of rows; a row with several values becomes a list).
-fn predict_records(inputs: &HashMap<String, TensorProto>) -> Result<Vec<RawRecord>, ApiError> {
+pub(crate) fn predict_records(
+    inputs: &HashMap<String, TensorProto>,
+) -> Result<Vec<RawRecord>, ApiError> {
     if inputs.is_empty() {
         return Err(ApiError::BadRequest("Missing input tensors".into()));
     }
@@ -305,7 +307,7 @@ fn example_record(e: &Example, context: Option<&Example>) -> RawRecord {
     r
 }
 
-fn input_records(input: Option<&tfs::Input>) -> Result<Vec<RawRecord>, ApiError> {
+pub(crate) fn input_records(input: Option<&tfs::Input>) -> Result<Vec<RawRecord>, ApiError> {
     let kind = input
         .and_then(|i| i.kind.as_ref())
         .ok_or_else(|| ApiError::BadRequest("Input is empty".into()))?;

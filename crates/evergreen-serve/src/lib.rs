@@ -16,6 +16,7 @@ pub mod grpc;
 mod json;
 mod model_config;
 mod state;
+mod warmup;
 
 pub use admin::{AdminAction, AdminAudit, AdminOptions};
 use evergreen_metrics::Metrics;
@@ -26,6 +27,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Parses a TF Serving warm-up file (`assets.extra/tf_serving_warmup_requests`: TFRecord of
+/// `PredictionLog`, at most `max` records) into the records of each request, exactly as a
+/// version's warm-up reads it; the error names the record. Exposed for the fuzz target.
+pub fn parse_tf_warmup_file(
+    bytes: &[u8],
+    max: usize,
+) -> Result<Vec<Vec<evergreen_core::RawRecord>>, String> {
+    warmup::requests(bytes, max).map(|r| r.into_iter().map(|(_, records)| records).collect())
+}
 
 /// Largest number of instances (or examples) one request may carry.
 pub const MAX_BATCH: usize = 10_000;

@@ -70,6 +70,7 @@ struct Signature {
     manifest: Option<Vec<u8>>,
     model: Option<(u64, Option<SystemTime>)>,
     warmup: Option<(u64, Option<SystemTime>)>,
+    tf_warmup: Option<(u64, Option<SystemTime>)>,
 }
 
 fn signature(dir: &Path) -> Signature {
@@ -82,6 +83,7 @@ fn signature(dir: &Path) -> Signature {
         manifest: std::fs::read(dir.join(MANIFEST_FILE)).ok(),
         model: stat(MODEL_FILE),
         warmup: stat(WARMUP_FILE),
+        tf_warmup: stat(crate::warmup::TF_WARMUP_FILE),
     }
 }
 
@@ -107,11 +109,14 @@ pub const WARMUP_FILE: &str = "warmup.jsonl";
 const MAX_WARMUP_REQUESTS: usize = 1000;
 
 /// Warms a loaded version up before it is swapped in, off the request path (TF Serving's
-/// `--enable_model_warmup`): the requests of its `warmup.jsonl`, if it has one, else a built-in
-/// set (every input missing, then each input alone with a typical value). Every request must
-/// be answered and every prediction must be a probability; otherwise the version is not served.
+/// `--enable_model_warmup`): the requests of TF Serving's warm-up file
+/// (`assets.extra/tf_serving_warmup_requests`: predict, classify and regress logs) and of its
+/// `warmup.jsonl` (`:predict` bodies), those it has, else a built-in set (every input missing,
+/// then each input alone with a typical value). Every request must be answered and every
+/// prediction must be a probability; otherwise the version is not served.
 fn warm_up(lv: &evergreen_registry::LoadedVersion, dir: &Path) -> Result<(), LoadError> {
     let file = dir.join(WARMUP_FILE);
+    let tf_file = dir.join(crate::warmup::TF_WARMUP_FILE);
     let fail = |path: &Path, message: String| LoadError::Warmup {
         path: path.to_path_buf(),
         message,
@@ -132,6 +137,18 @@ fn warm_up(lv: &evergreen_registry::LoadedVersion, dir: &Path) -> Result<(), Loa
         }
         Ok(())
     };
+    let tf_warmed = match std::fs::read(&tf_file) {
+        Ok(bytes) => {
+            let requests = crate::warmup::requests(&bytes, MAX_WARMUP_REQUESTS)
+                .map_err(|e| fail(&tf_file, e))?;
+            for (what, records) in &requests {
+                check(records, what, &tf_file)?;
+            }
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(fail(&tf_file, e.to_string())),
+    };
     match std::fs::read_to_string(&file) {
         Ok(text) => {
             for (n, line) in text
@@ -146,6 +163,7 @@ fn warm_up(lv: &evergreen_registry::LoadedVersion, dir: &Path) -> Result<(), Loa
             }
             Ok(())
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && tf_warmed => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let spec = lv.transformer.spec();
             let mut records = vec![evergreen_core::RawRecord::default()];

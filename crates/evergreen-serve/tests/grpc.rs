@@ -284,3 +284,123 @@ async fn tf_serving_grpc_api_answers_like_rest() {
     assert!(text.contains("api=\"grpc_predict\",code=\"OK\""), "{text}");
     f.handle.shutdown().await;
 }
+
+/// TF Serving's warm-up file (`assets.extra/tf_serving_warmup_requests`, TFRecord of
+/// `PredictionLog`): a version warms up on its predict, classify and regress logs; one whose
+/// logs the model cannot answer is never served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_serving_warm_up_files_are_replayed_before_a_version_is_served() {
+    use evergreen_serve::grpc::pb::tensorflow::serving::{
+        ClassifyLog, PredictLog, PredictionLog, RegressLog, prediction_log::LogType,
+    };
+    use prost::Message;
+    let f = start(&[1], |o| o.poll_interval = Duration::from_secs(3600)).await;
+    let example = |c: &str, x: f32| Example {
+        features: Some(Features {
+            feature: HashMap::from([
+                (
+                    "c".to_string(),
+                    Feature {
+                        kind: Some(feature::Kind::BytesList(BytesList {
+                            value: vec![c.as_bytes().to_vec()],
+                        })),
+                    },
+                ),
+                (
+                    "x".to_string(),
+                    Feature {
+                        kind: Some(feature::Kind::FloatList(FloatList { value: vec![x] })),
+                    },
+                ),
+            ]),
+        }),
+    };
+    let input = |c: &str| {
+        Some(tfs::Input {
+            kind: Some(tfs::input::Kind::ExampleList(tfs::ExampleList {
+                examples: vec![example(c, 1.0)],
+            })),
+        })
+    };
+    let good = vec![
+        LogType::PredictLog(PredictLog {
+            request: Some(tfs::PredictRequest {
+                model_spec: spec_of(None),
+                inputs: inputs(),
+                output_filter: vec![],
+            }),
+            response: None,
+        }),
+        LogType::ClassifyLog(ClassifyLog {
+            request: Some(tfs::ClassificationRequest {
+                model_spec: spec_of(None),
+                input: input("a"),
+            }),
+            response: None,
+        }),
+        LogType::RegressLog(RegressLog {
+            request: Some(tfs::RegressionRequest {
+                model_spec: spec_of(None),
+                input: input("b"),
+            }),
+            response: None,
+        }),
+    ];
+    let mut bad_inputs = inputs();
+    bad_inputs.insert(
+        "x".into(),
+        TensorProto {
+            dtype: DataType::DtString as i32,
+            tensor_shape: shape(&[2]),
+            string_val: vec![b"not".to_vec(), b"numbers".to_vec()],
+            ..Default::default()
+        },
+    );
+    let bad = vec![LogType::PredictLog(PredictLog {
+        request: Some(tfs::PredictRequest {
+            model_spec: spec_of(None),
+            inputs: bad_inputs,
+            output_filter: vec![],
+        }),
+        response: None,
+    })];
+    // Each version staged beside the registry with its warm-up file, then renamed into place.
+    let stage = |version: u64, logs: &[LogType]| {
+        let staging = Registry::open(f.dir.path().join(format!("staging{version}")), "m").unwrap();
+        publish(&staging, version);
+        let dir = staging.version_dir(version).join("assets.extra");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = std::fs::File::create(dir.join("tf_serving_warmup_requests")).unwrap();
+        let mut w = evergreen_data::tfrecord::TfRecordWriter::new(std::io::BufWriter::new(file));
+        for log in logs {
+            let record = PredictionLog {
+                log_type: Some(log.clone()),
+            };
+            w.write_record(&record.encode_to_vec()).unwrap();
+        }
+        w.flush().unwrap();
+        std::fs::rename(staging.version_dir(version), f.reg.version_dir(version)).unwrap();
+    };
+    stage(2, &bad);
+    f.handle.server().reload_now();
+    assert_eq!(
+        f.loads("failed"),
+        1,
+        "the version whose warm-up fails is not loaded"
+    );
+    let (code, status) = f.get("/v1/models/m").await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        status["model_version_status"][0]["version"], "1",
+        "{status}"
+    );
+    stage(3, &good);
+    f.handle.server().reload_now();
+    assert_eq!(f.loads("failed"), 1);
+    let (_, status) = f.get("/v1/models/m").await;
+    assert_eq!(
+        status["model_version_status"][0]["version"], "3",
+        "{status}"
+    );
+    f.handle.shutdown().await;
+}

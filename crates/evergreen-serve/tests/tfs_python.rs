@@ -117,3 +117,55 @@ async fn tf_serving_python_client_talks_to_evergreen() {
     assert_eq!(v["missing_model"], "NOT_FOUND");
     f.handle.shutdown().await;
 }
+
+/// A warm-up file written by TensorFlow itself, as TF Serving documents it: a version warms up
+/// on it before it is served, and one whose warm-up requests the model cannot answer is never
+/// served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_written_warm_up_files_are_replayed() {
+    if !available() {
+        return;
+    }
+    let f = start(&[1], |o| o.poll_interval = Duration::from_secs(3600)).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/tfs_warmup.py");
+    let stage = |version: u64, mode: &str| {
+        let staging = Registry::open(f.dir.path().join(format!("staging{version}")), "m").unwrap();
+        publish(&staging, version);
+        let dir = staging.version_dir(version).join("assets.extra");
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Command::new(python())
+            .arg(&script)
+            .arg(dir.join("tf_serving_warmup_requests"))
+            .arg(mode)
+            .env("TF_CPP_MIN_LOG_LEVEL", "2")
+            .output()
+            .expect("run tfs_warmup.py");
+        assert!(
+            out.status.success(),
+            "tfs_warmup.py failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::rename(staging.version_dir(version), f.reg.version_dir(version)).unwrap();
+    };
+    stage(2, "bad");
+    f.handle.server().reload_now();
+    assert_eq!(
+        f.loads("failed"),
+        1,
+        "the version whose warm-up fails is not loaded"
+    );
+    let (_, status) = f.get("/v1/models/m").await;
+    assert_eq!(
+        status["model_version_status"][0]["version"], "1",
+        "{status}"
+    );
+    stage(3, "good");
+    f.handle.server().reload_now();
+    assert_eq!(f.loads("failed"), 1);
+    let (_, status) = f.get("/v1/models/m").await;
+    assert_eq!(
+        status["model_version_status"][0]["version"], "3",
+        "{status}"
+    );
+    f.handle.shutdown().await;
+}
