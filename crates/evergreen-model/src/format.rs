@@ -153,14 +153,6 @@ impl<'a> Reader<'a> {
         self.buf = rest;
         Some(head)
     }
-    pub(crate) fn u16s(&mut self, n: usize) -> Option<Vec<u16>> {
-        let head = self.bytes(n.checked_mul(2)?)?;
-        Some(
-            head.chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                .collect(),
-        )
-    }
     pub(crate) fn f32s(&mut self, n: usize) -> Option<Vec<f32>> {
         let bytes = n.checked_mul(4)?;
         let (head, rest) = self.buf.split_at_checked(bytes)?;

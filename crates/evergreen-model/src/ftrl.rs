@@ -380,17 +380,29 @@ impl Store {
         storage: WeightStorage,
         dim: usize,
     ) -> Option<Self> {
-        fn interleave<T: Copy>(z: Vec<T>, n: Vec<T>) -> Vec<T> {
-            let mut v = Vec::with_capacity(2 * z.len());
-            for (z, n) in z.into_iter().zip(n) {
-                v.push(z);
-                v.push(n);
+        // Straight from the two byte runs into the interleaved table: no intermediate copies
+        // (a served version's load holds the file and the model, nothing more).
+        fn interleave<T, const N: usize>(
+            z: &[u8],
+            n: &[u8],
+            value: impl Fn([u8; N]) -> T,
+        ) -> Vec<T> {
+            let mut v = Vec::with_capacity(2 * z.len() / N);
+            for (z, n) in z.chunks_exact(N).zip(n.chunks_exact(N)) {
+                v.push(value(z.try_into().expect("N bytes")));
+                v.push(value(n.try_into().expect("N bytes")));
             }
             v
         }
+        let width = match storage {
+            WeightStorage::F32 => 4,
+            WeightStorage::F16 => 2,
+        };
+        let z = r.bytes(dim.checked_mul(width)?)?;
+        let n = r.bytes(dim.checked_mul(width)?)?;
         Some(match storage {
-            WeightStorage::F32 => Store::F32(interleave(r.f32s(dim)?, r.f32s(dim)?).into()),
-            WeightStorage::F16 => Store::F16(interleave(r.u16s(dim)?, r.u16s(dim)?).into()),
+            WeightStorage::F32 => Store::F32(interleave(z, n, f32::from_le_bytes).into()),
+            WeightStorage::F16 => Store::F16(interleave(z, n, u16::from_le_bytes).into()),
         })
     }
 }
