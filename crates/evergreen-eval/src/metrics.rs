@@ -297,21 +297,40 @@ mod tests {
         assert!((s.auc - expected).abs() < 1e-12, "{} vs {expected}", s.auc);
     }
 
+    /// `auc` against counting won pairs (ties half): NaN with one class only.
+    fn check_auc(
+        auc: f64,
+        scored: &[(f64, bool)],
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let pos: Vec<f64> = scored.iter().filter(|x| x.1).map(|x| x.0).collect();
+        let neg: Vec<f64> = scored.iter().filter(|x| !x.1).map(|x| x.0).collect();
+        if pos.is_empty() || neg.is_empty() {
+            proptest::prop_assert!(auc.is_nan());
+        } else {
+            let mut won = 0.0;
+            for a in &pos {
+                for b in &neg {
+                    won += if a > b {
+                        1.0
+                    } else if a == b {
+                        0.5
+                    } else {
+                        0.0
+                    };
+                }
+            }
+            proptest::prop_assert!((auc - won / (pos.len() * neg.len()) as f64).abs() < 1e-9);
+        }
+        Ok(())
+    }
+
     proptest::proptest! {
         #[test]
         fn auc_matches_pair_counting(v in proptest::collection::vec((0u8..10, proptest::bool::ANY), 2..60)) {
             let mut m = Metrics::new();
             for (p, y) in &v { m.add(*p as f64 / 10.0, *y as u8 as f32); }
-            let pos: Vec<f64> = v.iter().filter(|x| x.1).map(|x| x.0 as f64).collect();
-            let neg: Vec<f64> = v.iter().filter(|x| !x.1).map(|x| x.0 as f64).collect();
-            let auc = m.summary().auc;
-            if pos.is_empty() || neg.is_empty() {
-                proptest::prop_assert!(auc.is_nan());
-            } else {
-                let mut won = 0.0;
-                for a in &pos { for b in &neg { won += if a > b { 1.0 } else if a == b { 0.5 } else { 0.0 }; } }
-                proptest::prop_assert!((auc - won / (pos.len() * neg.len()) as f64).abs() < 1e-9);
-            }
+            let scored: Vec<(f64, bool)> = v.iter().map(|&(p, y)| (p as f64, y)).collect();
+            check_auc(m.summary().auc, &scored)?;
         }
 
         /// Any finite scores (negative, signed zeros, tiny and huge magnitudes) rank as numbers.
@@ -321,16 +340,7 @@ mod tests {
             proptest::bool::ANY), 2..60)) {
             let mut m = Metrics::new();
             for (p, y) in &v { m.add(*p, *y as u8 as f32); }
-            let pos: Vec<f64> = v.iter().filter(|x| x.1).map(|x| x.0).collect();
-            let neg: Vec<f64> = v.iter().filter(|x| !x.1).map(|x| x.0).collect();
-            let auc = m.summary().auc;
-            if pos.is_empty() || neg.is_empty() {
-                proptest::prop_assert!(auc.is_nan());
-            } else {
-                let mut won = 0.0;
-                for a in &pos { for b in &neg { won += if a > b { 1.0 } else if a == b { 0.5 } else { 0.0 }; } }
-                proptest::prop_assert!((auc - won / (pos.len() * neg.len()) as f64).abs() < 1e-9);
-            }
+            check_auc(m.summary().auc, &v)?;
         }
     }
 }

@@ -4,7 +4,8 @@
 //! held through `&mut self` is viewed as atomics of the same size and alignment (`f32` bits as
 //! [`AtomicU32`], f16 bits as [`AtomicU16`], counters as [`AtomicU8`]) and read and written with
 //! `Relaxed` loads and stores, which compile to plain loads and stores on the usual targets.
-//! With `crate::sparse_memory` (the model tables' memory), the only `unsafe` code of the crate.
+//! With `crate::sparse_memory` (the model tables' memory) and the AVX2 dispatch of
+//! `Adam::step` (`crate::dense`), the only `unsafe` code of the crate.
 
 use evergreen_core::FeatureVector;
 use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32};

@@ -8,7 +8,8 @@
 //! of the trainer's time (BENCHMARKS.md). Reads of untouched rows map the shared zero page.
 //! Small tables, tables loaded from a file, and other platforms use a plain `Vec`.
 //!
-//! Besides `crate::hogwild`, the only `unsafe` code of the crate: mapping, viewing and
+//! Besides `crate::hogwild` and `Adam::step`'s AVX2 dispatch, the only `unsafe` code of the
+//! crate: mapping, viewing and
 //! unmapping the memory.
 
 use std::fmt;

@@ -295,26 +295,6 @@ async fn tf_serving_warm_up_files_are_replayed_before_a_version_is_served() {
     };
     use prost::Message;
     let f = start(&[1], |o| o.poll_interval = Duration::from_secs(3600)).await;
-    let example = |c: &str, x: f32| Example {
-        features: Some(Features {
-            feature: HashMap::from([
-                (
-                    "c".to_string(),
-                    Feature {
-                        kind: Some(feature::Kind::BytesList(BytesList {
-                            value: vec![c.as_bytes().to_vec()],
-                        })),
-                    },
-                ),
-                (
-                    "x".to_string(),
-                    Feature {
-                        kind: Some(feature::Kind::FloatList(FloatList { value: vec![x] })),
-                    },
-                ),
-            ]),
-        }),
-    };
     let input = |c: &str| {
         Some(tfs::Input {
             kind: Some(tfs::input::Kind::ExampleList(tfs::ExampleList {

@@ -16,16 +16,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-
-def example(c, x):
-    return tf.train.Example(
-        features=tf.train.Features(
-            feature={
-                "c": tf.train.Feature(bytes_list=tf.train.BytesList(value=[c.encode()])),
-                "x": tf.train.Feature(float_list=tf.train.FloatList(value=[x])),
-            }
-        )
-    )
+from tfs_client import example  # the same test examples as the client's (same directory)
 
 
 def main():
