@@ -191,11 +191,19 @@ impl Proc {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
-                // drain remaining output
-                while let Ok(l) = self.out.recv_timeout(Duration::from_millis(200)) {
-                    self.seen_out.push(l);
+                // The child is gone, so both pipes reach end of file: read each to its end
+                // (the pump threads hang up), not merely what has arrived so far.
+                let until = Instant::now() + Duration::from_secs(30);
+                for (rx, seen) in [
+                    (&self.out, &mut self.seen_out),
+                    (&self.err, &mut self.seen_err),
+                ] {
+                    while let Ok(l) =
+                        rx.recv_timeout(until.saturating_duration_since(Instant::now()))
+                    {
+                        seen.push(l);
+                    }
                 }
-                self.drain_err();
                 return s;
             }
             if Instant::now() > deadline {
