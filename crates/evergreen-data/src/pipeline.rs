@@ -999,6 +999,72 @@ mod tests {
         out
     }
 
+    /// The CSV shards as JSON lines (read as records, transformed by the workers).
+    fn as_jsonl(files: &[SpanFile]) -> Vec<SpanFile> {
+        files
+            .iter()
+            .map(|f| {
+                let text = std::fs::read_to_string(&f.path).unwrap();
+                let mut out = String::new();
+                for line in text.lines().skip(1) {
+                    let v: Vec<&str> = line.split(',').collect();
+                    let x = v[0]
+                        .parse::<f64>()
+                        .map_or_else(|_| serde_json::json!(v[0]), |x| serde_json::json!(x));
+                    let row =
+                        serde_json::json!({"x": x, "c": v[1], "y": v[2].parse::<u8>().unwrap()});
+                    out.push_str(&format!("{row}\n"));
+                }
+                let path = f.path.with_extension("jsonl");
+                std::fs::write(&path, out).unwrap();
+                SpanFile {
+                    name: format!("{}.jsonl", f.name),
+                    size: std::fs::metadata(&path).unwrap().len(),
+                    path,
+                    format: Format::Jsonl,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_lone_reader_over_mixed_formats_delivers_in_order() {
+        // One reader: CSV and example-file chunks transformed on it, JSON-lines chunks by the
+        // transform workers (or on it, workers 0); the order is the shards' one after the
+        // other, each as read alone.
+        let dir = tempfile::tempdir().unwrap();
+        let csv = shards(dir.path(), 4, 700);
+        let jsonl = as_jsonl(&csv);
+        let evgx = as_example_files(&csv);
+        let files = vec![
+            csv[0].clone(),
+            jsonl[1].clone(),
+            evgx[2].clone(),
+            jsonl[3].clone(),
+            csv[1].clone(),
+        ];
+        let opts = PipelineOptions {
+            cycle_length: 1,
+            workers: 2,
+            batch_size: 64,
+            chunk: 50,
+            queue: 1,
+            ordered: true,
+            read: crate::ReadOptions::default(),
+        };
+        let mut expected = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            let alone = examples(Pipeline::start(vec![f.clone()], transformer(), opts), false);
+            assert!(!alone.is_empty());
+            expected.extend(alone.into_iter().map(|(_, p, x, y)| (i, p, x, y)));
+        }
+        for workers in [2, 0] {
+            let opts = PipelineOptions { workers, ..opts };
+            let got = examples(Pipeline::start(files.clone(), transformer(), opts), true);
+            assert_eq!(got, expected, "workers {workers}");
+        }
+    }
+
     #[test]
     fn recycled_feature_vectors_carry_nothing_over() {
         let dir = tempfile::tempdir().unwrap();

@@ -157,21 +157,49 @@ impl Metrics {
         }
         // Sorted by a key whose integer order is the numeric order of the (non-NaN)
         // predictions, `-0.0` made `0.0`: equal keys are exactly the tied predictions.
-        let mut sorted: Vec<(u64, bool)> = Vec::with_capacity(n);
-        sorted.extend(self.pairs.iter().map(|&(p, y)| (order_key(p), y)));
-        sorted.sort_unstable_by_key(|&(k, _)| k);
+        // The label rides in the key's lowest bit: `2 · key + label`, sorted as plain integers
+        // (half the memory of (key, label) pairs, and the fastest sort), which needs the key's
+        // top bit free: it is for every prediction >= 0 (every probability); any other set of
+        // scores is sorted as (key, label) pairs.
         let mut rank_sum_pos = 0.0;
-        let mut i = 0;
-        while i < n {
-            let mut j = i;
-            let mut pos_in_tie = u64::from(sorted[i].1);
-            while j + 1 < n && sorted[j + 1].0 == sorted[i].0 {
-                j += 1;
-                pos_in_tie += u64::from(sorted[j].1);
-            }
+        let mut add_ties = |i: usize, j: usize, pos_in_tie: u64| {
             let avg_rank = (i + j) as f64 / 2.0 + 1.0;
             rank_sum_pos += avg_rank * pos_in_tie as f64;
-            i = j + 1;
+        };
+        if self.pairs.iter().all(|(p, _)| *p >= 0.0) {
+            let mut sorted: Vec<u64> = Vec::with_capacity(n);
+            sorted.extend(
+                self.pairs
+                    .iter()
+                    .map(|&(p, y)| ((p + 0.0).to_bits() << 1) | u64::from(y)),
+            );
+            sorted.sort_unstable();
+            let mut i = 0;
+            while i < n {
+                let key = sorted[i] >> 1;
+                let mut j = i;
+                while j + 1 < n && sorted[j + 1] >> 1 == key {
+                    j += 1;
+                }
+                let pos_in_tie = sorted[i..=j].iter().map(|k| k & 1).sum();
+                add_ties(i, j, pos_in_tie);
+                i = j + 1;
+            }
+        } else {
+            let mut sorted: Vec<(u64, bool)> = Vec::with_capacity(n);
+            sorted.extend(self.pairs.iter().map(|&(p, y)| (order_key(p), y)));
+            sorted.sort_unstable_by_key(|&(k, _)| k);
+            let mut i = 0;
+            while i < n {
+                let mut j = i;
+                let mut pos_in_tie = u64::from(sorted[i].1);
+                while j + 1 < n && sorted[j + 1].0 == sorted[i].0 {
+                    j += 1;
+                    pos_in_tie += u64::from(sorted[j].1);
+                }
+                add_ties(i, j, pos_in_tie);
+                i = j + 1;
+            }
         }
         (rank_sum_pos - pos * (pos + 1.0) / 2.0) / (pos * neg)
     }
