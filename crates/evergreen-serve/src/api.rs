@@ -191,6 +191,12 @@ async fn models_root(method: Method) -> Response {
     )))
 }
 
+/// Requests with bodies up to this size are parsed and scored on the async worker that read
+/// them (microseconds of work); larger ones on the blocking pool, so that they hold no async
+/// worker and the request timeout answers for them (their work runs on to its end, its result
+/// dropped).
+const INLINE_BODY_BYTES: usize = 64 << 10;
+
 async fn models(
     State(server): State<Server>,
     method: Method,
@@ -208,11 +214,20 @@ async fn models(
             } else {
                 String::new()
             };
-            (
-                handle(&server, &method, &route, &headers, body),
-                route.api,
-                model,
-            )
+            let api = route.api;
+            let reply = if matches!(&body, Ok(b) if b.len() > INLINE_BODY_BYTES) {
+                let (s, m, h) = (server.clone(), method.clone(), headers.clone());
+                tokio::task::spawn_blocking(move || handle(&s, &m, &route, &h, body))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Reply::err(ApiError::Unavailable(format!(
+                            "the request's work stopped: {e}"
+                        )))
+                    })
+            } else {
+                handle(&server, &method, &route, &headers, body)
+            };
+            (reply, api, model)
         }
         None => (
             Reply::err(ApiError::NotFound(format!(

@@ -491,3 +491,34 @@ async fn liveness_readiness_and_the_request_timeout() {
     assert_eq!(f.get("/readyz").await.0, 200);
     f.handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_request_still_times_out() {
+    // Parsing and scoring 400,000 instances takes far longer than 100 ms: the request is
+    // worked on off the async workers, and the timeout answers 408 instead of waiting for it.
+    let f = start(&[1], |o| {
+        o.request_timeout = Duration::from_millis(100);
+        o.max_body_bytes = 16 << 20;
+    })
+    .await;
+    let instances = vec![r#"{"c":"a","x":1.0}"#; 400_000].join(",");
+    let started = Instant::now();
+    let r = f
+        .client
+        .post(format!("{}/v1/models/m:predict", f.url))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"instances":[{instances}]}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 408, "after {:?}", started.elapsed());
+    // A small request right after is answered.
+    let (code, version, _) = f
+        .post(
+            "/v1/models/m:predict",
+            r#"{"instances":[{"c":"a","x":1.0}]}"#,
+        )
+        .await;
+    assert_eq!((code, version), (200, Some(1)));
+    f.handle.shutdown().await;
+}
