@@ -1,6 +1,6 @@
 //! Compiles evergreen's own declarations of TensorFlow Serving's gRPC API (`proto/`) with protox
 //! (a protobuf compiler in Rust: no `protoc` needed), generates the tonic server and client, and
-//! keeps the descriptors for parsing text-format model server configs.
+//! keeps the descriptors for parsing text-format model server configs and batching parameters.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/tensorflow_serving/apis/model_service.proto",
         "proto/tensorflow_serving/apis/prediction_log.proto",
         "proto/tensorflow_serving/config/model_server_config.proto",
+        "proto/tensorflow_serving/servables/tensorflow/session_bundle_config.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
     // The descriptors themselves, to parse `--model_config_file` (text format) at run time.

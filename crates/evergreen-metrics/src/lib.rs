@@ -73,6 +73,11 @@ fn difference_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 14))
 }
 
+fn batch_size_histogram() -> Histogram {
+    // 1 .. 2048 instances
+    Histogram::new(exponential_buckets(1.0, 2.0, 12))
+}
+
 fn cycle_histogram() -> Histogram {
     // 1 ms .. ~9 min
     Histogram::new(exponential_buckets(0.001, 2.5, 15))
@@ -129,6 +134,9 @@ pub struct Metrics {
     /// `evergreen_serving_admin_actions_total{model,outcome}`: admin actions by action
     /// (`promote`, `rollback`, `split`, `pin`, `unpin`, `shadow`) or `refused` (bad token).
     pub admin_actions: Family<OutcomeLabels, Counter>,
+    /// `evergreen_serving_batch_size{model}`: instances per batch scored by server-side
+    /// batching.
+    pub batch_size: Family<ModelLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -282,6 +290,14 @@ impl Metrics {
             "Admin API actions by action, or refused",
             admin_actions.clone(),
         );
+        let batch_size = Family::<ModelLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            batch_size_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "evergreen_serving_batch_size",
+            "Instances per batch scored by server-side request batching",
+            batch_size.clone(),
+        );
         Self {
             registry,
             requests,
@@ -305,6 +321,7 @@ impl Metrics {
             shadow_predictions,
             shadow_difference,
             admin_actions,
+            batch_size,
         }
     }
 

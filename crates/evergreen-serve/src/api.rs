@@ -1,6 +1,7 @@
 //! HTTP routes: TF Serving's v1 REST API (status, metadata, predict, classify, regress),
 //! metrics and health. Every error is JSON `{"error": "..."}`.
 
+use crate::batching::Batcher;
 use crate::error::ApiError;
 use crate::json::{self, Format};
 use crate::state::Snapshot;
@@ -12,10 +13,11 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use evergreen_core::RawRecord;
+use evergreen_core::{FeatureVector, RawRecord};
 use evergreen_metrics::{ApiLabels, RequestLabels};
 use evergreen_registry::{CANARY, LoadedVersion, STABLE, SharedVersion, key_bucket};
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Builds the router over `server`.
@@ -215,7 +217,10 @@ async fn models(
                 String::new()
             };
             let api = route.api;
-            let reply = if matches!(&body, Ok(b) if b.len() > INLINE_BODY_BYTES) {
+            let blocking = matches!(&body, Ok(b) if b.len() > INLINE_BODY_BYTES)
+                || (matches!(api, Api::Predict | Api::Classify | Api::Regress)
+                    && batches(&server, &route.model));
+            let reply = if blocking {
                 let (s, m, h) = (server.clone(), method.clone(), headers.clone());
                 tokio::task::spawn_blocking(move || handle(&s, &m, &route, &h, body))
                     .await
@@ -326,7 +331,7 @@ fn handle(
                 Err(e) => return Reply::err(e),
             };
             let (v, lv, shadow) = pick(server, route, named, headers, &records);
-            match score(&lv, &records) {
+            match score_served(server, &route.model, v, &lv, &records) {
                 Ok(p) => {
                     if let Some(sv) = shadow {
                         mirror(server, &route.model, sv, records, p.clone());
@@ -626,17 +631,56 @@ fn metadata(model: &str, version: u64, lv: &LoadedVersion) -> Value {
 
 /// Transforms each record with the version's own transformer and predicts with its model.
 pub(crate) fn score(lv: &LoadedVersion, records: &[RawRecord]) -> Result<Vec<f64>, ApiError> {
+    Ok(features(lv, records)?
+        .iter()
+        .map(|x| lv.model.predict(x))
+        .collect())
+}
+
+/// The feature vectors of `records` under `lv`'s spec; the error names the instance.
+fn features(lv: &LoadedVersion, records: &[RawRecord]) -> Result<Vec<FeatureVector>, ApiError> {
     records
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let x = lv
-                .transformer
+            lv.transformer
                 .features(r)
-                .map_err(|e| ApiError::BadRequest(format!("instance {i}: {e}")))?;
-            Ok(lv.model.predict(&x))
+                .map_err(|e| ApiError::BadRequest(format!("instance {i}: {e}")))
         })
         .collect()
+}
+
+/// The batching queue of version `v` of `model`, when that version batches requests.
+fn batcher_of(server: &Server, model: &str, v: u64) -> Option<Arc<Batcher>> {
+    let models = server.inner.models.load();
+    let snap = models.get(model)?.snapshot.load();
+    snap.batchers.get(&v).cloned()
+}
+
+/// Whether some version of `model` batches requests (its requests then wait for their batch
+/// on the blocking pool).
+pub(crate) fn batches(server: &Server, model: &str) -> bool {
+    server
+        .inner
+        .models
+        .load()
+        .get(model)
+        .is_some_and(|m| !m.snapshot.load().batchers.is_empty())
+}
+
+/// Predictions of `records` by version `v` of `model` (`lv`): in a batch with other requests'
+/// instances when that version batches (blocking until the batch ran), else scored here.
+pub(crate) fn score_served(
+    server: &Server,
+    model: &str,
+    v: u64,
+    lv: &LoadedVersion,
+    records: &[RawRecord],
+) -> Result<Vec<f64>, ApiError> {
+    match batcher_of(server, model, v) {
+        Some(b) => b.predict(features(lv, records)?),
+        None => score(lv, records),
+    }
 }
 
 /// The model's input column when it has exactly one (bare instance values then name it).

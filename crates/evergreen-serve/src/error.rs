@@ -59,6 +59,14 @@ pub(crate) enum LoadError {
         /// Buckets of the spec.
         spec_dim: usize,
     },
+    /// The version's batching parameters file could not be read or parsed.
+    #[error("{path}: batching parameters: {message}")]
+    Batching {
+        /// The batching parameters file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// Warm-up failed: a warm-up request was refused, or a prediction was not a probability.
     #[error("{path}: warm-up failed: {message}")]
     Warmup {

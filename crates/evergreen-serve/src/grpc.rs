@@ -347,7 +347,8 @@ impl Grpc {
         let done = tokio::task::spawn_blocking(move || {
             let named = api::resolve(&server, &route).map_err(|e| (None, e))?;
             let (v, lv, shadow) = api::pick(&server, &route, named, &headers, &records);
-            let p = api::score(&lv, &records).map_err(|e| (Some(v), e))?;
+            let p = api::score_served(&server, &route.model, v, &lv, &records)
+                .map_err(|e| (Some(v), e))?;
             if let Some(sv) = shadow {
                 api::mirror(&server, &route.model, sv, records, p.clone());
             }

@@ -11,6 +11,7 @@
 
 mod admin;
 mod api;
+mod batching;
 mod error;
 pub mod grpc;
 mod json;
@@ -19,6 +20,7 @@ mod state;
 mod warmup;
 
 pub use admin::{AdminAction, AdminAudit, AdminOptions};
+pub use batching::{BATCHING_PARAMS_FILE, BatchingParameters, parse_batching_parameters};
 use evergreen_metrics::Metrics;
 pub use model_config::parse_model_config;
 use state::ModelState;
@@ -102,6 +104,20 @@ pub struct ServeOptions {
     /// Longest a REST request may take, reading its body included (default 30 s); slower ones
     /// get 408.
     pub request_timeout: Duration,
+    /// Server-side request batching (TF Serving's `--enable_batching`); `None`: off.
+    pub batching: Option<Batching>,
+}
+
+/// Server-side request batching settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batching {
+    /// The parameters (TF Serving's `--batching_parameters_file`).
+    pub params: BatchingParameters,
+    /// TF Serving's `--enable_per_model_batching_parameters`: a version batches only when its
+    /// directory has [`BATCHING_PARAMS_FILE`], with the parameters in it (a file that does not
+    /// parse keeps the version from being served); `params` then only sets the thread count
+    /// when the file does not.
+    pub per_model: bool,
 }
 
 impl Default for ServeOptions {
@@ -113,6 +129,7 @@ impl Default for ServeOptions {
             num_versions: 1,
             admin: None,
             request_timeout: Duration::from_secs(30),
+            batching: None,
         }
     }
 }
@@ -148,7 +165,7 @@ impl Server {
     /// disk are served from the first request. Does blocking file IO (call it at startup, or
     /// from `spawn_blocking`). A model name listed twice is served once (first entry wins).
     pub fn new(opts: ServeOptions, metrics: Arc<Metrics>) -> Self {
-        let models = Self::states(&opts.models, opts.num_versions, &BTreeMap::new());
+        let models = Self::states(&opts, &opts.models, &BTreeMap::new());
         let server = Self {
             inner: Arc::new(Inner {
                 opts,
@@ -163,8 +180,8 @@ impl Server {
     /// The model states for `sources`, reusing those of `current` that serve the same base
     /// path, version policy and labels.
     fn states(
+        opts: &ServeOptions,
         sources: &[ModelSource],
-        num_versions: usize,
         current: &BTreeMap<String, Arc<ModelState>>,
     ) -> BTreeMap<String, Arc<ModelState>> {
         let mut models = BTreeMap::new();
@@ -176,7 +193,7 @@ impl Server {
             let policy = source
                 .policy
                 .clone()
-                .unwrap_or(VersionPolicy::Latest(num_versions.max(1)));
+                .unwrap_or(VersionPolicy::Latest(opts.num_versions.max(1)));
             let state = match current.get(&source.name) {
                 Some(s) if s.serves(&source.base_path, &policy, &source.labels) => s.clone(),
                 _ => Arc::new(ModelState::new(
@@ -184,6 +201,7 @@ impl Server {
                     source.base_path.clone(),
                     policy,
                     source.labels.clone(),
+                    opts.batching.clone(),
                 )),
             };
             models.insert(source.name.clone(), state);
@@ -198,7 +216,7 @@ impl Server {
     /// names added, removed and changed.
     pub fn reconfigure(&self, sources: &[ModelSource]) -> Reconfigured {
         let current = self.inner.models.load_full();
-        let next = Self::states(sources, self.inner.opts.num_versions, &current);
+        let next = Self::states(&self.inner.opts, sources, &current);
         // New and changed states load before they are published, so that a model that stays
         // listed does not answer 404/503 in between.
         for (name, state) in &next {

@@ -8,7 +8,7 @@ use crate::{ModelSource, VersionPolicy};
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use std::path::Path;
 
-const DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
+pub(crate) const DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
 
 /// Parses a text-format `ModelServerConfig`; relative base paths are taken from `dir` (the
 /// config file's directory). Errors name the problem (and for syntax errors, line and column).

@@ -8,6 +8,7 @@
 //! disk can be served, the versions already served stay (a failed load or a deleted directory
 //! never takes away a working version).
 
+use crate::batching::{BATCHING_PARAMS_FILE, Batcher, BatchingParameters};
 use crate::error::LoadError;
 use arc_swap::ArcSwap;
 use evergreen_metrics::Metrics;
@@ -30,6 +31,8 @@ pub(crate) struct Snapshot {
     pub(crate) labels: BTreeMap<String, u64>,
     /// Traffic policy from `traffic.json` as of that pass.
     pub(crate) traffic: TrafficPolicy,
+    /// The batching queue of each loaded version that batches requests.
+    pub(crate) batchers: BTreeMap<u64, Arc<Batcher>>,
 }
 
 impl Snapshot {
@@ -48,6 +51,7 @@ pub(crate) struct ModelState {
     config_labels: BTreeMap<String, u64>,
     pub(crate) snapshot: ArcSwap<Snapshot>,
     memory: Mutex<Memory>,
+    batching: Option<crate::Batching>,
 }
 
 #[derive(Default)]
@@ -87,7 +91,43 @@ fn signature(dir: &Path) -> Signature {
     }
 }
 
-fn load_checked(registry: &Registry, version: u64) -> Result<SharedVersion, LoadError> {
+/// The batching parameters of version directory `dir` under `batching`: the server's, or with
+/// per-model parameters, those of its [`BATCHING_PARAMS_FILE`] (none without one).
+fn batching_params(
+    batching: Option<&crate::Batching>,
+    dir: &Path,
+) -> Result<Option<BatchingParameters>, LoadError> {
+    let Some(b) = batching else {
+        return Ok(None);
+    };
+    if !b.per_model {
+        return Ok(Some(b.params.clone()));
+    }
+    let file = dir.join(BATCHING_PARAMS_FILE);
+    let fail = |message: String| LoadError::Batching {
+        path: file.clone(),
+        message,
+    };
+    match std::fs::read_to_string(&file) {
+        Ok(text) => crate::batching::parse_batching_parameters(&text)
+            .map(|mut p| {
+                if !text.contains("num_batch_threads") {
+                    p.num_batch_threads = b.params.num_batch_threads;
+                }
+                Some(p)
+            })
+            .map_err(fail),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
+fn load_checked(
+    registry: &Registry,
+    version: u64,
+    batching: Option<&crate::Batching>,
+) -> Result<(SharedVersion, Option<BatchingParameters>), LoadError> {
+    let params = batching_params(batching, &registry.version_dir(version))?;
     let loaded = registry.load(version)?;
     let spec_dim = loaded.transformer.spec().dim();
     let model_dim = loaded.model.dim();
@@ -99,7 +139,7 @@ fn load_checked(registry: &Registry, version: u64) -> Result<SharedVersion, Load
         });
     }
     warm_up(&loaded, &registry.version_dir(version))?;
-    Ok(Arc::new(loaded))
+    Ok((Arc::new(loaded), params))
 }
 
 /// File of warm-up requests in a version directory: one `:predict` body (JSON) per line.
@@ -193,6 +233,7 @@ impl ModelState {
         base_path: PathBuf,
         policy: crate::VersionPolicy,
         config_labels: BTreeMap<String, u64>,
+        batching: Option<crate::Batching>,
     ) -> Self {
         Self {
             name,
@@ -201,6 +242,7 @@ impl ModelState {
             config_labels,
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             memory: Mutex::new(Memory::default()),
+            batching,
         }
     }
 
@@ -218,7 +260,7 @@ impl ModelState {
     }
 
     /// One reload pass (blocking IO) under the model's version policy.
-    pub(crate) fn reload(&self, metrics: &Metrics) {
+    pub(crate) fn reload(&self, metrics: &Arc<Metrics>) {
         let mut memory = self.memory.lock().unwrap_or_else(PoisonError::into_inner);
         let mut problems = Vec::new();
         self.pass(metrics, &mut memory, &mut problems);
@@ -233,7 +275,7 @@ impl ModelState {
         }
     }
 
-    fn pass(&self, metrics: &Metrics, memory: &mut Memory, problems: &mut Vec<String>) {
+    fn pass(&self, metrics: &Arc<Metrics>, memory: &mut Memory, problems: &mut Vec<String>) {
         let registry = match Registry::open_existing(&self.base_path, &self.name) {
             Ok(r) => r,
             Err(e) => {
@@ -278,20 +320,25 @@ impl ModelState {
             .retain(|v, _| on_disk.binary_search(v).is_ok());
 
         let mut chosen = BTreeMap::new();
+        let mut batchers = BTreeMap::new();
         match &self.policy {
             crate::VersionPolicy::Latest(keep) => {
                 for &v in on_disk.iter().rev() {
                     if chosen.len() >= (*keep).max(1) {
                         break;
                     }
-                    if let Some(lv) = self.obtain(v, &current, memory, &registry, metrics) {
+                    if let Some(lv) =
+                        self.obtain(v, &current, memory, &registry, metrics, &mut batchers)
+                    {
                         chosen.insert(v, lv);
                     }
                 }
             }
             crate::VersionPolicy::All => {
                 for &v in &on_disk {
-                    if let Some(lv) = self.obtain(v, &current, memory, &registry, metrics) {
+                    if let Some(lv) =
+                        self.obtain(v, &current, memory, &registry, metrics, &mut batchers)
+                    {
                         chosen.insert(v, lv);
                     }
                 }
@@ -299,7 +346,8 @@ impl ModelState {
             crate::VersionPolicy::Specific(wanted) => {
                 for &v in wanted {
                     if on_disk.binary_search(&v).is_ok()
-                        && let Some(lv) = self.obtain(v, &current, memory, &registry, metrics)
+                        && let Some(lv) =
+                            self.obtain(v, &current, memory, &registry, metrics, &mut batchers)
                     {
                         chosen.insert(v, lv);
                     }
@@ -310,14 +358,16 @@ impl ModelState {
             if chosen.contains_key(&v) || on_disk.binary_search(&v).is_err() {
                 continue;
             }
-            if let Some(lv) = self.obtain(v, &current, memory, &registry, metrics) {
+            if let Some(lv) = self.obtain(v, &current, memory, &registry, metrics, &mut batchers) {
                 chosen.insert(v, lv);
             }
         }
         if chosen.is_empty() {
             // Nothing on disk can be served: keep serving what we have.
             chosen = current.versions.clone();
+            batchers = current.batchers.clone();
         }
+        batchers.retain(|v, _| chosen.contains_key(v));
         let unchanged = chosen.keys().eq(current.versions.keys())
             && labels == current.labels
             && traffic == current.traffic;
@@ -334,6 +384,7 @@ impl ModelState {
                 versions: chosen,
                 labels,
                 traffic,
+                batchers,
             }));
         }
         if let Some((v, _)) = self.snapshot.load().latest() {
@@ -352,9 +403,13 @@ impl ModelState {
         current: &Snapshot,
         memory: &mut Memory,
         registry: &Registry,
-        metrics: &Metrics,
+        metrics: &Arc<Metrics>,
+        batchers: &mut BTreeMap<u64, Arc<Batcher>>,
     ) -> Option<SharedVersion> {
         if let Some(lv) = current.versions.get(&v) {
+            if let Some(b) = current.batchers.get(&v) {
+                batchers.insert(v, b.clone());
+            }
             return Some(lv.clone());
         }
         let dir = registry.version_dir(v);
@@ -374,8 +429,19 @@ impl ModelState {
             }
         }
         let started = Instant::now();
-        match load_checked(registry, v) {
-            Ok(lv) => {
+        match load_checked(registry, v, self.batching.as_ref()) {
+            Ok((lv, params)) => {
+                if let Some(p) = params {
+                    tracing::info!(model = %self.name, version = v, ?p, "batching requests");
+                    let served = lv.clone();
+                    let score = move |xs: &[evergreen_core::FeatureVector], out: &mut Vec<f64>| {
+                        served.model.predict_batch(xs, out)
+                    };
+                    batchers.insert(
+                        v,
+                        Arc::new(Batcher::start(score, &p, &self.name, metrics.clone())),
+                    );
+                }
                 memory.failures.remove(&v);
                 metrics
                     .version_loads

@@ -209,6 +209,76 @@ fn serve_reads_a_tf_serving_model_config_file() {
 }
 
 #[test]
+fn serve_batches_requests_with_tf_servings_flags() {
+    let d = tempfile::tempdir().unwrap();
+    trained(d.path());
+    let params = d.path().join("batching.txt");
+    std::fs::write(
+        &params,
+        "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 0 }\n\
+         max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 1 }\n",
+    )
+    .unwrap();
+    let base = format!("--model_base_path={}", d.path().join("models/m").display());
+    let file = format!("--batching_parameters_file={}", params.display());
+    let mut s = Proc::spawn(
+        &[
+            "serve",
+            "--rest_api_port=0",
+            "--model_name=elec",
+            &base,
+            "--enable_batching=true",
+            &file,
+        ],
+        &[],
+    );
+    let url = s.rest_addr();
+    let body =
+        r#"{"instances": [{"nswprice": 0.05, "period": 0.2}, {"nswprice": 0.07, "period": 0.6}]}"#;
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{url}/v1/models/elec:predict"))
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let answer: serde_json::Value = r.json().unwrap();
+    assert_eq!(
+        answer["predictions"].as_array().unwrap().len(),
+        2,
+        "{answer}"
+    );
+    let metrics = reqwest::blocking::get(format!("{url}/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("evergreen_serving_batch_size_sum{model=\"elec\"} 2.0"),
+        "{metrics}"
+    );
+    // Parameters that do not parse stop the server at start with the reason.
+    std::fs::write(&params, "max_batch_size { value: 0 }").unwrap();
+    let mut p = Proc::spawn(
+        &[
+            "serve",
+            "--rest_api_port=0",
+            "--model_name=elec",
+            &base,
+            "--enable_batching",
+            &file,
+        ],
+        &[],
+    );
+    assert!(!p.wait_exit().success());
+    assert!(
+        p.seen_err
+            .iter()
+            .any(|l| l.contains("max_batch_size must be")),
+        "{:?}",
+        p.seen_err
+    );
+}
+
+#[test]
 fn serve_applies_a_changed_model_config_file() {
     let d = tempfile::tempdir().unwrap();
     trained(d.path());

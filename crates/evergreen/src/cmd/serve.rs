@@ -65,6 +65,43 @@ pub struct ServeArgs {
     /// `--rest_api_timeout_in_ms`); slower ones get 408.
     #[arg(long = "rest_api_timeout_in_ms", default_value_t = 30_000)]
     pub rest_api_timeout_in_ms: u64,
+    /// Server-side request batching: requests arriving close together are scored as one batch
+    /// (TF Serving's flag; see `--batching_parameters_file`).
+    #[arg(long = "enable_batching", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub enable_batching: bool,
+    /// Text-format `BatchingParameters` (max_batch_size, batch_timeout_micros,
+    /// max_enqueued_batches, num_batch_threads); without it, TF Serving's defaults.
+    #[arg(long = "batching_parameters_file")]
+    pub batching_parameters_file: Option<PathBuf>,
+    /// Batch only the versions whose directory has a `batching_params.pbtxt`, with the
+    /// parameters in it (TF Serving's flag; needs --enable_batching).
+    #[arg(long = "enable_per_model_batching_parameters", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub enable_per_model_batching_parameters: bool,
+}
+
+/// The batching settings of `serve`'s flags (`None`: batching off).
+fn batching(a: &ServeArgs) -> Result<Option<evergreen_serve::Batching>> {
+    if !a.enable_batching {
+        if a.batching_parameters_file.is_some() || a.enable_per_model_batching_parameters {
+            bail!(
+                "--batching_parameters_file and --enable_per_model_batching_parameters need --enable_batching"
+            );
+        }
+        return Ok(None);
+    }
+    let params = match &a.batching_parameters_file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("reading --batching_parameters_file {}", f.display()))?;
+            evergreen_serve::parse_batching_parameters(&text)
+                .map_err(|e| anyhow::anyhow!("--batching_parameters_file {}: {e}", f.display()))?
+        }
+        None => evergreen_serve::BatchingParameters::default(),
+    };
+    Ok(Some(evergreen_serve::Batching {
+        params,
+        per_model: a.enable_per_model_batching_parameters,
+    }))
 }
 
 /// Environment variable holding the admin token when no token file is given.
@@ -164,6 +201,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         num_versions: a.num_versions,
         admin: admin_options(a.admin_token_file.as_deref(), a.lineage_db.clone())?,
         request_timeout: Duration::from_millis(a.rest_api_timeout_in_ms.max(1)),
+        batching: batching(&a)?,
     };
     let addr: std::net::SocketAddr = format!("{}:{}", a.rest_api_host, a.rest_api_port)
         .parse()
