@@ -1,7 +1,7 @@
 //! HTTP routes: TF Serving's v1 REST API (status, metadata, predict, classify, regress),
 //! metrics and health. Every error is JSON `{"error": "..."}`.
 
-use crate::batching::Batcher;
+use crate::batching::{Batcher, Pending};
 use crate::error::ApiError;
 use crate::json::{self, Format};
 use crate::state::Snapshot;
@@ -217,20 +217,26 @@ async fn models(
                 String::new()
             };
             let api = route.api;
-            let blocking = matches!(&body, Ok(b) if b.len() > INLINE_BODY_BYTES)
-                || (matches!(api, Api::Predict | Api::Classify | Api::Regress)
-                    && batches(&server, &route.model));
-            let reply = if blocking {
+            let handled = if matches!(&body, Ok(b) if b.len() > INLINE_BODY_BYTES) {
                 let (s, m, h) = (server.clone(), method.clone(), headers.clone());
                 tokio::task::spawn_blocking(move || handle(&s, &m, &route, &h, body))
                     .await
                     .unwrap_or_else(|e| {
-                        Reply::err(ApiError::Unavailable(format!(
+                        Handled::Reply(Reply::err(ApiError::Unavailable(format!(
                             "the request's work stopped: {e}"
-                        )))
+                        ))))
                     })
             } else {
                 handle(&server, &method, &route, &headers, body)
+            };
+            let reply = match handled {
+                Handled::Reply(r) => r,
+                // Waits for its batch without holding a thread.
+                Handled::Queued {
+                    version,
+                    pending,
+                    finish,
+                } => finish.reply(&server, version, pending.await),
             };
             (reply, api, model)
         }
@@ -270,13 +276,59 @@ async fn models(
     resp
 }
 
+/// What [`handle`] produced: the reply, or predictions being scored in a batch.
+enum Handled {
+    Reply(Reply),
+    Queued {
+        version: u64,
+        pending: Pending,
+        finish: Finish,
+    },
+}
+
+impl From<Reply> for Handled {
+    fn from(r: Reply) -> Self {
+        Handled::Reply(r)
+    }
+}
+
+/// What an inference reply needs besides its predictions.
+struct Finish {
+    api: Api,
+    format: Format,
+    model: String,
+    /// The shadow version and the records to mirror to it.
+    shadow: Option<((u64, SharedVersion), Vec<RawRecord>)>,
+}
+
+impl Finish {
+    /// The reply of version `version` for `result`; mirrors the request to the shadow.
+    fn reply(self, server: &Server, version: u64, result: Result<Vec<f64>, ApiError>) -> Reply {
+        match result {
+            Ok(p) => {
+                if let Some((sv, records)) = self.shadow {
+                    mirror(server, &self.model, sv, records, p.clone());
+                }
+                Reply {
+                    version: Some(version),
+                    result: Ok(respond(self.api, self.format, p)),
+                }
+            }
+            Err(e) => Reply {
+                version: Some(version),
+                result: Err(e),
+            },
+        }
+    }
+}
+
 fn handle(
     server: &Server,
     method: &Method,
     route: &Route,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Reply {
+) -> Handled {
     let read_only = matches!(route.api, Api::Status | Api::Metadata);
     let allowed = if read_only {
         method == Method::GET || method == Method::HEAD
@@ -291,19 +343,22 @@ fn handle(
                 if read_only { "GET" } else { "POST" }
             ),
             allow: if read_only { "GET, HEAD" } else { "POST" },
-        });
+        })
+        .into();
     }
     match route.api {
         Api::Status => Reply {
             version: None,
             result: status(server, route),
-        },
+        }
+        .into(),
         Api::Metadata => match resolve(server, route) {
             Ok((v, lv)) => Reply {
                 version: Some(v),
                 result: Ok(metadata(&route.model, v, &lv)),
-            },
-            Err(e) => Reply::err(e),
+            }
+            .into(),
+            Err(e) => Reply::err(e).into(),
         },
         Api::Predict | Api::Classify | Api::Regress => {
             let body = match body {
@@ -316,35 +371,37 @@ fn handle(
                         ))
                     } else {
                         ApiError::BadRequest(format!("cannot read request body: {rejection}"))
-                    });
+                    })
+                    .into();
                 }
             };
             // The named version (404/503 as before), then the body, then, for unversioned
             // requests, the traffic policy (the split key may be a feature of the body).
             let named = match resolve(server, route) {
                 Ok(named) => named,
-                Err(e) => return Reply::err(e),
+                Err(e) => return Reply::err(e).into(),
             };
             let single = single_input(named.1.transformer.spec());
             let (format, records) = match parse_inference(route.api, &body, single) {
                 Ok(parsed) => parsed,
-                Err(e) => return Reply::err(e),
+                Err(e) => return Reply::err(e).into(),
             };
             let (v, lv, shadow) = pick(server, route, named, headers, &records);
-            match score_served(server, &route.model, v, &lv, &records) {
-                Ok(p) => {
-                    if let Some(sv) = shadow {
-                        mirror(server, &route.model, sv, records, p.clone());
-                    }
-                    Reply {
-                        version: Some(v),
-                        result: Ok(respond(route.api, format, p)),
-                    }
-                }
-                Err(e) => Reply {
-                    version: Some(v),
-                    result: Err(e),
+            let scored = score_served(server, &route.model, v, &lv, &records);
+            let finish = Finish {
+                api: route.api,
+                format,
+                model: route.model.clone(),
+                shadow: shadow.map(|sv| (sv, records)),
+            };
+            match scored {
+                Ok(Scored::Now(p)) => finish.reply(server, v, Ok(p)).into(),
+                Ok(Scored::Queued(pending)) => Handled::Queued {
+                    version: v,
+                    pending,
+                    finish,
                 },
+                Err(e) => finish.reply(server, v, Err(e)).into(),
             }
         }
     }
@@ -657,29 +714,33 @@ fn batcher_of(server: &Server, model: &str, v: u64) -> Option<Arc<Batcher>> {
     snap.batchers.get(&v).cloned()
 }
 
-/// Whether some version of `model` batches requests (its requests then wait for their batch
-/// on the blocking pool).
-pub(crate) fn batches(server: &Server, model: &str) -> bool {
-    server
-        .inner
-        .models
-        .load()
-        .get(model)
-        .is_some_and(|m| !m.snapshot.load().batchers.is_empty())
+/// Predictions of `records` by version `v` of `model` (`lv`): scored here, or queued for a
+/// batch with other requests' instances when that version batches.
+pub(crate) enum Scored {
+    Now(Vec<f64>),
+    Queued(Pending),
 }
 
-/// Predictions of `records` by version `v` of `model` (`lv`): in a batch with other requests'
-/// instances when that version batches (blocking until the batch ran), else scored here.
+impl Scored {
+    /// The predictions, waiting for a queued batch (on a blocking thread).
+    pub(crate) fn wait(self) -> Result<Vec<f64>, ApiError> {
+        match self {
+            Scored::Now(p) => Ok(p),
+            Scored::Queued(pending) => pending.wait(),
+        }
+    }
+}
+
 pub(crate) fn score_served(
     server: &Server,
     model: &str,
     v: u64,
     lv: &LoadedVersion,
     records: &[RawRecord],
-) -> Result<Vec<f64>, ApiError> {
+) -> Result<Scored, ApiError> {
     match batcher_of(server, model, v) {
-        Some(b) => b.predict(features(lv, records)?),
-        None => score(lv, records),
+        Some(b) => b.submit(features(lv, records)?).map(Scored::Queued),
+        None => score(lv, records).map(Scored::Now),
     }
 }
 

@@ -96,7 +96,30 @@ type Score = dyn Fn(&[FeatureVector], &mut Vec<f64>) + Send + Sync;
 /// One request's instances and where its predictions go.
 struct Job {
     xs: Vec<FeatureVector>,
-    reply: Sender<Vec<f64>>,
+    reply: tokio::sync::oneshot::Sender<Vec<f64>>,
+}
+
+/// The predictions of a queued request, once its batch has run: `.await` them (REST), or
+/// [`Pending::wait`] on a blocking thread (gRPC).
+pub(crate) struct Pending(tokio::sync::oneshot::Receiver<Vec<f64>>);
+
+fn stopped() -> ApiError {
+    ApiError::Unavailable("the batch threads stopped".into())
+}
+
+impl Pending {
+    /// Blocks until the batch ran (not from async code).
+    pub(crate) fn wait(self) -> Result<Vec<f64>, ApiError> {
+        self.0.blocking_recv().map_err(|_| stopped())
+    }
+}
+
+impl std::future::IntoFuture for Pending {
+    type Output = Result<Vec<f64>, ApiError>;
+    type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Self::Output> + Send>>;
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move { self.0.await.map_err(|_| stopped()) })
+    }
 }
 
 /// The batching queue of one served version, with its threads (they stop once the batcher is
@@ -156,13 +179,10 @@ impl Batcher {
         }
     }
 
-    /// Scores `xs` in a batch with other requests' instances; blocks until done. Refused at
-    /// once when the queue is full.
-    pub(crate) fn predict(&self, xs: Vec<FeatureVector>) -> Result<Vec<f64>, ApiError> {
+    /// Queues `xs` to be scored in a batch with other requests' instances; refused at once
+    /// when the queue is full.
+    pub(crate) fn submit(&self, xs: Vec<FeatureVector>) -> Result<Pending, ApiError> {
         let n = xs.len();
-        if n == 0 {
-            return Ok(Vec::new());
-        }
         // A request larger than a batch is admitted into an empty queue only.
         let admitted = self
             .queued
@@ -176,14 +196,12 @@ impl Batcher {
                 self.capacity, self.max_batch_size
             )));
         }
-        let (reply, answer) = crossbeam_channel::bounded(1);
+        let (reply, answer) = tokio::sync::oneshot::channel();
         if self.tx.send(Job { xs, reply }).is_err() {
             self.queued.fetch_sub(n, Ordering::AcqRel);
-            return Err(ApiError::Unavailable("the batch threads stopped".into()));
+            return Err(stopped());
         }
-        answer
-            .recv()
-            .map_err(|_| ApiError::Unavailable("the batch threads stopped".into()))
+        Ok(Pending(answer))
     }
 
     /// Instances queued and not yet taken into a batch.
@@ -295,6 +313,10 @@ mod tests {
         (b, open, sizes, metrics)
     }
 
+    fn predict(b: &Batcher, xs: Vec<FeatureVector>) -> Result<Vec<f64>, ApiError> {
+        b.submit(xs)?.wait()
+    }
+
     fn request(ids: std::ops::Range<u32>) -> Vec<FeatureVector> {
         ids.map(|i| {
             let mut x = FeatureVector::default();
@@ -324,7 +346,7 @@ mod tests {
         let (b, open, sizes, metrics) = gated(&params);
         let submit = |ids: std::ops::Range<u32>| {
             let b = b.clone();
-            std::thread::spawn(move || (ids.clone(), b.predict(request(ids))))
+            std::thread::spawn(move || (ids.clone(), predict(&b, request(ids))))
         };
         let a = submit(0..1);
         until_queued(&b, 0); // a's batch is being scored (held at the gate)
@@ -365,25 +387,25 @@ mod tests {
         // (held at the gate).
         let big = {
             let b = b.clone();
-            std::thread::spawn(move || b.predict(request(0..6)))
+            std::thread::spawn(move || predict(&b, request(0..6)))
         };
         while sizes.lock().unwrap().is_empty() {
             std::thread::yield_now();
         }
         let three = {
             let b = b.clone();
-            std::thread::spawn(move || b.predict(request(10..13)))
+            std::thread::spawn(move || predict(&b, request(10..13)))
         };
         until_queued(&b, 3);
         // 3 + 2 > 1 batch of 4: refused without waiting.
-        match b.predict(request(20..22)) {
+        match predict(&b, request(20..22)) {
             Err(ApiError::Unavailable(m)) => assert!(m.contains("queue"), "{m}"),
             other => panic!("{other:?}"),
         }
         // 3 + 1 fits, and fills the batch: it runs without waiting for the timeout.
         let one = {
             let b = b.clone();
-            std::thread::spawn(move || b.predict(request(30..31)))
+            std::thread::spawn(move || predict(&b, request(30..31)))
         };
         until_queued(&b, 4);
         open.send(()).unwrap();

@@ -348,6 +348,7 @@ impl Grpc {
             let named = api::resolve(&server, &route).map_err(|e| (None, e))?;
             let (v, lv, shadow) = api::pick(&server, &route, named, &headers, &records);
             let p = api::score_served(&server, &route.model, v, &lv, &records)
+                .and_then(api::Scored::wait)
                 .map_err(|e| (Some(v), e))?;
             if let Some(sv) = shadow {
                 api::mirror(&server, &route.model, sv, records, p.clone());

@@ -384,3 +384,42 @@ async fn tf_serving_warm_up_files_are_replayed_before_a_version_is_served() {
     );
     f.handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predict_is_batched_when_batching_is_on() {
+    let f = start(&[1], |o| {
+        o.batching = Some(evergreen_serve::Batching {
+            params: evergreen_serve::BatchingParameters {
+                max_batch_size: 8,
+                batch_timeout: Duration::ZERO,
+                max_enqueued_batches: 10,
+                num_batch_threads: 1,
+            },
+            per_model: false,
+        })
+    })
+    .await;
+    let url = format!("http://{}", f.handle.grpc_addr.unwrap());
+    let mut p = PredictionServiceClient::connect(url).await.unwrap();
+    let r = p
+        .predict(tfs::PredictRequest {
+            model_spec: spec_of(None),
+            inputs: inputs(),
+            output_filter: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let want = [expected(1, &rec("a", 1.0)), expected(1, &rec("b", 2.0))];
+    let got = &r.outputs["probabilities"].float_val;
+    assert_eq!(got.len(), 2);
+    for (got, want) in got.iter().zip(want) {
+        assert!((*got as f64 - want).abs() < 1e-6, "{got} vs {want}");
+    }
+    let text = f.metrics.render();
+    assert!(
+        text.contains("evergreen_serving_batch_size_sum{model=\"m\"} 2.0"),
+        "{text}"
+    );
+    f.handle.shutdown().await;
+}
