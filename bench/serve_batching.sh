@@ -4,6 +4,8 @@
 # file), driven by wrk over loopback with one instance per request; throughput and latency
 # percentiles at several connection counts, each configuration in the same run.
 #   bench/serve_batching.sh [seconds per run (default 10)]
+# TRAIN_SET adds `--set` overrides to the model's training, e.g. a larger deep tower:
+#   TRAIN_SET="model.deep.hidden=[512,256,128]" bench/serve_batching.sh
 # Needs wrk (Debian package `wrk`) and `cargo build --release -p evergreen`.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -17,7 +19,8 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 "$bin" config example > "$work/evergreen.toml"
 "$bin" train --config "$work/evergreen.toml" --data "$root/crates/evergreen/assets/elec2.csv" \
   --publish last --quiet --set model.kind=deep --set registry.base_path="$work/models" \
-  --set state.dir="$work/state" --set model.name=elec2 > /dev/null
+  --set state.dir="$work/state" --set model.name=elec2 \
+  ${TRAIN_SET:+--set "$TRAIN_SET"} > /dev/null
 
 serve() { # port extra-flags... -> starts a server in the background
   local port=$1; shift
@@ -41,7 +44,7 @@ params() { # max_batch_size timeout_micros threads -> a parameters file
   echo "$f"
 }
 
-echo "{\"date\": \"$(date -u +%FT%TZ)\", \"seconds_per_run\": $secs, \"model\": \"deep wide_deep\"}"
+echo "{\"date\": \"$(date -u +%FT%TZ)\", \"seconds_per_run\": $secs, \"model\": \"deep wide_deep\", \"train_set\": \"${TRAIN_SET:-}\"}"
 port=18700
 for config in off "64 0 1" "64 200 1" "64 0 2"; do
   port=$((port + 1))
