@@ -405,6 +405,7 @@ mod tests {
             .inc();
         m.shadow_predictions.get_or_create(&ml).inc();
         m.shadow_difference.get_or_create(&ml).observe(0.01);
+        m.batch_size.get_or_create(&ml).observe(8.0);
         m.admin_actions
             .get_or_create(&Metrics::outcome("m", "promote"))
             .inc();
