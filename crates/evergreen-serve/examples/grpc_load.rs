@@ -72,10 +72,12 @@ fn request(model: &str, n: usize) -> tfs::PredictRequest {
                 TensorProto {
                     dtype: DataType::DtFloat as i32,
                     tensor_shape: Some(TensorShapeProto {
-                        dim: vec![evergreen_serve::grpc::pb::tensorflow::tensor_shape_proto::Dim {
-                            size: n as i64,
-                            name: String::new(),
-                        }],
+                        dim: vec![
+                            evergreen_serve::grpc::pb::tensorflow::tensor_shape_proto::Dim {
+                                size: n as i64,
+                                name: String::new(),
+                            },
+                        ],
                         unknown_rank: false,
                     }),
                     float_val: vec![*v; n],
