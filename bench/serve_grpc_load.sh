@@ -25,7 +25,9 @@ for kind in ftrl deep; do
 done
 
 row='{"nswprice": 0.056, "nswdemand": 0.44, "vicprice": 0.003, "vicdemand": 0.42, "transfer": 0.41, "period": 0.5}'
-body64="{\"instances\": [$(for i in $(seq 64); do printf '%s' "$row"; [ $i -lt 64 ] && printf ','; done)]}"
+rows=$row
+for _ in $(seq 63); do rows="$rows,$row"; done
+body64="{\"instances\": [$rows]}"
 
 echo "{\"date\": \"$(date -u +%FT%TZ)\", \"seconds_per_run\": $secs}"
 port=18800

@@ -267,7 +267,9 @@ impl Server {
     }
 
     /// [`Server::run`], plus TensorFlow Serving's gRPC services on `grpc` when given (both stop
-    /// together, draining in-flight requests).
+    /// together, draining in-flight requests). Connections are set to `TCP_NODELAY`: a reply
+    /// written in several frames must not wait for the client's delayed ACK (Nagle's algorithm
+    /// held 64-instance gRPC replies for 40 ms).
     pub async fn run_with_grpc(
         self,
         listener: tokio::net::TcpListener,
@@ -294,7 +296,10 @@ impl Server {
                     .add_service(prediction)
                     .add_service(model)
                     .serve_with_incoming_shutdown(
-                        tokio_stream::wrappers::TcpListenerStream::new(l),
+                        tokio_stream::StreamExt::map(
+                            tokio_stream::wrappers::TcpListenerStream::new(l),
+                            no_delay,
+                        ),
                         signal(rx),
                     ),
             )
@@ -302,6 +307,10 @@ impl Server {
         tokio::spawn(async move {
             shutdown.await;
             let _ = down_tx.send(true);
+        });
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
         });
         let result = axum::serve(listener, self.router())
             .with_graceful_shutdown(signal(down_rx))
@@ -425,5 +434,14 @@ pub async fn spawn_with_grpc(
         server,
         shutdown: tx,
         join,
+    })
+}
+
+/// An accepted connection set to `TCP_NODELAY` (see [`Server::run_with_grpc`]).
+fn no_delay(
+    conn: std::io::Result<tokio::net::TcpStream>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    conn.inspect(|tcp| {
+        let _ = tcp.set_nodelay(true);
     })
 }
