@@ -344,6 +344,10 @@ pub struct StateSection {
     /// Lineage store (SQLite, ML Metadata schema); default `<state.dir>/lineage.sqlite`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lineage: Option<PathBuf>,
+    /// TensorBoard run directory: each training process writes an event file there with every
+    /// cycle's metrics and gate decision (`tensorboard --logdir` it); none: not written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensorboard_dir: Option<PathBuf>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -355,6 +359,7 @@ impl Default for StateSection {
         Self {
             dir: default_state_dir(),
             lineage: None,
+            tensorboard_dir: None,
         }
     }
 }

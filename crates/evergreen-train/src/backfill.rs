@@ -110,6 +110,7 @@ impl Trainer {
         progress: &mut dyn FnMut(BackfillEvent<'_>),
     ) -> Result<BackfillReport, TrainError> {
         let started = Instant::now();
+        let first_step = self.state.cycles;
         let files = self.backfill_files(paths)?;
         let parent_version = self.state.last_version;
         let mut out = BackfillReport {
@@ -211,6 +212,7 @@ impl Trainer {
                     )?;
                     report.seconds = t.elapsed().as_secs_f64();
                     out.windows += 1;
+                    self.log_to_tensorboard(first_step + out.windows, &report);
                     out.trained += report.trained;
                     if report.outcome == Outcome::Published {
                         out.accepted_windows += 1;

@@ -26,6 +26,7 @@
 mod backfill;
 mod failpoint;
 mod state;
+pub mod tensorboard;
 
 pub use evergreen_data::{ReplayError, ReplayStore};
 
@@ -525,6 +526,9 @@ pub struct Trainer {
     staged_replay: Option<ReplayStore>,
     /// The span being read in windows (`data.window_records`), after its last committed window.
     active: Option<SpanStream>,
+    /// TensorBoard event file (`state.tensorboard_dir`): `None` until the first cycle opens
+    /// it, `Some(None)` when off or it could not be created.
+    tensorboard: Option<Option<tensorboard::EventWriter>>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -650,6 +654,7 @@ impl Trainer {
             replay,
             staged_replay: None,
             active: None,
+            tensorboard: None,
         })
     }
 
@@ -924,7 +929,29 @@ impl Trainer {
             .cycle_duration
             .get_or_create(&ml)
             .observe(report.seconds);
+        self.log_to_tensorboard(self.state.cycles, &report);
         Ok(report)
+    }
+
+    /// Writes `report` to the TensorBoard event file (`state.tensorboard_dir`) at `step` (the
+    /// cycles committed so far; in a backfill, its window number after them). A failure is
+    /// logged, never fails the cycle: the event file is an observer.
+    pub(crate) fn log_to_tensorboard(&mut self, step: u64, report: &CycleReport) {
+        let dir = &self.cfg.state.tensorboard_dir;
+        let writer = self.tensorboard.get_or_insert_with(|| {
+            let dir = dir.as_ref()?;
+            tensorboard::EventWriter::create(dir)
+                .inspect_err(|e| {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot create a TensorBoard event file; not written");
+                })
+                .ok()
+        });
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        if let Some(w) = writer
+            && let Err(e) = tensorboard::write_cycle(w, step, report)
+        {
+            tracing::warn!(file = %w.path().display(), error = %e, "cannot write to the TensorBoard event file");
+        }
     }
 
     /// Reads the next window of `span` (`data.window_records`): continues the stream kept from

@@ -1,0 +1,303 @@
+//! TensorBoard event files: what each training cycle measured, in the format TensorBoard 2.x
+//! reads. One file per writer, `events.out.tfevents.<secs>.<host>.<pid>.<n>.evergreen` in the run
+//! directory: TFRecord framing (length, masked CRC-32C) of `tensorflow.Event` protos, the first
+//! with `file_version: "brain.Event:2"`, then one event per scalar (`simple_value`) or text
+//! summary (a string tensor with the `text` plugin's metadata). Written and flushed per cycle,
+//! so TensorBoard follows a running loop; a record cut short by a crash is skipped by its reader.
+//! The layout of the messages is documented in `docs/formats.md`.
+
+use evergreen_data::tfrecord::TfRecordWriter;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// `tensorflow.Event` (the fields evergreen writes; `summary` and `file_version` are members of
+/// the message's `what` oneof: one or the other is set).
+#[derive(Clone, PartialEq, prost::Message)]
+struct Event {
+    #[prost(double, tag = "1")]
+    wall_time: f64,
+    #[prost(int64, tag = "2")]
+    step: i64,
+    #[prost(string, optional, tag = "3")]
+    file_version: Option<String>,
+    #[prost(message, optional, tag = "5")]
+    summary: Option<Summary>,
+}
+
+/// `tensorflow.Summary`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Summary {
+    #[prost(message, repeated, tag = "1")]
+    value: Vec<SummaryValue>,
+}
+
+/// `tensorflow.Summary.Value` (`simple_value` and `tensor` are members of its `value` oneof).
+#[derive(Clone, PartialEq, prost::Message)]
+struct SummaryValue {
+    #[prost(string, tag = "1")]
+    tag: String,
+    #[prost(float, optional, tag = "2")]
+    simple_value: Option<f32>,
+    #[prost(message, optional, tag = "8")]
+    tensor: Option<Tensor>,
+    #[prost(message, optional, tag = "9")]
+    metadata: Option<SummaryMetadata>,
+}
+
+/// `tensorflow.SummaryMetadata`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SummaryMetadata {
+    #[prost(message, optional, tag = "1")]
+    plugin_data: Option<PluginData>,
+}
+
+/// `tensorflow.SummaryMetadata.PluginData`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PluginData {
+    #[prost(string, tag = "1")]
+    plugin_name: String,
+    #[prost(bytes = "vec", tag = "2")]
+    content: Vec<u8>,
+}
+
+/// `tensorflow.TensorProto`: a scalar string.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Tensor {
+    #[prost(int32, tag = "1")]
+    dtype: i32,
+    #[prost(message, optional, tag = "2")]
+    tensor_shape: Option<TensorShape>,
+    #[prost(bytes = "vec", repeated, tag = "8")]
+    string_val: Vec<Vec<u8>>,
+}
+
+/// `tensorflow.TensorShapeProto` of a scalar (no dimensions).
+#[derive(Clone, PartialEq, prost::Message)]
+struct TensorShape {}
+
+/// `tensorflow.DataType.DT_STRING`.
+const DT_STRING: i32 = 7;
+
+/// Writes one TensorBoard event file.
+pub struct EventWriter {
+    out: TfRecordWriter<BufWriter<File>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for EventWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventWriter")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// This machine's name, as TensorFlow puts it in event file names (letters, digits, `-`, `.`).
+fn host() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let clean: String = name
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+        .collect();
+    if clean.is_empty() {
+        "localhost".into()
+    } else {
+        clean
+    }
+}
+
+impl EventWriter {
+    /// Creates a new event file in `dir` (created if missing) and writes its version record.
+    pub fn create(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let wall = now_secs();
+        static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!(
+            "events.out.tfevents.{}.{}.{}.{}.evergreen",
+            wall as u64,
+            host(),
+            std::process::id(),
+            WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let path = dir.join(name);
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)?;
+        let mut w = Self {
+            out: TfRecordWriter::new(BufWriter::new(file)),
+            path,
+        };
+        w.write(&Event {
+            wall_time: wall,
+            step: 0,
+            file_version: Some("brain.Event:2".into()),
+            summary: None,
+        })?;
+        w.flush()?;
+        Ok(w)
+    }
+
+    /// The file written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write(&mut self, e: &Event) -> std::io::Result<()> {
+        self.out.write_record(&prost::Message::encode_to_vec(e))
+    }
+
+    fn summary(&mut self, step: i64, value: SummaryValue) -> std::io::Result<()> {
+        self.write(&Event {
+            wall_time: now_secs(),
+            step,
+            file_version: None,
+            summary: Some(Summary { value: vec![value] }),
+        })
+    }
+
+    /// A scalar (TensorBoard's Scalars tab); non-finite values are written as they are.
+    pub fn scalar(&mut self, tag: &str, step: i64, value: f64) -> std::io::Result<()> {
+        self.summary(
+            step,
+            SummaryValue {
+                tag: tag.into(),
+                simple_value: Some(value as f32),
+                tensor: None,
+                metadata: None,
+            },
+        )
+    }
+
+    /// A text summary (TensorBoard's Text tab, Markdown).
+    pub fn text(&mut self, tag: &str, step: i64, text: &str) -> std::io::Result<()> {
+        self.summary(
+            step,
+            SummaryValue {
+                tag: tag.into(),
+                simple_value: None,
+                tensor: Some(Tensor {
+                    dtype: DT_STRING,
+                    tensor_shape: Some(TensorShape {}),
+                    string_val: vec![text.as_bytes().to_vec()],
+                }),
+                metadata: Some(SummaryMetadata {
+                    plugin_data: Some(PluginData {
+                        plugin_name: "text".into(),
+                        content: Vec::new(),
+                    }),
+                }),
+            },
+        )
+    }
+
+    /// Pushes what was written to the file (TensorBoard reads it from there).
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.get_mut().flush()
+    }
+}
+
+/// Writes the numbers of one cycle's report at `step`: the model before the cycle on the whole
+/// window (`progressive/*`), the candidate's online predictions (`online/*`), the candidate and
+/// the serving model on the held-out slice (`evaluation/*`, `baseline/*`), the counts, the
+/// throughput and the gate's decision (scalar `gate/passed` and its text).
+pub fn write_cycle(w: &mut EventWriter, step: i64, r: &crate::CycleReport) -> std::io::Result<()> {
+    for (prefix, s) in [
+        ("progressive", &r.progressive),
+        ("online", &r.online),
+        ("evaluation", &r.evaluation),
+        ("baseline", &r.baseline),
+    ] {
+        if let Some(s) = s {
+            w.scalar(&format!("{prefix}/logloss"), step, s.logloss)?;
+            w.scalar(&format!("{prefix}/auc"), step, s.auc)?;
+            w.scalar(&format!("{prefix}/accuracy"), step, s.accuracy)?;
+            w.scalar(&format!("{prefix}/calibration"), step, s.calibration)?;
+        }
+    }
+    w.scalar("data/records", step, r.records as f64)?;
+    w.scalar("data/quarantined", step, r.bad.values().sum::<u64>() as f64)?;
+    w.scalar("train/examples", step, r.trained as f64)?;
+    w.scalar("train/replayed", step, r.replayed as f64)?;
+    if r.seconds > 0.0 {
+        w.scalar(
+            "train/examples_per_second",
+            step,
+            r.trained as f64 / r.seconds,
+        )?;
+    }
+    w.scalar("cycle/seconds", step, r.seconds)?;
+    if let Some(g) = &r.gate {
+        w.scalar("gate/passed", step, if g.passed { 1.0 } else { 0.0 })?;
+        w.text("gate/decision", step, &g.summary())?;
+    }
+    if let Some(v) = r.version {
+        w.scalar("registry/published_version", step, v as f64)?;
+    }
+    w.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads back every record of an event file (framing checked by our TFRecord reader).
+    fn events(path: &Path) -> Vec<Event> {
+        let mut r = evergreen_data::tfrecord::TfRecordReader::new(std::io::BufReader::new(
+            File::open(path).unwrap(),
+        ));
+        let mut out = Vec::new();
+        while let Some(rec) = r.next_record() {
+            out.push(<Event as prost::Message>::decode(rec.unwrap()).unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn version_record_then_scalars_and_text() {
+        let d = tempfile::tempdir().unwrap();
+        let mut w = EventWriter::create(&d.path().join("run")).unwrap();
+        w.scalar("progressive/logloss", 3, 0.25).unwrap();
+        w.text("gate/decision", 3, "PASS").unwrap();
+        w.flush().unwrap();
+        let name = w.path().file_name().unwrap().to_string_lossy().to_string();
+        assert!(name.starts_with("events.out.tfevents."), "{name}");
+        let e = events(w.path());
+        assert_eq!(e.len(), 3);
+        assert_eq!(e[0].file_version.as_deref(), Some("brain.Event:2"));
+        let v = &e[1].summary.as_ref().unwrap().value[0];
+        assert_eq!(
+            (e[1].step, v.tag.as_str(), v.simple_value),
+            (3, "progressive/logloss", Some(0.25))
+        );
+        let t = &e[2].summary.as_ref().unwrap().value[0];
+        assert_eq!(
+            t.tensor.as_ref().unwrap().string_val,
+            vec![b"PASS".to_vec()]
+        );
+        assert_eq!(
+            t.metadata
+                .as_ref()
+                .unwrap()
+                .plugin_data
+                .as_ref()
+                .unwrap()
+                .plugin_name,
+            "text"
+        );
+        // A second writer in the same directory, the same second, gets its own file.
+        let w2 = EventWriter::create(&d.path().join("run")).unwrap();
+        assert_ne!(w2.path(), w.path());
+    }
+}

@@ -1,0 +1,131 @@
+//! TensorBoard's own reader reads the event files evergreen writes: `evergreen train` with
+//! `state.tensorboard_dir` over three windows, then `tests/interop/tensorboard_read.py` loads
+//! the directory with the `tensorboard` package's EventAccumulator (what `tensorboard --logdir`
+//! uses), and every window's metrics and gate decision must come back as the report has them.
+//!
+//! The interpreter is `$EVERGREEN_TFS_PYTHON` (default `python3`; `.ci/run` installs tensorboard
+//! in that venv). Without tensorboard the test prints why and passes, unless
+//! `EVERGREEN_REQUIRE_INTEROP=1`.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::Command;
+
+fn python() -> String {
+    std::env::var("EVERGREEN_TFS_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn available() -> bool {
+    let required = std::env::var("EVERGREEN_REQUIRE_INTEROP").is_ok_and(|v| v == "1");
+    let reason = match Command::new(python())
+        .args(["-c", "import tensorboard; print(tensorboard.__version__)"])
+        .output()
+    {
+        Err(e) => format!("{} could not be run: {e}", python()),
+        Ok(out) if !out.status.success() => format!(
+            "{} cannot import tensorboard (pip install tensorboard)",
+            python()
+        ),
+        Ok(out) => {
+            eprintln!(
+                "using tensorboard {}",
+                String::from_utf8_lossy(&out.stdout).trim()
+            );
+            return true;
+        }
+    };
+    assert!(!required, "EVERGREEN_REQUIRE_INTEROP=1 but {reason}");
+    eprintln!(
+        "SKIPPED tensorboard_reads_our_event_files: {reason} (set EVERGREEN_REQUIRE_INTEROP=1 \
+         to make this a failure)"
+    );
+    false
+}
+
+#[test]
+fn tensorboard_reads_our_event_files() {
+    if !available() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let config = write_config(d.path(), false, "");
+    let (header, rows) = elec2();
+    write_span(&d.path().join("in"), "s.csv", &header, &rows[..3000]);
+    let tb = d.path().join("tb");
+    let report = d.path().join("report.json");
+    let out = Command::new(bin())
+        .args(["train", "--config", config.to_str().unwrap(), "--data"])
+        .arg(d.path().join("in/s.csv"))
+        .args([
+            "--window-rows",
+            "1000",
+            "--publish",
+            "none",
+            "--quiet",
+            "--report",
+        ])
+        .arg(&report)
+        .arg("--set")
+        .arg(format!("state.tensorboard_dir={}", tb.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let windows = report["window_reports"].as_array().unwrap();
+    assert_eq!(windows.len(), 3);
+
+    let read = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/interop/tensorboard_read.py"
+        ))
+        .arg(&tb)
+        .output()
+        .unwrap();
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&read.stdout).unwrap();
+    // TensorBoard parses "brain.Event:2" into its version number.
+    assert_eq!(seen["file_version"], 2.0);
+    for (tag, path) in [
+        ("progressive/logloss", ["progressive", "logloss"]),
+        ("progressive/auc", ["progressive", "auc"]),
+        ("online/logloss", ["online", "logloss"]),
+        ("evaluation/auc", ["evaluation", "auc"]),
+    ] {
+        let points = seen["scalars"][tag]
+            .as_array()
+            .unwrap_or_else(|| panic!("no scalar {tag}: {seen}"));
+        assert_eq!(points.len(), 3, "{tag}: {points:?}");
+        for (i, (p, w)) in points.iter().zip(windows).enumerate() {
+            assert_eq!(p[0], (i + 1) as u64, "{tag} step");
+            let want = w[path[0]][path[1]].as_f64().unwrap();
+            let got = p[1].as_f64().unwrap();
+            assert!(
+                (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "{tag} window {i}: {got} vs {want}"
+            );
+        }
+    }
+    let passed = seen["scalars"]["gate/passed"].as_array().unwrap();
+    let texts = seen["text"]["gate/decision"].as_array().unwrap();
+    assert_eq!((passed.len(), texts.len()), (3, 3));
+    for ((p, t), w) in passed.iter().zip(texts).zip(windows) {
+        let gate_passed = w["gate"]["passed"].as_bool().unwrap();
+        assert_eq!(p[1].as_f64().unwrap(), if gate_passed { 1.0 } else { 0.0 });
+        let text = t[1].as_str().unwrap();
+        assert!(
+            text.starts_with(if gate_passed { "PASS" } else { "FAIL" }),
+            "{text}"
+        );
+    }
+}
