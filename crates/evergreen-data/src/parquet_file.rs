@@ -213,6 +213,18 @@ pub(crate) fn open_parquet(file: InputFile, path: &Path) -> Result<Box<dyn RowSo
         path: path.to_path_buf(),
         detail,
     };
+    // The footer's Thrift lists are sized by counts the file states, and the parquet crate
+    // allocates them before reading: a corrupt count asks for gigabytes, and a failed
+    // allocation aborts the process (a panic would be caught below; an abort cannot be).
+    if let Some(detail) = footer_problem(&chunk) {
+        if let Some(source) = chunk.io_error() {
+            return Err(DataError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+        return Err(bad(detail));
+    }
     let parsed = catch_unwind(AssertUnwindSafe(|| {
         ParquetMetaDataReader::new().parse_and_finish(&*chunk)
     }));
@@ -252,6 +264,162 @@ pub(crate) fn open_parquet(file: InputFile, path: &Path) -> Result<Box<dyn RowSo
         left: 0,
         next_row: 1,
     }))
+}
+
+/// Largest footer (Thrift `FileMetaData`) accepted.
+const MAX_FOOTER_BYTES: u64 = 64 << 20;
+
+/// Why the footer cannot be handed to the parquet crate safely, if it cannot: larger than
+/// [`MAX_FOOTER_BYTES`], or Thrift whose list, map or string sizes exceed the bytes left in it
+/// (every element takes at least one byte), or nested deeper than 64. A footer this accepts
+/// may still be invalid: the parquet crate says why.
+fn footer_problem(chunk: &CountingFile) -> Option<String> {
+    let len = chunk.len;
+    if len < 12 {
+        return None; // too short for a footer: the parquet crate's own error names it
+    }
+    let tail = chunk.get_bytes(len - 8, 8).ok()?;
+    if &tail[4..] != b"PAR1" {
+        return None;
+    }
+    let meta_len = u64::from(u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")));
+    if meta_len > MAX_FOOTER_BYTES {
+        return Some(format!(
+            "the footer is {meta_len} bytes, more than the {MAX_FOOTER_BYTES} accepted"
+        ));
+    }
+    if meta_len + 8 > len {
+        return None;
+    }
+    let meta = chunk
+        .get_bytes(len - 8 - meta_len, meta_len as usize)
+        .ok()?;
+    let mut walk = thrift::Walk { buf: &meta, pos: 0 };
+    walk.value(thrift::STRUCT, 0)
+        .err()
+        .map(|e| format!("the footer is malformed: {e}"))
+}
+
+/// A walk over Thrift compact-protocol data that checks sizes without building anything.
+mod thrift {
+    pub(super) const STRUCT: u8 = 12;
+    const MAX_DEPTH: usize = 64;
+
+    pub(super) struct Walk<'a> {
+        pub(super) buf: &'a [u8],
+        pub(super) pos: usize,
+    }
+
+    impl Walk<'_> {
+        fn left(&self) -> usize {
+            self.buf.len() - self.pos
+        }
+
+        fn byte(&mut self) -> Result<u8, String> {
+            let b = *self.buf.get(self.pos).ok_or("it ends inside a value")?;
+            self.pos += 1;
+            Ok(b)
+        }
+
+        fn skip(&mut self, n: usize) -> Result<(), String> {
+            if n > self.left() {
+                return Err(format!(
+                    "a value of {n} bytes at byte {} runs past its end",
+                    self.pos
+                ));
+            }
+            self.pos += n;
+            Ok(())
+        }
+
+        fn varint(&mut self) -> Result<u64, String> {
+            let mut v = 0u64;
+            for shift in (0..70).step_by(7) {
+                let b = self.byte()?;
+                v |= u64::from(b & 0x7f).checked_shl(shift).unwrap_or(0);
+                if b & 0x80 == 0 {
+                    return Ok(v);
+                }
+            }
+            Err(format!("a varint at byte {} is too long", self.pos))
+        }
+
+        /// A count of `n` elements of at least one byte each, at most the bytes left.
+        fn count(&mut self, n: u64, what: &str) -> Result<usize, String> {
+            if n > self.left() as u64 {
+                return Err(format!(
+                    "a {what} of {n} elements at byte {} is longer than the {} bytes left",
+                    self.pos,
+                    self.left()
+                ));
+            }
+            Ok(n as usize)
+        }
+
+        /// Skips one element of a list, set or map: booleans are a byte each there.
+        fn element(&mut self, t: u8, depth: usize) -> Result<(), String> {
+            if t == 1 || t == 2 {
+                self.skip(1)
+            } else {
+                self.value(t, depth)
+            }
+        }
+
+        /// Skips one value of compact type `t`.
+        pub(super) fn value(&mut self, t: u8, depth: usize) -> Result<(), String> {
+            if depth > MAX_DEPTH {
+                return Err(format!("values nested deeper than {MAX_DEPTH}"));
+            }
+            match t {
+                1 | 2 => Ok(()), // a boolean field: the value is its type
+                3 => self.skip(1),
+                4..=6 => self.varint().map(drop),
+                7 => self.skip(8),
+                8 => {
+                    let n = self.varint()?;
+                    let n = self.count(n, "string")?;
+                    self.skip(n)
+                }
+                9 | 10 => {
+                    let h = self.byte()?;
+                    let n = match h >> 4 {
+                        15 => self.varint()?,
+                        n => u64::from(n),
+                    };
+                    let n = self.count(n, "list")?;
+                    for _ in 0..n {
+                        self.element(h & 0x0f, depth + 1)?;
+                    }
+                    Ok(())
+                }
+                11 => {
+                    let n = self.varint()?;
+                    let n = self.count(n.saturating_mul(2), "map")? / 2;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    let kv = self.byte()?;
+                    for _ in 0..n {
+                        self.element(kv >> 4, depth + 1)?;
+                        self.element(kv & 0x0f, depth + 1)?;
+                    }
+                    Ok(())
+                }
+                STRUCT => loop {
+                    let h = self.byte()?;
+                    if h == 0 {
+                        return Ok(());
+                    }
+                    if h >> 4 == 0 {
+                        self.varint()?; // a field id that is not a small delta
+                    }
+                    self.value(h & 0x0f, depth + 1)?;
+                },
+                13 => self.skip(16),
+                other => Err(format!("unknown type {other} at byte {}", self.pos)),
+            }
+        }
+    }
 }
 
 fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {

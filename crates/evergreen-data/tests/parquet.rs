@@ -438,6 +438,24 @@ fn files_that_are_not_parquet_fail_to_open_naming_the_path() {
             b[n - 8..n - 4].copy_from_slice(&u32::MAX.to_le_bytes());
             b
         }),
+        // A footer whose schema list claims 2^28 elements in 8 bytes: the parquet crate would
+        // allocate for all of them first (gigabytes: a failed allocation aborts the process).
+        ("list_longer_than_its_footer", {
+            let meta = [0x29, 0xfc, 0x80, 0x80, 0x80, 0x80, 0x01, 0x00];
+            let mut b = b"PAR1".to_vec();
+            b.extend_from_slice(&meta);
+            b.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+            b.extend_from_slice(b"PAR1");
+            b
+        }),
+        // The fuzz input that aborted the reader that way.
+        (
+            "fuzz_crash",
+            include_bytes!(
+                "../../../fuzz/regressions/parquet/crash-b20f061390fa326d38606222d5b6f564b6b3b4f2"
+            )
+            .to_vec(),
+        ),
     ];
     for (name, data) in cases {
         let path = dir.path().join(format!("{name}.parquet"));
