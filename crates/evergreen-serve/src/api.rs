@@ -296,9 +296,8 @@ impl From<Reply> for Handled {
 struct Finish {
     api: Api,
     format: Format,
-    model: String,
-    /// The shadow version and the records to mirror to it.
-    shadow: Option<((u64, SharedVersion), Vec<RawRecord>)>,
+    /// The model's name, the shadow version and the records to mirror to it.
+    shadow: Option<(String, (u64, SharedVersion), Vec<RawRecord>)>,
 }
 
 impl Finish {
@@ -306,8 +305,8 @@ impl Finish {
     fn reply(self, server: &Server, version: u64, result: Result<Vec<f64>, ApiError>) -> Reply {
         match result {
             Ok(p) => {
-                if let Some((sv, records)) = self.shadow {
-                    mirror(server, &self.model, sv, records, p.clone());
+                if let Some((model, sv, records)) = self.shadow {
+                    mirror(server, &model, sv, records, p.clone());
                 }
                 Reply {
                     version: Some(version),
@@ -391,8 +390,7 @@ fn handle(
             let finish = Finish {
                 api: route.api,
                 format,
-                model: route.model.clone(),
-                shadow: shadow.map(|sv| (sv, records)),
+                shadow: shadow.map(|sv| (route.model.clone(), sv, records)),
             };
             match scored {
                 Ok(Scored::Now(p)) => finish.reply(server, v, Ok(p)).into(),
@@ -709,6 +707,7 @@ fn features(lv: &LoadedVersion, records: &[RawRecord]) -> Result<Vec<FeatureVect
 
 /// The batching queue of version `v` of `model`, when that version batches requests.
 fn batcher_of(server: &Server, model: &str, v: u64) -> Option<Arc<Batcher>> {
+    server.inner.opts.batching.as_ref()?; // off: no snapshot lookups on the request path
     let models = server.inner.models.load();
     let snap = models.get(model)?.snapshot.load();
     snap.batchers.get(&v).cloned()
