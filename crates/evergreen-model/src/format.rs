@@ -17,7 +17,7 @@ use crate::{Deep, Ffm, Fm, Ftrl, Model, ModelKind};
 pub const MAGIC: &[u8; 8] = b"EVGMODEL";
 /// Current format version; older versions keep loading.
 pub const FORMAT_VERSION: u32 = 1;
-const HEADER_LEN: usize = 8 + 4 + 2 + 2 + 8 + 8;
+pub(crate) const HEADER_LEN: usize = 8 + 4 + 2 + 2 + 8 + 8;
 
 /// Parsed header of a model file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,13 +75,39 @@ pub fn save(model: &dyn Model, spec_fingerprint: u64) -> Vec<u8> {
 
 /// Parses and verifies a model file.
 pub fn load(bytes: &[u8]) -> Result<(Header, Box<dyn Model>), ModelError> {
-    if bytes.len() < HEADER_LEN + 8 {
-        return Err(ModelError::Truncated { len: bytes.len() });
+    let head: &[u8; HEADER_LEN] = bytes
+        .get(..HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(ModelError::Truncated { len: bytes.len() })?;
+    let header = parse_header(head, bytes.len() as u64)?;
+    let (content, sum) = bytes.split_at(bytes.len() - 8);
+    let sum = u64::from_le_bytes(sum.try_into().expect("8 bytes"));
+    if xxhash_rust::xxh3::xxh3_64(content) != sum {
+        return Err(ModelError::Checksum);
     }
-    if &bytes[..8] != MAGIC {
+    let body = &content[HEADER_LEN..];
+    let model: Box<dyn Model> = match header.kind {
+        ModelKind::Ftrl => Box::new(Ftrl::decode(body).ok_or(ModelError::Body("ftrl"))?),
+        ModelKind::Fm => Box::new(Fm::decode(body).ok_or(ModelError::Body("fm"))?),
+        ModelKind::Ffm => Box::new(Ffm::decode(body).ok_or(ModelError::Body("ffm"))?),
+        ModelKind::Deep => Box::new(Deep::decode(body).ok_or(ModelError::Body("deep"))?),
+    };
+    Ok((header, model))
+}
+
+/// Parses the header of a file of `file_len` bytes and checks that its body length accounts
+/// for exactly the file (header, body, checksum). The body is `HEADER_LEN..file_len - 8`.
+pub(crate) fn parse_header(head: &[u8; HEADER_LEN], file_len: u64) -> Result<Header, ModelError> {
+    let truncated = ModelError::Truncated {
+        len: usize::try_from(file_len).unwrap_or(usize::MAX),
+    };
+    if file_len < (HEADER_LEN + 8) as u64 {
+        return Err(truncated);
+    }
+    if &head[..8] != MAGIC {
         return Err(ModelError::BadMagic);
     }
-    let mut r = Reader::new(&bytes[8..HEADER_LEN]);
+    let mut r = Reader::new(&head[8..]);
     let format_version = r.u32().ok_or(ModelError::BadMagic)?;
     if format_version > FORMAT_VERSION || format_version == 0 {
         return Err(ModelError::UnsupportedVersion(format_version));
@@ -93,30 +119,15 @@ pub fn load(bytes: &[u8]) -> Result<(Header, Box<dyn Model>), ModelError> {
     let expected = (HEADER_LEN as u64)
         .checked_add(body_len)
         .and_then(|x| x.checked_add(8));
-    if expected != Some(bytes.len() as u64) {
-        return Err(ModelError::Truncated { len: bytes.len() });
-    }
-    let (content, sum) = bytes.split_at(bytes.len() - 8);
-    let sum = u64::from_le_bytes(sum.try_into().expect("8 bytes"));
-    if xxhash_rust::xxh3::xxh3_64(content) != sum {
-        return Err(ModelError::Checksum);
+    if expected != Some(file_len) {
+        return Err(truncated);
     }
     let kind = ModelKind::from_code(code).ok_or(ModelError::UnknownKind(code))?;
-    let body = &content[HEADER_LEN..];
-    let model: Box<dyn Model> = match kind {
-        ModelKind::Ftrl => Box::new(Ftrl::decode(body).ok_or(ModelError::Body("ftrl"))?),
-        ModelKind::Fm => Box::new(Fm::decode(body).ok_or(ModelError::Body("fm"))?),
-        ModelKind::Ffm => Box::new(Ffm::decode(body).ok_or(ModelError::Body("ffm"))?),
-        ModelKind::Deep => Box::new(Deep::decode(body).ok_or(ModelError::Body("deep"))?),
-    };
-    Ok((
-        Header {
-            format_version,
-            kind,
-            spec_fingerprint,
-        },
-        model,
-    ))
+    Ok(Header {
+        format_version,
+        kind,
+        spec_fingerprint,
+    })
 }
 
 /// Little-endian cursor over a byte slice.

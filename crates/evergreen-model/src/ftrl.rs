@@ -6,7 +6,10 @@ use crate::{Differentiable, Model, ModelKind, sigmoid};
 use evergreen_core::FeatureVector;
 use serde::{Deserialize, Serialize};
 
+mod frozen;
 mod parallel;
+
+pub(crate) use frozen::{FrozenFtrl, check_body};
 
 /// How `z` and `n` are stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -423,6 +426,71 @@ impl Store {
     }
 }
 
+/// Read access to `z` and `n` by bucket: a model's own table, or a served file's
+/// (`frozen::FrozenFtrl`).
+trait ZnRead {
+    /// Buckets.
+    fn buckets(&self) -> usize;
+    /// `z` of bucket `i` (`i < buckets()`).
+    fn z_at(&self, i: usize) -> f32;
+    /// `n` of bucket `i` (`i < buckets()`).
+    fn n_at(&self, i: usize) -> f32;
+}
+
+impl ZnRead for Store {
+    #[inline(always)]
+    fn buckets(&self) -> usize {
+        self.dim()
+    }
+    #[inline(always)]
+    fn z_at(&self, i: usize) -> f32 {
+        self.z(i)
+    }
+    #[inline(always)]
+    fn n_at(&self, i: usize) -> f32 {
+        self.n(i)
+    }
+}
+
+/// `Σ w_i · v_i` over the example's features in their order (the same sum, bit for bit, as
+/// one weight per feature), the weights computed `CHUNK` at a time; `seen(k, z, n, w)` is told
+/// the state and weight of the `k`-th feature's bucket (0 for one outside the model, which is
+/// skipped).
+#[inline(always)]
+fn margin_over<T: ZnRead>(
+    params: &FtrlParams,
+    table: &T,
+    x: &FeatureVector,
+    mut seen: impl FnMut(usize, f32, f32, f64),
+) -> f64 {
+    let dim = table.buckets();
+    let (indices, values) = (&x.indices, &x.values);
+    let mut sum = -0.0f64;
+    let (mut z, mut n, mut w) = ([0.0; CHUNK], [0.0; CHUNK], [0.0; CHUNK]);
+    let mut zn = [(0.0f32, 0.0f32); CHUNK];
+    for (c, (idx, val)) in indices.chunks(CHUNK).zip(values.chunks(CHUNK)).enumerate() {
+        for (k, &i) in idx.iter().enumerate() {
+            let i = i as usize;
+            // Outside the model: z = n = 0, whose weight is 0 (|z| <= l1, l1 >= 0).
+            zn[k] = if i < dim {
+                (table.z_at(i), table.n_at(i))
+            } else {
+                (0.0, 0.0)
+            };
+            z[k] = f64::from(zn[k].0);
+            n[k] = f64::from(zn[k].1);
+        }
+        weights_of(params, &z, &n, &mut w);
+        for (k, (&i, &v)) in idx.iter().zip(val).enumerate() {
+            if (i as usize) < dim {
+                seen(c * CHUNK + k, zn[k].0, zn[k].1, w[k]);
+            }
+            sum += w[k] * v as f64;
+        }
+    }
+    sum
+}
+
 /// FTRL-Proximal state: `z` and `n` per hash bucket (weights are derived lazily), plus a
 /// one-byte admission counter per bucket when admission is on.
 #[derive(Debug, Clone, PartialEq)]
@@ -557,38 +625,10 @@ impl Ftrl {
         self.margin_with(x, |_, _, _, _| {})
     }
 
-    /// `Σ w_i · v_i` over the example's features in their order (the same sum, bit for bit, as
-    /// one `weight` per feature), the weights computed `CHUNK` at a time; `seen(k, z, n, w)` is
-    /// told the state and weight of the `k`-th feature's bucket (0 for one outside the model,
-    /// which is skipped).
+    /// [`margin_over`] this model's table.
     #[inline(always)]
-    fn margin_with(&self, x: &FeatureVector, mut seen: impl FnMut(usize, f32, f32, f64)) -> f64 {
-        let dim = self.zn.dim();
-        let (indices, values) = (&x.indices, &x.values);
-        let mut sum = -0.0f64;
-        let (mut z, mut n, mut w) = ([0.0; CHUNK], [0.0; CHUNK], [0.0; CHUNK]);
-        let mut zn = [(0.0f32, 0.0f32); CHUNK];
-        for (c, (idx, val)) in indices.chunks(CHUNK).zip(values.chunks(CHUNK)).enumerate() {
-            for (k, &i) in idx.iter().enumerate() {
-                let i = i as usize;
-                // Outside the model: z = n = 0, whose weight is 0 (|z| <= l1, l1 >= 0).
-                zn[k] = if i < dim {
-                    (self.zn.z(i), self.zn.n(i))
-                } else {
-                    (0.0, 0.0)
-                };
-                z[k] = f64::from(zn[k].0);
-                n[k] = f64::from(zn[k].1);
-            }
-            weights_of(&self.params, &z, &n, &mut w);
-            for (k, (&i, &v)) in idx.iter().zip(val).enumerate() {
-                if (i as usize) < dim {
-                    seen(c * CHUNK + k, zn[k].0, zn[k].1, w[k]);
-                }
-                sum += w[k] * v as f64;
-            }
-        }
-        sum
+    fn margin_with(&self, x: &FeatureVector, seen: impl FnMut(usize, f32, f32, f64)) -> f64 {
+        margin_over(&self.params, &self.zn, x, seen)
     }
 
     /// Counts one occurrence of bucket `i` and says whether it is admitted (learned from).
@@ -624,6 +664,48 @@ impl Ftrl {
     /// starts with `EXTENDED_TAG` and is accepted only when some option is not at its default
     /// (so every model has exactly one encoding).
     pub(crate) fn decode(body: &[u8]) -> Option<Self> {
+        let head = Head::decode(body)?;
+        let state = body.get(head.state_at..)?;
+        if state.len() != head.state_len()? {
+            return None;
+        }
+        let (z, rest) = state.split_at(head.dim * head.width());
+        let (n, counts) = rest.split_at(head.dim * head.width());
+        if !state_is_valid(&head.params, z, n, counts) {
+            return None;
+        }
+        let zn = Store::decode(
+            &mut crate::format::Reader::new(&state[..2 * z.len()]),
+            head.params.storage,
+            head.dim,
+        )?;
+        Some(Self {
+            params: head.params,
+            zn,
+            counts: counts.to_vec().into(),
+            examples: head.examples,
+        })
+    }
+}
+
+/// What an encoded body says before the state: hyperparameters, examples seen, buckets, and
+/// where the state (every `z`, every `n`, then the admission counters) starts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Head {
+    params: FtrlParams,
+    examples: u64,
+    dim: usize,
+    /// Byte offset of the state in the body.
+    state_at: usize,
+}
+
+impl Head {
+    /// Longest encoded head (extended layout), bytes.
+    pub(crate) const MAX_LEN: usize = 8 + 4 * 8 + 8 + 8 + 4 + 4 + 8 + 8;
+
+    /// Parses the head of a body (only its first [`Head::MAX_LEN`] bytes are needed), with
+    /// the hyperparameters validated.
+    pub(crate) fn decode(body: &[u8]) -> Option<Self> {
         let mut r = crate::format::Reader::new(body);
         let extended = body.get(..8) == Some(&EXTENDED_TAG.to_le_bytes()[..]);
         if extended {
@@ -652,37 +734,74 @@ impl Ftrl {
         params.validate().ok()?;
         let examples = r.u64()?;
         let dim = usize::try_from(r.u64()?).ok()?;
-        let per_bucket = match params.storage {
-            WeightStorage::F32 => 8,
-            WeightStorage::F16 => 4,
-        } + usize::from(params.admission());
-        if dim.checked_mul(per_bucket)? != r.remaining() {
-            return None;
-        }
-        let zn = Store::decode(&mut r, params.storage, dim)?;
-        let counts: ZeroTable<u8> = if params.admission() {
-            r.bytes(dim)?.to_vec()
-        } else {
-            Vec::new()
-        }
-        .into();
-        // n is a sum of squared gradients: finite and never negative; z finite.
-        if zn.zs_then_ns().any(|x| !x.is_finite()) || (0..dim).any(|i| zn.n(i) < 0.0) {
-            return None;
-        }
-        // A bucket not admitted has a count of at most `admit_after` and no state.
-        let need = params.admit_after.max(1) as u8;
-        for (i, &c) in counts.iter().enumerate() {
-            if c != ADMITTED && (c > need || zn.z(i) != 0.0 || zn.n(i) != 0.0) {
-                return None;
-            }
-        }
         Some(Self {
             params,
-            zn,
-            counts,
             examples,
+            dim,
+            state_at: body.len() - r.remaining(),
         })
+    }
+
+    /// Bytes per stored `z` or `n` value.
+    fn width(&self) -> usize {
+        match self.params.storage {
+            WeightStorage::F32 => 4,
+            WeightStorage::F16 => 2,
+        }
+    }
+
+    /// Bytes the state must take; `None` on overflow.
+    pub(crate) fn state_len(&self) -> Option<usize> {
+        let per_bucket = 2 * self.width() + usize::from(self.params.admission());
+        self.dim.checked_mul(per_bucket)
+    }
+}
+
+/// True when the state of a run of buckets is one a model can hold: `z` and `n` finite, `n`
+/// (a sum of squared gradients) never negative, and, with admission on (`counts` not empty),
+/// a bucket not admitted has a count of at most `admit_after` and no state. `z`, `n` and
+/// `counts` are the encoded bytes of the same buckets.
+pub(crate) fn state_is_valid(params: &FtrlParams, z: &[u8], n: &[u8], counts: &[u8]) -> bool {
+    fn check(
+        params: &FtrlParams,
+        z: impl Iterator<Item = f32>,
+        n: impl Iterator<Item = f32>,
+        counts: &[u8],
+    ) -> bool {
+        let need = params.admit_after.max(1) as u8;
+        let mut counts = counts.iter();
+        for (zi, ni) in z.zip(n) {
+            if !zi.is_finite() || !ni.is_finite() || ni < 0.0 {
+                return false;
+            }
+            if let Some(&c) = counts.next()
+                && c != ADMITTED
+                && (c > need || zi != 0.0 || ni != 0.0)
+            {
+                return false;
+            }
+        }
+        true
+    }
+    match params.storage {
+        WeightStorage::F32 => {
+            let f = |c: &[u8]| f32::from_le_bytes(c.try_into().expect("4 bytes"));
+            check(
+                params,
+                z.chunks_exact(4).map(f),
+                n.chunks_exact(4).map(f),
+                counts,
+            )
+        }
+        WeightStorage::F16 => {
+            let f = |c: &[u8]| f16_to_f32(u16::from_le_bytes(c.try_into().expect("2 bytes")));
+            check(
+                params,
+                z.chunks_exact(2).map(f),
+                n.chunks_exact(2).map(f),
+                counts,
+            )
+        }
     }
 }
 

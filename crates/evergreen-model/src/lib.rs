@@ -12,10 +12,12 @@ mod deep;
 mod dense;
 mod embedding;
 mod ffm;
+mod file_map;
 mod fm;
 mod format;
 mod ftrl;
 mod hogwild;
+mod open;
 mod sparse_memory;
 
 pub use common::{MAX_FACTORS, MAX_STATE_FLOATS, ShapeError};
@@ -27,6 +29,7 @@ pub use dense::{Adam, DenseLayer, SplitMix64};
 pub use embedding::{HashedEmbeddingTable, SparseOptimizer, TableConfig};
 pub use format::{FORMAT_VERSION, Header, MAGIC, ModelError, load, save};
 pub use ftrl::{Ftrl, FtrlParams, MAX_ADMIT_AFTER, WeightStorage};
+pub use open::{OpenError, Opened, open};
 
 use evergreen_core::FeatureVector;
 use serde::{Deserialize, Serialize};

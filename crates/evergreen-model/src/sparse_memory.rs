@@ -8,7 +8,7 @@
 //! of the trainer's time (BENCHMARKS.md). Reads of untouched rows map the shared zero page.
 //! Small tables, tables loaded from a file, and other platforms use a plain `Vec`.
 //!
-//! Besides `crate::hogwild` and `Adam::step`'s AVX2 dispatch, the only `unsafe` code of the
+//! Besides `crate::hogwild`, `crate::file_map` and `Adam::step`'s AVX2 dispatch, the only `unsafe` code of the
 //! crate: mapping, viewing and
 //! unmapping the memory.
 

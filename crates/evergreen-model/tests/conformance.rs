@@ -6,7 +6,7 @@
 use evergreen_core::FeatureVector;
 use evergreen_model::{
     Deep, DeepParams, DeepVariant, Differentiable, Ffm, FfmParams, Fm, FmParams, Ftrl, FtrlParams,
-    Model, ModelError, WeightStorage, load, save,
+    Model, ModelError, OpenError, WeightStorage, load, open, save,
 };
 use proptest::prelude::*;
 
@@ -325,6 +325,108 @@ fn warm_start_through_a_file_equals_training_in_one_go() {
             );
         }
     }
+}
+
+/// Every kind, opened from a file as a server opens it (`open` with a scratch directory: FTRL
+/// mapped from a private copy, the other kinds read into memory) and without one: the same
+/// predictions bit for bit, the same encoding, the manifest's size and hash, and learning from
+/// the opened model continues exactly as from the model saved.
+#[test]
+fn a_model_opened_from_its_file_serves_and_learns_as_the_model_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    for k in KINDS {
+        let m = trained(k);
+        let bytes = save(m.as_ref(), 7);
+        let path = dir.path().join(format!("{}.bin", k.name));
+        std::fs::write(&path, &bytes).unwrap();
+        for scratch in [Some(dir.path()), None] {
+            let opened = open(&path, scratch).unwrap_or_else(|e| panic!("{}: {e}", k.name));
+            let what = format!("{} (scratch {:?})", k.name, scratch.is_some());
+            let ftrl = m.kind() == evergreen_model::ModelKind::Ftrl;
+            assert_eq!(opened.mapped, ftrl && scratch.is_some(), "{what}");
+            assert_eq!(opened.fallback, None, "{what}");
+            assert_eq!(opened.header.spec_fingerprint, 7);
+            assert_eq!(opened.size, bytes.len() as u64);
+            assert_eq!(opened.xxh3, xxhash_rust::xxh3::xxh3_64(&bytes), "{what}");
+            let mut back = opened.model;
+            assert!(back.is_finite(), "{what}");
+            assert_eq!(back.dim(), m.dim(), "{what}");
+            assert_eq!(back.examples_seen(), m.examples_seen(), "{what}");
+            let (xs, ys): (Vec<_>, Vec<_>) = toy(50, 3).into_iter().unzip();
+            for x in &xs {
+                assert_eq!(back.predict(x).to_bits(), m.predict(x).to_bits(), "{what}");
+            }
+            let (mut one, mut two) = (Vec::new(), Vec::new());
+            back.predict_batch(&xs, &mut one);
+            m.predict_batch(&xs, &mut two);
+            assert_eq!(one, two, "{what}");
+            assert_eq!(save(back.as_ref(), 7), bytes, "{what}");
+            assert_eq!(save(back.clone_box().as_ref(), 7), bytes, "{what}");
+            let mut cont = m.clone_box();
+            for (x, y) in xs.iter().zip(&ys) {
+                assert_eq!(
+                    back.learn(x, *y).to_bits(),
+                    cont.learn(x, *y).to_bits(),
+                    "{what}"
+                );
+            }
+            assert_eq!(body(back.as_ref()), body(cont.as_ref()), "{what}");
+            assert!(back.is_finite(), "{what}");
+            for x in &xs {
+                assert_eq!(
+                    back.predict(x).to_bits(),
+                    cont.predict(x).to_bits(),
+                    "{what}"
+                );
+            }
+        }
+    }
+}
+
+/// Every kind, both ways of opening: a truncated file, a flipped bit, and a NaN parameter
+/// under a recomputed checksum are refused.
+#[test]
+fn opening_refuses_truncated_corrupt_and_non_finite_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.bin");
+    for k in KINDS {
+        let m = trained(k);
+        let bytes = save(m.as_ref(), 7);
+        let x = &toy(1, 21)[0].0;
+        let (_, grad) = m.loss_and_grad(x, 1.0);
+        let mut nan = trained(k);
+        nan.set_param(grad[0].0, f64::NAN);
+        let nan = save(nan.as_ref(), 7);
+        let mut cases: Vec<(String, Vec<u8>)> = vec![("non-finite".into(), nan)];
+        let step = (bytes.len() / 23).max(1);
+        for len in (0..bytes.len()).step_by(step).chain([bytes.len() - 1]) {
+            cases.push((format!("truncated to {len}"), bytes[..len].to_vec()));
+        }
+        for i in (0..bytes.len()).step_by(step) {
+            let mut b = bytes.clone();
+            b[i] ^= 0x04;
+            cases.push((format!("bit flip at {i}"), b));
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        cases.push(("one byte longer".into(), longer));
+        for (what, b) in cases {
+            std::fs::write(&path, &b).unwrap();
+            for scratch in [Some(dir.path()), None] {
+                match open(&path, scratch) {
+                    Err(OpenError::Model { .. }) => {}
+                    other => panic!(
+                        "{} {what} (scratch {}): {other:?}",
+                        k.name,
+                        scratch.is_some()
+                    ),
+                }
+            }
+        }
+    }
+    let missing = open(&dir.path().join("absent.bin"), None).unwrap_err();
+    assert!(matches!(missing, OpenError::Io { .. }), "{missing}");
+    assert!(missing.to_string().contains("absent.bin"), "{missing}");
 }
 
 #[test]

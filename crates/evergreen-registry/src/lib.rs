@@ -131,6 +131,10 @@ pub struct LoadedVersion {
     pub model: Box<dyn Model>,
     /// The transformer compiled from the spec stored in this version.
     pub transformer: Transformer,
+    /// True when the model reads its parameters from a mapped private copy of its file.
+    pub mapped: bool,
+    /// Why a mapping was asked for but the model was read into memory instead.
+    pub fallback: Option<String>,
 }
 
 /// One model's directory of versions.
@@ -280,13 +284,25 @@ impl Registry {
 
     /// Loads and verifies a version: the manifest (see [`Registry::manifest`]), the model file's
     /// size and checksum recorded in it, the model file's own checks, the spec fingerprint, the
-    /// stored spec, and that the model's dimension is the spec's `2^hash_bits`.
+    /// stored spec, and that the model's dimension is the spec's `2^hash_bits`. The model is
+    /// read into memory (an owned model, to learn from).
     pub fn load(&self, version: u64) -> Result<LoadedVersion, RegistryError> {
+        self.load_with(version, None)
+    }
+
+    /// [`Registry::load`] for serving: with `scratch_dir`, an FTRL model is served from a
+    /// mapped private copy made there ([`evergreen_model::open`]; `LoadedVersion::fallback`
+    /// says why when it could not be), so that loading it beside the version serving does not
+    /// hold two decoded models.
+    pub fn load_with(
+        &self,
+        version: u64,
+        scratch_dir: Option<&Path>,
+    ) -> Result<LoadedVersion, RegistryError> {
         let manifest = self.manifest(version)?;
         let dir = self.version_dir(version);
         let mpath = dir.join(MANIFEST_FILE);
         let path = dir.join(MODEL_FILE);
-        let bytes = fs::read(&path).map_err(io(&path))?;
         let entry = manifest
             .files
             .get(MODEL_FILE)
@@ -294,17 +310,23 @@ impl Registry {
                 path: mpath.clone(),
                 message: format!("no entry for {MODEL_FILE}"),
             })?;
-        if !entry.matches(&bytes) {
+        let opened = evergreen_model::open(&path, scratch_dir).map_err(|e| match e {
+            evergreen_model::OpenError::Io { path, source } => RegistryError::Io { path, source },
+            evergreen_model::OpenError::Model { path, source } => {
+                RegistryError::Model { path, source }
+            }
+        })?;
+        let found = FileEntry {
+            size: opened.size,
+            xxh3: format!("{:016x}", opened.xxh3),
+        };
+        if *entry != found {
             return Err(RegistryError::Model {
                 path,
                 source: ModelError::Checksum,
             });
         }
-        let (header, model) =
-            evergreen_model::load(&bytes).map_err(|source| RegistryError::Model {
-                path: path.clone(),
-                source,
-            })?;
+        let (header, model) = (opened.header, opened.model);
         if header.spec_fingerprint != manifest.feature_spec.fingerprint() {
             return Err(RegistryError::Manifest {
                 path: mpath,
@@ -343,6 +365,8 @@ impl Registry {
             manifest,
             model,
             transformer,
+            mapped: opened.mapped,
+            fallback: opened.fallback,
         })
     }
 

@@ -106,6 +106,27 @@ pub struct ServeOptions {
     pub request_timeout: Duration,
     /// Server-side request batching (TF Serving's `--enable_batching`); `None`: off.
     pub batching: Option<Batching>,
+    /// How FTRL models are held in memory while served (default: mapped from a private copy
+    /// made beside the version).
+    pub model_mapping: ModelMapping,
+}
+
+/// Where a served FTRL model keeps the private copy of its file that it is mapped from
+/// ([`evergreen_model::open`]): mapped, a model costs no anonymous memory, only the pages
+/// requests touch are resident, and a hot swap does not hold two decoded models. Other kinds
+/// are always read into memory. Where no unnamed file can be made there (a read-only
+/// directory, a filesystem without `O_TMPFILE`), the model is read into memory and the log
+/// says why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ModelMapping {
+    /// Read every model into memory.
+    Off,
+    /// The copy is made in the version's own directory (an unnamed file: it never appears
+    /// there).
+    #[default]
+    BesideVersion,
+    /// The copy is made in this directory.
+    In(PathBuf),
 }
 
 /// Server-side request batching settings.
@@ -130,6 +151,7 @@ impl Default for ServeOptions {
             admin: None,
             request_timeout: Duration::from_secs(30),
             batching: None,
+            model_mapping: ModelMapping::default(),
         }
     }
 }
@@ -202,6 +224,7 @@ impl Server {
                     policy,
                     source.labels.clone(),
                     opts.batching.clone(),
+                    opts.model_mapping.clone(),
                 )),
             };
             models.insert(source.name.clone(), state);

@@ -52,6 +52,7 @@ pub(crate) struct ModelState {
     pub(crate) snapshot: ArcSwap<Snapshot>,
     memory: Mutex<Memory>,
     batching: Option<crate::Batching>,
+    mapping: crate::ModelMapping,
 }
 
 #[derive(Default)]
@@ -126,9 +127,16 @@ fn load_checked(
     registry: &Registry,
     version: u64,
     batching: Option<&crate::Batching>,
+    mapping: &crate::ModelMapping,
 ) -> Result<(SharedVersion, Option<BatchingParameters>), LoadError> {
-    let params = batching_params(batching, &registry.version_dir(version))?;
-    let loaded = registry.load(version)?;
+    let dir = registry.version_dir(version);
+    let params = batching_params(batching, &dir)?;
+    let scratch = match mapping {
+        crate::ModelMapping::Off => None,
+        crate::ModelMapping::BesideVersion => Some(dir.as_path()),
+        crate::ModelMapping::In(d) => Some(d.as_path()),
+    };
+    let loaded = registry.load_with(version, scratch)?;
     let spec_dim = loaded.transformer.spec().dim();
     let model_dim = loaded.model.dim();
     if model_dim != spec_dim {
@@ -234,6 +242,7 @@ impl ModelState {
         policy: crate::VersionPolicy,
         config_labels: BTreeMap<String, u64>,
         batching: Option<crate::Batching>,
+        mapping: crate::ModelMapping,
     ) -> Self {
         Self {
             name,
@@ -243,6 +252,7 @@ impl ModelState {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             memory: Mutex::new(Memory::default()),
             batching,
+            mapping,
         }
     }
 
@@ -429,7 +439,7 @@ impl ModelState {
             }
         }
         let started = Instant::now();
-        match load_checked(registry, v, self.batching.as_ref()) {
+        match load_checked(registry, v, self.batching.as_ref(), &self.mapping) {
             Ok((lv, params)) => {
                 if let Some(p) = params {
                     tracing::info!(model = %self.name, version = v, ?p, "batching requests");
@@ -447,9 +457,13 @@ impl ModelState {
                     .version_loads
                     .get_or_create(&Metrics::outcome(&self.name, "loaded"))
                     .inc();
+                if let Some(why) = &lv.fallback {
+                    tracing::warn!(model = %self.name, version = v, "model read into memory, not mapped: {why}");
+                }
                 tracing::info!(
                     model = %self.name,
                     version = v,
+                    mapped = lv.mapped,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "loaded version"
                 );

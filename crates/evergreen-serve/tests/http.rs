@@ -637,3 +637,72 @@ async fn list_values_are_multi_hot_categoricals() {
     assert!(error_of(&resp).contains("\"x\""), "{resp}");
     fx.handle.shutdown().await;
 }
+
+/// The version directories of this fixture that the process maps files from (`(deleted)`:
+/// the unnamed private copies of served FTRL models).
+fn mapped_versions(fx: &Fixture) -> Vec<u64> {
+    let base = fx.reg.base().to_string_lossy().into_owned();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mut versions: Vec<u64> = maps
+        .lines()
+        .filter_map(|l| l.split_once(&format!("{base}/"))?.1.split_once('/'))
+        .filter(|(_, rest)| rest.ends_with("(deleted)"))
+        .filter_map(|(v, _)| v.parse().ok())
+        .collect();
+    versions.dedup();
+    versions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_ftrl_versions_are_mapped_private_copies_released_when_swapped_out() {
+    if !std::path::Path::new("/proc/self/maps").exists() {
+        println!("skipped: no /proc/self/maps on this system");
+        return;
+    }
+    let fx = start(&[1], |o| o.poll_interval = Duration::from_millis(50)).await;
+    assert_eq!(mapped_versions(&fx), vec![1]);
+    let body = r#"{"instances": [{"c": "a", "x": 1}, {"c": "b", "x": 2}]}"#;
+    let check = async |v: u64| {
+        let (code, version, resp) = fx.post("/v1/models/m:predict", body).await;
+        assert_eq!((code, version), (200, Some(v)), "{resp}");
+        for (i, r) in [rec("a", 1.0), rec("b", 2.0)].iter().enumerate() {
+            assert_eq!(resp["predictions"][i].as_f64().unwrap(), expected(v, r));
+        }
+    };
+    check(1).await;
+    // The served file rewritten in place, then emptied (as `cp` over it would): the private
+    // copy serves on, unaffected (a mapping of the file itself would read garbage, then fault).
+    let file = fx.reg.version_dir(1).join(MODEL_FILE);
+    std::fs::write(&file, vec![0u8; 64]).unwrap();
+    std::fs::File::create(&file).unwrap();
+    check(1).await;
+    // Swapped out: the old version's copy is unmapped (its memory and disk space released).
+    publish(&fx.reg, 2);
+    eventually(10, "version 2 served", async || {
+        fx.served().await == vec![2]
+    })
+    .await;
+    check(2).await;
+    assert_eq!(mapped_versions(&fx), vec![2]);
+    fx.handle.shutdown().await;
+
+    // Mapping off: read into memory, nothing mapped.
+    let fx = start(&[1], |o| o.model_mapping = ModelMapping::Off).await;
+    check_off(&fx).await;
+    assert_eq!(mapped_versions(&fx), Vec::<u64>::new());
+    fx.handle.shutdown().await;
+}
+
+async fn check_off(fx: &Fixture) {
+    let (code, version, resp) = fx
+        .post(
+            "/v1/models/m:predict",
+            r#"{"instances": [{"c": "a", "x": 1}]}"#,
+        )
+        .await;
+    assert_eq!((code, version), (200, Some(1)), "{resp}");
+    assert_eq!(
+        resp["predictions"][0].as_f64().unwrap(),
+        expected(1, &rec("a", 1.0))
+    );
+}

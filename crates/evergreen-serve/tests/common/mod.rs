@@ -7,7 +7,7 @@ pub use evergreen_metrics::Metrics;
 pub use evergreen_model::{Ftrl, FtrlParams, Model, ModelKind};
 pub use evergreen_registry::{MANIFEST_FORMAT_VERSION, Manifest, Registry};
 pub use evergreen_serve::{
-    ModelSource, ServeOptions, ServerHandle, VERSION_HEADER, spawn_with_grpc,
+    ModelMapping, ModelSource, ServeOptions, ServerHandle, VERSION_HEADER, spawn_with_grpc,
 };
 pub use serde_json::{Value, json};
 pub use std::collections::BTreeMap;

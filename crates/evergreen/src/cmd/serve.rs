@@ -6,7 +6,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use evergreen_lineage::{AdminActionRecord, LineageStore};
 use evergreen_metrics::Metrics;
-use evergreen_serve::{AdminAction, AdminAudit, AdminOptions, ModelSource, ServeOptions};
+use evergreen_serve::{
+    AdminAction, AdminAudit, AdminOptions, ModelMapping, ModelSource, ServeOptions,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +79,15 @@ pub struct ServeArgs {
     /// parameters in it (TF Serving's flag; needs --enable_batching).
     #[arg(long = "enable_per_model_batching_parameters", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub enable_per_model_batching_parameters: bool,
+    /// Serve FTRL models mapped from a private copy of their file instead of decoded into
+    /// memory: only the pages requests touch are resident, and a hot swap does not hold two
+    /// decoded models (other kinds are always read into memory).
+    #[arg(long = "map_models", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub map_models: bool,
+    /// Where the private copies of mapped models are made (unnamed files, gone when the
+    /// version is unloaded); default: the version's own directory.
+    #[arg(long = "map_models_dir")]
+    pub map_models_dir: Option<PathBuf>,
 }
 
 /// The batching settings of `serve`'s flags (`None`: batching off).
@@ -202,6 +213,12 @@ pub fn run(a: ServeArgs) -> Result<()> {
         admin: admin_options(a.admin_token_file.as_deref(), a.lineage_db.clone())?,
         request_timeout: Duration::from_millis(a.rest_api_timeout_in_ms.max(1)),
         batching: batching(&a)?,
+        model_mapping: match (a.map_models, a.map_models_dir.clone()) {
+            (false, Some(_)) => bail!("--map_models_dir needs --map_models=true"),
+            (false, None) => ModelMapping::Off,
+            (true, None) => ModelMapping::BesideVersion,
+            (true, Some(d)) => ModelMapping::In(d),
+        },
     };
     let addr: std::net::SocketAddr = format!("{}:{}", a.rest_api_host, a.rest_api_port)
         .parse()
