@@ -137,6 +137,9 @@ pub struct Metrics {
     /// `evergreen_serving_batch_size{model}`: instances per batch scored by server-side
     /// batching.
     pub batch_size: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    /// `evergreen_serving_abandoned_requests_total{model}`: requests whose work stopped at
+    /// their deadline (the client had its 408).
+    pub abandoned_requests: Family<ModelLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -298,6 +301,12 @@ impl Metrics {
             "Instances per batch scored by server-side request batching",
             batch_size.clone(),
         );
+        let abandoned_requests = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "evergreen_serving_abandoned_requests",
+            "Requests whose work stopped at their deadline (answered 408)",
+            abandoned_requests.clone(),
+        );
         Self {
             registry,
             requests,
@@ -322,6 +331,7 @@ impl Metrics {
             shadow_difference,
             admin_actions,
             batch_size,
+            abandoned_requests,
         }
     }
 
@@ -406,6 +416,7 @@ mod tests {
         m.shadow_predictions.get_or_create(&ml).inc();
         m.shadow_difference.get_or_create(&ml).observe(0.01);
         m.batch_size.get_or_create(&ml).observe(8.0);
+        m.abandoned_requests.get_or_create(&ml).inc();
         m.admin_actions
             .get_or_create(&Metrics::outcome("m", "promote"))
             .inc();

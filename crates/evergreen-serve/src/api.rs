@@ -160,11 +160,16 @@ impl Reply {
 /// Refuses a request whose declared `Content-Length` is over the body limit at once, before
 /// reading any of the body (the same 413 as a body found too long while it is read, which
 /// covers bodies sent without a length).
+/// When a request arrived (before its body was read): the request timeout counts from here.
+#[derive(Debug, Clone, Copy)]
+struct Arrival(Instant);
+
 async fn refuse_declared_oversize(
     State(limit): State<usize>,
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    req.extensions_mut().insert(Arrival(Instant::now()));
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -195,8 +200,8 @@ async fn models_root(method: Method) -> Response {
 
 /// Requests with bodies up to this size are parsed and scored on the async worker that read
 /// them (microseconds of work); larger ones on the blocking pool, so that they hold no async
-/// worker and the request timeout answers for them (their work runs on to its end, its result
-/// dropped).
+/// worker and the request timeout answers for them (their work stops at the same deadline:
+/// `check_deadline`).
 const INLINE_BODY_BYTES: usize = 64 << 10;
 
 async fn models(
@@ -204,6 +209,7 @@ async fn models(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    arrival: Option<axum::Extension<Arrival>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let start = Instant::now();
@@ -219,15 +225,20 @@ async fn models(
             let api = route.api;
             let handled = if matches!(&body, Ok(b) if b.len() > INLINE_BODY_BYTES) {
                 let (s, m, h) = (server.clone(), method.clone(), headers.clone());
-                tokio::task::spawn_blocking(move || handle(&s, &m, &route, &h, body))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Handled::Reply(Reply::err(ApiError::Unavailable(format!(
-                            "the request's work stopped: {e}"
-                        ))))
-                    })
+                // The request timeout answers 408 at this deadline; the work stops there too.
+                let arrived = arrival.map_or(start, |a| a.0.0);
+                let deadline = arrived + server.inner.opts.request_timeout;
+                tokio::task::spawn_blocking(move || {
+                    handle(&s, &m, &route, &h, body, Some(deadline))
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Handled::Reply(Reply::err(ApiError::Unavailable(format!(
+                        "the request's work stopped: {e}"
+                    ))))
+                })
             } else {
-                handle(&server, &method, &route, &headers, body)
+                handle(&server, &method, &route, &headers, body, None)
             };
             let reply = match handled {
                 Handled::Reply(r) => r,
@@ -327,6 +338,7 @@ fn handle(
     route: &Route,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    deadline: Option<Instant>,
 ) -> Handled {
     let read_only = matches!(route.api, Api::Status | Api::Metadata);
     let allowed = if read_only {
@@ -386,7 +398,7 @@ fn handle(
                 Err(e) => return Reply::err(e).into(),
             };
             let (v, lv, shadow) = pick(server, route, named, headers, &records);
-            let scored = score_served(server, &route.model, v, &lv, &records);
+            let scored = score_served(server, &route.model, v, &lv, &records, deadline);
             let finish = Finish {
                 api: route.api,
                 format,
@@ -533,7 +545,7 @@ pub(crate) fn mirror(
         let labels = evergreen_metrics::ModelLabels {
             model: model.clone(),
         };
-        let Ok(p) = score(&lv, &records) else {
+        let Ok(p) = score(&lv, &records, None) else {
             tracing::debug!(%model, version, "shadow version cannot score a mirrored request");
             return;
         };
@@ -685,24 +697,52 @@ fn metadata(model: &str, version: u64, lv: &LoadedVersion) -> Value {
 }
 
 /// Transforms each record with the version's own transformer and predicts with its model.
-pub(crate) fn score(lv: &LoadedVersion, records: &[RawRecord]) -> Result<Vec<f64>, ApiError> {
-    Ok(features(lv, records)?
-        .iter()
-        .map(|x| lv.model.predict(x))
-        .collect())
+pub(crate) fn score(
+    lv: &LoadedVersion,
+    records: &[RawRecord],
+    deadline: Option<Instant>,
+) -> Result<Vec<f64>, ApiError> {
+    let xs = features(lv, records, deadline)?;
+    let mut p = Vec::with_capacity(xs.len());
+    for (i, x) in xs.iter().enumerate() {
+        check_deadline(deadline, i, "scoring")?;
+        p.push(lv.model.predict(x));
+    }
+    Ok(p)
 }
 
 /// The feature vectors of `records` under `lv`'s spec; the error names the instance.
-fn features(lv: &LoadedVersion, records: &[RawRecord]) -> Result<Vec<FeatureVector>, ApiError> {
+fn features(
+    lv: &LoadedVersion,
+    records: &[RawRecord],
+    deadline: Option<Instant>,
+) -> Result<Vec<FeatureVector>, ApiError> {
     records
         .iter()
         .enumerate()
         .map(|(i, r)| {
+            check_deadline(deadline, i, "transforming")?;
             lv.transformer
                 .features(r)
                 .map_err(|e| ApiError::BadRequest(format!("instance {i}: {e}")))
         })
         .collect()
+}
+
+/// Instances transformed or scored between two looks at a request's deadline.
+const DEADLINE_EVERY: usize = 256;
+
+/// `Err(Timeout)` when instance `i` is a multiple of [`DEADLINE_EVERY`] and `deadline` has
+/// passed: a request whose client already had its 408 stops instead of running on.
+fn check_deadline(deadline: Option<Instant>, i: usize, doing: &str) -> Result<(), ApiError> {
+    match deadline {
+        Some(d) if i.is_multiple_of(DEADLINE_EVERY) && Instant::now() >= d => {
+            Err(ApiError::Timeout(format!(
+                "the request's deadline passed while {doing} instance {i}; its work stopped"
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The batching queue of version `v` of `model`, when that version batches requests.
@@ -736,11 +776,21 @@ pub(crate) fn score_served(
     v: u64,
     lv: &LoadedVersion,
     records: &[RawRecord],
+    deadline: Option<Instant>,
 ) -> Result<Scored, ApiError> {
-    match batcher_of(server, model, v) {
-        Some(b) => b.submit(features(lv, records)?).map(Scored::Queued),
-        None => score(lv, records).map(Scored::Now),
+    let scored = match batcher_of(server, model, v) {
+        Some(b) => features(lv, records, deadline).and_then(|xs| b.submit(xs).map(Scored::Queued)),
+        None => score(lv, records, deadline).map(Scored::Now),
+    };
+    if let Err(ApiError::Timeout(_)) = &scored {
+        server
+            .inner
+            .metrics
+            .abandoned_requests
+            .get_or_create(&evergreen_metrics::Metrics::model(model))
+            .inc();
     }
+    scored
 }
 
 /// The model's input column when it has exactly one (bare instance values then name it).
@@ -893,5 +943,26 @@ mod tests {
         assert_eq!(guess_api("m/x:classify"), Api::Classify);
         assert_eq!(guess_api("m/x/metadata"), Api::Metadata);
         assert_eq!(guess_api("m/x"), Api::Status);
+    }
+
+    #[test]
+    fn work_stops_at_a_passed_deadline_every_few_hundred_instances() {
+        let now = Instant::now();
+        let passed = Some(now);
+        let ahead = Some(now + std::time::Duration::from_secs(3600));
+        for i in [0, DEADLINE_EVERY, 7 * DEADLINE_EVERY] {
+            match check_deadline(passed, i, "scoring") {
+                Err(ApiError::Timeout(m)) => assert!(m.contains(&format!("instance {i}")), "{m}"),
+                other => panic!("instance {i}: {other:?}"),
+            }
+            assert!(check_deadline(ahead, i, "scoring").is_ok());
+            assert!(check_deadline(None, i, "scoring").is_ok());
+        }
+        // Between two looks the clock is not read.
+        assert!(check_deadline(passed, DEADLINE_EVERY + 1, "scoring").is_ok());
+        assert_eq!(
+            ApiError::Timeout(String::new()).status(),
+            StatusCode::REQUEST_TIMEOUT
+        );
     }
 }

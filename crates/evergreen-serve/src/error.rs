@@ -28,6 +28,9 @@ pub(crate) enum ApiError {
     /// The model has no version yet: 503.
     #[error("{0}")]
     Unavailable(String),
+    /// The request's deadline passed before its work was done: 408.
+    #[error("{0}")]
+    Timeout(String),
 }
 
 impl ApiError {
@@ -39,6 +42,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 }

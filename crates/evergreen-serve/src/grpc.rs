@@ -11,6 +11,7 @@ use evergreen_core::{RawRecord, RawValue};
 use pb::tensorflow::serving as tfs;
 use pb::tensorflow::{DataType, Example, TensorProto, TensorShapeProto, feature};
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 
 /// Code generated from `proto/` by `build.rs`.
@@ -64,7 +65,28 @@ fn status_of(e: ApiError) -> Status {
         ApiError::MethodNotAllowed { message, .. } => Status::unimplemented(message),
         ApiError::PayloadTooLarge(m) => Status::resource_exhausted(m),
         ApiError::Unavailable(m) => Status::unavailable(m),
+        ApiError::Timeout(m) => Status::deadline_exceeded(m),
     }
+}
+
+/// The client's deadline (the `grpc-timeout` header: up to 8 digits and a unit, `H`, `M`, `S`,
+/// `m`, `u` or `n`), so that the work of a request it gave up on stops.
+fn grpc_timeout(headers: &axum::http::HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at_checked(v.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// The REST route a `ModelSpec` stands for.
@@ -344,10 +366,11 @@ impl Grpc {
         records: Vec<RawRecord>,
     ) -> Result<(u64, Vec<f64>), (Option<u64>, ApiError)> {
         let server = self.server.clone();
+        let deadline = grpc_timeout(&headers).map(|t| Instant::now() + t);
         let done = tokio::task::spawn_blocking(move || {
             let named = api::resolve(&server, &route).map_err(|e| (None, e))?;
             let (v, lv, shadow) = api::pick(&server, &route, named, &headers, &records);
-            let p = api::score_served(&server, &route.model, v, &lv, &records)
+            let p = api::score_served(&server, &route.model, v, &lv, &records, deadline)
                 .and_then(api::Scored::wait)
                 .map_err(|e| (Some(v), e))?;
             if let Some(sv) = shadow {
@@ -637,6 +660,35 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn grpc_timeouts_parse_as_the_grpc_spec_writes_them() {
+        let of = |v: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert("grpc-timeout", v.parse().unwrap());
+            grpc_timeout(&h)
+        };
+        assert_eq!(of("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(of("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(of("10S"), Some(Duration::from_secs(10)));
+        assert_eq!(of("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(of("99999999u"), Some(Duration::from_micros(99_999_999)));
+        assert_eq!(of("1n"), Some(Duration::from_nanos(1)));
+        for bad in [
+            "",
+            "m",
+            "10",
+            "10s",
+            "123456789S",
+            "-1S",
+            "1.5S",
+            " 1S",
+            "1x",
+        ] {
+            assert_eq!(of(bad), None, "{bad:?}");
+        }
+        assert_eq!(grpc_timeout(&axum::http::HeaderMap::new()), None);
     }
 
     #[test]

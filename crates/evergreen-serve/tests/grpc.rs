@@ -423,3 +423,72 @@ async fn predict_is_batched_when_batching_is_on() {
     );
     f.handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_grpc_deadline_gets_deadline_exceeded() {
+    // The largest request (10,000 instances) takes several milliseconds; with a 1 ms deadline
+    // (`grpc-timeout`) the server answers DEADLINE_EXCEEDED (tonic's timeout: CANCELLED, or
+    // the work stopping at the deadline) and goes on answering.
+    let f = start(&[1], |o| o.max_body_bytes = 16 << 20).await;
+    let n = evergreen_serve::MAX_BATCH as i64;
+    let large = || {
+        HashMap::from([
+            (
+                "c".to_string(),
+                TensorProto {
+                    dtype: DataType::DtString as i32,
+                    tensor_shape: shape(&[n]),
+                    string_val: vec![b"a".to_vec(); n as usize],
+                    ..Default::default()
+                },
+            ),
+            (
+                "x".to_string(),
+                TensorProto {
+                    dtype: DataType::DtFloat as i32,
+                    tensor_shape: shape(&[n, 1]),
+                    float_val: vec![1.0; n as usize],
+                    ..Default::default()
+                },
+            ),
+        ])
+    };
+    let url = format!("http://{}", f.handle.grpc_addr.unwrap());
+    let mut p = PredictionServiceClient::connect(url).await.unwrap();
+    let request = || tfs::PredictRequest {
+        model_spec: spec_of(None),
+        inputs: large(),
+        output_filter: vec![],
+    };
+    let started = Instant::now();
+    let r = p.predict(request()).await.unwrap().into_inner();
+    assert_eq!(r.outputs["probabilities"].float_val.len(), n as usize);
+    println!(
+        "10,000 instances without a deadline: {:?}",
+        started.elapsed()
+    );
+    // The header alone (as a client in another language sends it), so that the server, not
+    // this client, enforces it.
+    let mut req = tonic::Request::new(request());
+    req.metadata_mut()
+        .insert("grpc-timeout", "1m".parse().unwrap());
+    let err = p.predict(req).await.unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{err:?}"
+    );
+    let r = p
+        .predict(tfs::PredictRequest {
+            model_spec: spec_of(None),
+            inputs: inputs(),
+            output_filter: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.outputs["probabilities"].float_val.len(), 2);
+    f.handle.shutdown().await;
+}
