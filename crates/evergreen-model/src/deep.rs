@@ -1221,6 +1221,74 @@ impl Model for Deep {
         self.wide.encode(out);
     }
 
+    fn learning_rate(&self) -> Option<f64> {
+        Some(self.params.lr)
+    }
+
+    /// Per dense layer (`layer_<i>`, the output layer last; DCN's cross layers `cross_<i>`):
+    /// `weights/<layer>/kernel` and `/bias`, and `gradients/<layer>/kernel` and `/bias` of the
+    /// last mini-batch learned (their sum over its examples; absent before any batch); the
+    /// embedding table's row norms (`embeddings/row_norms`) and the wide part's weights
+    /// (`weights/wide`), over the rows that exist.
+    fn inspect(&self, visit: &mut dyn FnMut(&str, &[f32])) {
+        let named = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("layer_{i}"), l, i, false))
+            .chain(
+                self.cross
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (format!("cross_{i}"), l, i, true)),
+            );
+        for (name, l, i, cross) in named {
+            visit(
+                &format!("weights/{name}/kernel"),
+                l.w.as_slice().unwrap_or(&[]),
+            );
+            visit(
+                &format!("weights/{name}/bias"),
+                l.b.as_slice().unwrap_or(&[]),
+            );
+            let s = &self.scratch;
+            let (dw, db) = if cross {
+                (s.cdw.get(i), s.cdb.get(i))
+            } else {
+                (s.dw.get(i), s.db.get(i))
+            };
+            if let (Some(dw), Some(db)) = (dw, db)
+                && dw.dim() == l.w.dim()
+            {
+                visit(
+                    &format!("gradients/{name}/kernel"),
+                    dw.as_slice().unwrap_or(&[]),
+                );
+                visit(
+                    &format!("gradients/{name}/bias"),
+                    db.as_slice().unwrap_or(&[]),
+                );
+            }
+        }
+        let norms: Vec<f32> = self
+            .emb
+            .ids()
+            .into_iter()
+            .filter_map(|id| self.emb.row(id))
+            .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
+            .collect();
+        visit("embeddings/row_norms", &norms);
+        let wide: Vec<f32> = self
+            .wide
+            .ids()
+            .into_iter()
+            .filter_map(|id| self.wide.row(id))
+            .flatten()
+            .copied()
+            .collect();
+        visit("weights/wide", &wide);
+    }
+
     fn clone_box(&self) -> Box<dyn Model> {
         Box::new(self.clone())
     }

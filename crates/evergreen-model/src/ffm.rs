@@ -387,6 +387,16 @@ impl Model for Ffm {
         }
     }
 
+    fn learning_rate(&self) -> Option<f64> {
+        Some(self.params.lr)
+    }
+
+    /// `weights/linear` of every bucket, and `weights/factors`, every latent factor.
+    fn inspect(&self, visit: &mut dyn FnMut(&str, &[f32])) {
+        visit("weights/linear", &self.linear);
+        visit("weights/factors", &self.factors);
+    }
+
     fn clone_box(&self) -> Box<dyn Model> {
         Box::new(self.clone())
     }

@@ -328,6 +328,27 @@ impl Model for Fm {
         }
     }
 
+    fn learning_rate(&self) -> Option<f64> {
+        Some(self.params.lr)
+    }
+
+    /// `weights/linear` and `weights/factor_norms` (‖v_i‖) of the buckets whose linear weight
+    /// has moved (a bucket never trained keeps its random factors and a zero weight).
+    fn inspect(&self, visit: &mut dyn FnMut(&str, &[f32])) {
+        let k = self.k;
+        let trained = || {
+            self.rows
+                .chunks_exact(2 + 2 * k)
+                .filter(|r| r[0] != 0.0 || r[1] != 1.0)
+        };
+        let linear: Vec<f32> = trained().map(|r| r[0]).collect();
+        visit("weights/linear", &linear);
+        let norms: Vec<f32> = trained()
+            .map(|r| r[2..2 + k].iter().map(|v| v * v).sum::<f32>().sqrt())
+            .collect();
+        visit("weights/factor_norms", &norms);
+    }
+
     fn clone_box(&self) -> Box<dyn Model> {
         Box::new(self.clone())
     }

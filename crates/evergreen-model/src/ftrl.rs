@@ -859,6 +859,23 @@ impl Model for Ftrl {
         Box::new(self.clone())
     }
 
+    fn learning_rate(&self) -> Option<f64> {
+        Some(self.params.alpha)
+    }
+
+    /// `weights`: the weights of the buckets with state (an untouched bucket's is 0 and would
+    /// drown the rest); `accumulators/sqrt_n`: √n of the same buckets, the root of the summed
+    /// squared gradients each coordinate's learning rate is scaled by.
+    fn inspect(&self, visit: &mut dyn FnMut(&str, &[f32])) {
+        let live: Vec<usize> = (0..self.zn.dim())
+            .filter(|&i| self.zn.z(i) != 0.0 || self.zn.n(i) != 0.0)
+            .collect();
+        let weights: Vec<f32> = live.iter().map(|&i| self.weight(i) as f32).collect();
+        visit("weights", &weights);
+        let sqrt_n: Vec<f32> = live.iter().map(|&i| self.zn.n(i).sqrt()).collect();
+        visit("accumulators/sqrt_n", &sqrt_n);
+    }
+
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
         self
     }

@@ -121,6 +121,15 @@ pub trait Model: Send + Sync + std::fmt::Debug {
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
     /// For downcasting to the concrete kind, read-only.
     fn as_any(&self) -> &dyn std::any::Any;
+    /// The configured learning rate (FTRL's `alpha`, the step size of the others), for
+    /// dashboards. Default: none.
+    fn learning_rate(&self) -> Option<f64> {
+        None
+    }
+    /// Calls `visit(tag, values)` for each group of parameters worth a histogram (TensorBoard):
+    /// weights per layer, embedding row norms, the last mini-batch's gradients per layer. Tags
+    /// are `/`-separated (`weights/...`, `gradients/...`, `embeddings/...`). Default: none.
+    fn inspect(&self, _visit: &mut dyn FnMut(&str, &[f32])) {}
 }
 
 impl Clone for Box<dyn Model> {

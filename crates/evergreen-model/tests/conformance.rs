@@ -383,6 +383,55 @@ fn a_model_opened_from_its_file_serves_and_learns_as_the_model_saved() {
     }
 }
 
+/// Every kind: a learning rate, and named, finite parameter groups for histograms that see the
+/// training (a trained model has more non-zero values than a fresh one); the deep kinds report
+/// the last mini-batch's gradients per layer.
+#[test]
+fn every_kind_reports_its_learning_rate_and_parameter_groups() {
+    let groups = |m: &dyn Model| {
+        let mut out: Vec<(String, Vec<f32>)> = Vec::new();
+        m.inspect(&mut |tag, values| out.push((tag.to_string(), values.to_vec())));
+        out
+    };
+    for k in KINDS {
+        let fresh = (k.make)();
+        let mut m = (k.make)();
+        let (xs, ys): (Vec<_>, Vec<_>) = toy(64, 5).into_iter().unzip();
+        let mut preds = Vec::new();
+        m.learn_batch(&xs, &ys, &mut preds);
+        assert!(m.learning_rate().is_some_and(|lr| lr > 0.0), "{}", k.name);
+        let seen = groups(m.as_ref());
+        assert!(!seen.is_empty(), "{}", k.name);
+        for (tag, values) in &seen {
+            assert!(
+                !tag.is_empty() && !tag.starts_with('/'),
+                "{}: {tag}",
+                k.name
+            );
+            assert!(values.iter().all(|v| v.is_finite()), "{}: {tag}", k.name);
+        }
+        let nonzero =
+            |g: &[(String, Vec<f32>)]| g.iter().flat_map(|(_, v)| v).filter(|v| **v != 0.0).count();
+        assert!(
+            nonzero(&seen) > nonzero(&groups(fresh.as_ref())),
+            "{}",
+            k.name
+        );
+        if k.minibatch {
+            let grads: Vec<_> = seen
+                .iter()
+                .filter(|(t, _)| t.starts_with("gradients/"))
+                .collect();
+            assert!(!grads.is_empty(), "{}: no gradients", k.name);
+            assert!(
+                grads.iter().any(|(_, v)| v.iter().any(|g| *g != 0.0)),
+                "{}",
+                k.name
+            );
+        }
+    }
+}
+
 /// Every kind, both ways of opening: a truncated file, a flipped bit, and a NaN parameter
 /// under a recomputed checksum are refused.
 #[test]

@@ -529,6 +529,41 @@ pub struct Trainer {
     /// TensorBoard event file (`state.tensorboard_dir`): `None` until the first cycle opens
     /// it, `Some(None)` when off or it could not be created.
     tensorboard: Option<Option<tensorboard::EventWriter>>,
+    /// The last cycle's training loss per step (`TRAIN_LOSS_EVERY` examples): the model's
+    /// examples seen after the step, and the mean logloss of the step's pre-update predictions.
+    step_losses: Vec<(u64, f64)>,
+}
+
+/// Examples per point of the per-step training loss.
+const TRAIN_LOSS_EVERY: usize = 1024;
+
+/// Mean logloss of pre-update predictions, a point per [`TRAIN_LOSS_EVERY`] examples.
+struct StepLoss {
+    sum: f64,
+    count: usize,
+}
+
+impl StepLoss {
+    fn new() -> Self {
+        Self { sum: 0.0, count: 0 }
+    }
+    /// Adds a batch; `seen` is the model's examples seen after it (the step of the point).
+    fn add(&mut self, preds: &[f64], ys: &[f32], seen: u64, out: &mut Vec<(u64, f64)>) {
+        for (&p, &y) in preds.iter().zip(ys) {
+            let p = p.clamp(1e-15, 1.0 - 1e-15);
+            self.sum -= if y > 0.5 { p.ln() } else { (1.0 - p).ln() };
+        }
+        self.count += preds.len().min(ys.len());
+        if self.count >= TRAIN_LOSS_EVERY {
+            self.flush(seen, out);
+        }
+    }
+    fn flush(&mut self, seen: u64, out: &mut Vec<(u64, f64)>) {
+        if self.count > 0 {
+            out.push((seen, self.sum / self.count as f64));
+        }
+        *self = Self::new();
+    }
 }
 
 impl std::fmt::Debug for Trainer {
@@ -655,6 +690,7 @@ impl Trainer {
             staged_replay: None,
             active: None,
             tensorboard: None,
+            step_losses: Vec::new(),
         })
     }
 
@@ -947,8 +983,10 @@ impl Trainer {
                 .ok()
         });
         let step = i64::try_from(step).unwrap_or(i64::MAX);
+        let model = self.model.as_ref();
+        let steps = std::mem::take(&mut self.step_losses);
         if let Some(w) = writer
-            && let Err(e) = tensorboard::write_cycle(w, step, report)
+            && let Err(e) = tensorboard::write_cycle(w, step, report, &steps, model)
         {
             tracing::warn!(file = %w.path().display(), error = %e, "cannot write to the TensorBoard event file");
         }
@@ -1223,6 +1261,8 @@ impl Trainer {
             None => (self.model.as_mut(), None),
         };
         let decay = self.cfg.training.epoch_lr_decay;
+        self.step_losses.clear();
+        let mut step_loss = StepLoss::new();
         for epoch in 0..self.cfg.training.epochs {
             if decay != 1.0 {
                 let scaled = self
@@ -1241,6 +1281,15 @@ impl Trainer {
                 if epoch == 0 {
                     add_online(&mut online, &preds, &train_y, &is_new);
                 }
+                // One call for the whole epoch: its points share the epoch's last step.
+                let seen = candidate.examples_seen();
+                for (p, y) in preds
+                    .chunks(TRAIN_LOSS_EVERY)
+                    .zip(train_y.chunks(TRAIN_LOSS_EVERY))
+                {
+                    step_loss.add(p, y, seen, &mut self.step_losses);
+                }
+                step_loss.flush(seen, &mut self.step_losses);
                 trained += train_x.len() as u64;
                 continue;
             }
@@ -1262,8 +1311,10 @@ impl Trainer {
                 if epoch == 0 {
                     add_online(&mut online, &preds, ys, new);
                 }
+                step_loss.add(&preds, ys, candidate.examples_seen(), &mut self.step_losses);
                 trained += xs.len() as u64;
             }
+            step_loss.flush(candidate.examples_seen(), &mut self.step_losses);
         }
         if decay != 1.0 {
             set_model_params(&self.cfg.model, candidate)?;

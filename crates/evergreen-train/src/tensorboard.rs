@@ -7,6 +7,7 @@
 //! The layout of the messages is documented in `docs/formats.md`.
 
 use evergreen_data::tfrecord::TfRecordWriter;
+use evergreen_model::Model;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -39,10 +40,93 @@ struct SummaryValue {
     tag: String,
     #[prost(float, optional, tag = "2")]
     simple_value: Option<f32>,
+    #[prost(message, optional, tag = "5")]
+    histo: Option<HistogramProto>,
     #[prost(message, optional, tag = "8")]
     tensor: Option<Tensor>,
     #[prost(message, optional, tag = "9")]
     metadata: Option<SummaryMetadata>,
+}
+
+/// `tensorflow.HistogramProto`: bucket `i` counts the values in
+/// `[bucket_limit[i - 1], bucket_limit[i])` (the first from -infinity).
+#[derive(Clone, PartialEq, prost::Message)]
+struct HistogramProto {
+    #[prost(double, tag = "1")]
+    min: f64,
+    #[prost(double, tag = "2")]
+    max: f64,
+    #[prost(double, tag = "3")]
+    num: f64,
+    #[prost(double, tag = "4")]
+    sum: f64,
+    #[prost(double, tag = "5")]
+    sum_squares: f64,
+    #[prost(double, repeated, tag = "6")]
+    bucket_limit: Vec<f64>,
+    #[prost(double, repeated, tag = "7")]
+    bucket: Vec<f64>,
+}
+
+/// TensorFlow's default histogram bucket limits (`histogram.cc`): ±1e-12 growing by 10% up to
+/// ±1e20, then ±f64::MAX, and 0.
+fn default_limits() -> &'static [f64] {
+    static LIMITS: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    LIMITS.get_or_init(|| {
+        let mut pos = Vec::new();
+        let mut v = 1.0e-12;
+        while v < 1.0e20 {
+            pos.push(v);
+            v *= 1.1;
+        }
+        pos.push(f64::MAX);
+        let mut all: Vec<f64> = pos.iter().rev().map(|v| -v).collect();
+        all.push(0.0);
+        all.extend(pos);
+        all
+    })
+}
+
+/// The histogram of `values` as TensorFlow encodes it: default buckets, runs of empty buckets
+/// merged into one. Non-finite values are left out.
+fn histogram_of(values: &[f32]) -> HistogramProto {
+    let limits = default_limits();
+    let mut counts = vec![0.0f64; limits.len()];
+    let mut h = HistogramProto {
+        min: f64::MAX,
+        max: -f64::MAX,
+        ..HistogramProto::default()
+    };
+    for v in values
+        .iter()
+        .map(|&v| f64::from(v))
+        .filter(|v| v.is_finite())
+    {
+        h.min = h.min.min(v);
+        h.max = h.max.max(v);
+        h.num += 1.0;
+        h.sum += v;
+        h.sum_squares += v * v;
+        // The bucket whose upper limit is the first one above `v`.
+        counts[limits.partition_point(|&l| l <= v)] += 1.0;
+    }
+    let mut i = 0;
+    while i < counts.len() {
+        let (mut end, mut count) = (limits[i], counts[i]);
+        i += 1;
+        if count <= 0.0 {
+            while i < counts.len() && counts[i] <= 0.0 {
+                (end, count) = (limits[i], counts[i]);
+                i += 1;
+            }
+        }
+        h.bucket_limit.push(end);
+        h.bucket.push(count);
+    }
+    if h.num == 0.0 {
+        (h.min, h.max) = (0.0, 0.0);
+    }
+    h
 }
 
 /// `tensorflow.SummaryMetadata`.
@@ -174,6 +258,7 @@ impl EventWriter {
             SummaryValue {
                 tag: tag.into(),
                 simple_value: Some(value as f32),
+                histo: None,
                 tensor: None,
                 metadata: None,
             },
@@ -187,6 +272,7 @@ impl EventWriter {
             SummaryValue {
                 tag: tag.into(),
                 simple_value: None,
+                histo: None,
                 tensor: Some(Tensor {
                     dtype: DT_STRING,
                     tensor_shape: Some(TensorShape {}),
@@ -202,6 +288,21 @@ impl EventWriter {
         )
     }
 
+    /// A histogram of `values` (TensorBoard's Histograms and Distributions tabs), in
+    /// TensorFlow's default buckets; non-finite values are left out.
+    pub fn histogram(&mut self, tag: &str, step: i64, values: &[f32]) -> std::io::Result<()> {
+        self.summary(
+            step,
+            SummaryValue {
+                tag: tag.into(),
+                simple_value: None,
+                histo: Some(histogram_of(values)),
+                tensor: None,
+                metadata: None,
+            },
+        )
+    }
+
     /// Pushes what was written to the file (TensorBoard reads it from there).
     pub fn flush(&mut self) -> std::io::Result<()> {
         self.out.get_mut().flush()
@@ -212,7 +313,35 @@ impl EventWriter {
 /// window (`progressive/*`), the candidate's online predictions (`online/*`), the candidate and
 /// the serving model on the held-out slice (`evaluation/*`, `baseline/*`), the counts, the
 /// throughput and the gate's decision (scalar `gate/passed` and its text).
-pub fn write_cycle(w: &mut EventWriter, step: i64, r: &crate::CycleReport) -> std::io::Result<()> {
+///
+/// Also the per-step training loss (`train/loss`, step: the model's examples seen; the points
+/// of a rejected candidate are overwritten by those of the next cycle, which restarts from the
+/// same model), the model's learning rate and its histograms ([`Model::inspect`]: weights,
+/// the last mini-batch's gradients, embedding norms) at the cycle's step.
+pub fn write_cycle(
+    w: &mut EventWriter,
+    step: i64,
+    r: &crate::CycleReport,
+    losses: &[(u64, f64)],
+    model: &dyn Model,
+) -> std::io::Result<()> {
+    for &(seen, loss) in losses {
+        w.scalar("train/loss", i64::try_from(seen).unwrap_or(i64::MAX), loss)?;
+    }
+    if let Some(lr) = model.learning_rate() {
+        w.scalar("train/learning_rate", step, lr)?;
+    }
+    let mut failed = None;
+    model.inspect(&mut |tag, values| {
+        if failed.is_none()
+            && let Err(e) = w.histogram(tag, step, values)
+        {
+            failed = Some(e);
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
     for (prefix, s) in [
         ("progressive", &r.progressive),
         ("online", &r.online),
@@ -299,5 +428,33 @@ mod tests {
         // A second writer in the same directory, the same second, gets its own file.
         let w2 = EventWriter::create(&d.path().join("run")).unwrap();
         assert_ne!(w2.path(), w.path());
+    }
+
+    #[test]
+    fn histograms_use_tensorflows_buckets_and_merge_empty_runs() {
+        let limits = default_limits();
+        // 774 limits 1e-12 · 1.1^k below 1e20, then f64::MAX, on each side of 0.
+        assert_eq!(limits.len(), 2 * 775 + 1);
+        assert_eq!(limits[775], 0.0);
+        assert_eq!(limits[776], 1e-12);
+        assert!(limits[775 + 774] < 1e20 && limits[775 + 774] * 1.1 >= 1e20);
+        assert_eq!((limits[0], limits[limits.len() - 1]), (-f64::MAX, f64::MAX));
+        assert!(limits.windows(2).all(|w| w[0] < w[1]));
+        let h = histogram_of(&[0.0, 1.0, -1.0, 2.5, 1.0, f32::NAN, f32::INFINITY]);
+        assert_eq!((h.num, h.min, h.max), (5.0, -1.0, 2.5));
+        assert_eq!((h.sum, h.sum_squares), (3.5, 9.25));
+        assert_eq!(h.bucket.iter().sum::<f64>(), 5.0);
+        assert_eq!(h.bucket.len(), h.bucket_limit.len());
+        // Four occupied buckets (-1, 0, 1 twice, 2.5), each between merged empty runs.
+        assert_eq!(h.bucket.iter().filter(|&&c| c > 0.0).count(), 4);
+        assert!(h.bucket.windows(2).all(|w| w[0] > 0.0 || w[1] > 0.0));
+        assert_eq!(*h.bucket_limit.last().unwrap(), f64::MAX);
+        // A value lands in the bucket whose upper limit is the first above it.
+        let at = |v: f64| h.bucket_limit.iter().position(|&l| l > v).unwrap();
+        assert_eq!(h.bucket[at(1.0)], 2.0);
+        assert_eq!(h.bucket[at(0.0)], 1.0);
+        let empty = histogram_of(&[]);
+        assert_eq!((empty.num, empty.min, empty.max), (0.0, 0.0, 0.0));
+        assert_eq!(empty.bucket, vec![0.0]);
     }
 }

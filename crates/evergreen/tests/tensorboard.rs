@@ -44,20 +44,17 @@ fn available() -> bool {
     false
 }
 
-#[test]
-fn tensorboard_reads_our_event_files() {
-    if !available() {
-        return;
-    }
-    let d = tempfile::tempdir().unwrap();
-    let config = write_config(d.path(), false, "");
+/// `evergreen train` over three windows of 1000 Elec2 rows with the event files in `<d>/tb`
+/// (`extra`: more `--set` overrides); returns the report's windows and what TensorBoard read.
+fn train_and_read(d: &std::path::Path, extra: &[&str]) -> (Vec<Value>, Value) {
+    let config = write_config(d, false, "");
     let (header, rows) = elec2();
-    write_span(&d.path().join("in"), "s.csv", &header, &rows[..3000]);
-    let tb = d.path().join("tb");
-    let report = d.path().join("report.json");
-    let out = Command::new(bin())
-        .args(["train", "--config", config.to_str().unwrap(), "--data"])
-        .arg(d.path().join("in/s.csv"))
+    write_span(&d.join("in"), "s.csv", &header, &rows[..3000]);
+    let tb = d.join("tb");
+    let report = d.join("report.json");
+    let mut cmd = Command::new(bin());
+    cmd.args(["train", "--config", config.to_str().unwrap(), "--data"])
+        .arg(d.join("in/s.csv"))
         .args([
             "--window-rows",
             "1000",
@@ -68,18 +65,19 @@ fn tensorboard_reads_our_event_files() {
         ])
         .arg(&report)
         .arg("--set")
-        .arg(format!("state.tensorboard_dir={}", tb.display()))
-        .output()
-        .unwrap();
+        .arg(format!("state.tensorboard_dir={}", tb.display()));
+    for s in extra {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    let windows = report["window_reports"].as_array().unwrap();
+    let windows = report["window_reports"].as_array().unwrap().clone();
     assert_eq!(windows.len(), 3);
-
     let read = Command::new(python())
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -93,7 +91,80 @@ fn tensorboard_reads_our_event_files() {
         "{}",
         String::from_utf8_lossy(&read.stderr)
     );
-    let seen: Value = serde_json::from_slice(&read.stdout).unwrap();
+    (windows, serde_json::from_slice(&read.stdout).unwrap())
+}
+
+/// The per-step training loss: a point per 1024 examples and per epoch end (800 examples a
+/// window here: one per window), steps (examples seen) increasing,
+/// values plausible logloss.
+fn check_train_loss(seen: &Value) {
+    let loss = seen["scalars"]["train/loss"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no train/loss: {seen}"));
+    assert!(loss.len() >= 3, "{loss:?}");
+    for pair in loss.windows(2) {
+        assert!(pair[0][0].as_u64() < pair[1][0].as_u64(), "{loss:?}");
+    }
+    for p in loss {
+        let v = p[1].as_f64().unwrap();
+        assert!(v > 0.0 && v < 2.0, "{loss:?}");
+    }
+}
+
+/// Histogram `tag`: one per window at steps 1..3, over `num > 0` finite values that its
+/// buckets account for.
+fn check_histogram(seen: &Value, tag: &str) {
+    let h = seen["histograms"][tag]
+        .as_array()
+        .unwrap_or_else(|| panic!("no histogram {tag}: {}", seen["histograms"]));
+    assert_eq!(h.len(), 3, "{tag}: {h:?}");
+    for (i, e) in h.iter().enumerate() {
+        let [step, num, min, max, _sum, total] = std::array::from_fn(|k| e[k].as_f64().unwrap());
+        assert_eq!(step, (i + 1) as f64, "{tag}");
+        assert!(num > 0.0 && total == num, "{tag}: {e:?}");
+        assert!(
+            min <= max && min.is_finite() && max.is_finite(),
+            "{tag}: {e:?}"
+        );
+    }
+}
+
+#[test]
+fn tensorboard_reads_deep_model_histograms_and_per_step_loss() {
+    if !available() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (_, seen) = train_and_read(d.path(), &["model.kind=deep"]);
+    check_train_loss(&seen);
+    for tag in [
+        "weights/layer_0/kernel",
+        "weights/layer_0/bias",
+        "gradients/layer_0/kernel",
+        "gradients/layer_0/bias",
+        "weights/layer_2/kernel",
+        "gradients/layer_2/kernel",
+        "embeddings/row_norms",
+    ] {
+        check_histogram(&seen, tag);
+    }
+    let lr = seen["scalars"]["train/learning_rate"].as_array().unwrap();
+    assert_eq!(lr.len(), 3);
+}
+
+#[test]
+fn tensorboard_reads_our_event_files() {
+    if !available() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (windows, seen) = train_and_read(d.path(), &[]);
+    check_train_loss(&seen);
+    check_histogram(&seen, "weights");
+    check_histogram(&seen, "accumulators/sqrt_n");
+    let lr = seen["scalars"]["train/learning_rate"].as_array().unwrap();
+    assert_eq!(lr.len(), 3);
+    assert!(lr.iter().all(|p| p[1].as_f64().unwrap() > 0.0), "{lr:?}");
     // TensorBoard parses "brain.Event:2" into its version number.
     assert_eq!(seen["file_version"], 2.0);
     for (tag, path) in [
@@ -106,7 +177,7 @@ fn tensorboard_reads_our_event_files() {
             .as_array()
             .unwrap_or_else(|| panic!("no scalar {tag}: {seen}"));
         assert_eq!(points.len(), 3, "{tag}: {points:?}");
-        for (i, (p, w)) in points.iter().zip(windows).enumerate() {
+        for (i, (p, w)) in points.iter().zip(&windows).enumerate() {
             assert_eq!(p[0], (i + 1) as u64, "{tag} step");
             let want = w[path[0]][path[1]].as_f64().unwrap();
             let got = p[1].as_f64().unwrap();
@@ -119,7 +190,7 @@ fn tensorboard_reads_our_event_files() {
     let passed = seen["scalars"]["gate/passed"].as_array().unwrap();
     let texts = seen["text"]["gate/decision"].as_array().unwrap();
     assert_eq!((passed.len(), texts.len()), (3, 3));
-    for ((p, t), w) in passed.iter().zip(texts).zip(windows) {
+    for ((p, t), w) in passed.iter().zip(texts).zip(&windows) {
         let gate_passed = w["gate"]["passed"].as_bool().unwrap();
         assert_eq!(p[1].as_f64().unwrap(), if gate_passed { 1.0 } else { 0.0 });
         let text = t[1].as_str().unwrap();
