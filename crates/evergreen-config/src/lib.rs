@@ -348,6 +348,10 @@ pub struct StateSection {
     /// cycle's metrics and gate decision (`tensorboard --logdir` it); none: not written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tensorboard_dir: Option<PathBuf>,
+    /// Performance trace directory: each training process writes a Chrome/Perfetto trace
+    /// (JSON) there with every cycle's stages; none: not written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_dir: Option<PathBuf>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -360,6 +364,7 @@ impl Default for StateSection {
             dir: default_state_dir(),
             lineage: None,
             tensorboard_dir: None,
+            trace_dir: None,
         }
     }
 }
@@ -700,8 +705,15 @@ impl Config {
         }
         fix(&mut self.registry.base_path);
         fix(&mut self.state.dir);
-        if let Some(l) = &mut self.state.lineage {
-            fix(l);
+        for p in [
+            &mut self.state.lineage,
+            &mut self.state.tensorboard_dir,
+            &mut self.state.trace_dir,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
         }
     }
 

@@ -61,7 +61,27 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Labels `{model, stage}`: a stage of the training cycle (fixed set, see docs/metrics.md).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    /// Model name.
+    pub model: String,
+    /// `read`, `progressive`, `train`, `evaluate`, `publish`, `commit`.
+    pub stage: String,
+}
+
+/// Labels `{model, group}`: a parameter group of the model (its layers: bounded by the
+/// model's configuration).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    /// Model name.
+    pub model: String,
+    /// Parameter group, e.g. `layer_0/kernel`.
+    pub group: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
+type FloatCounter = Counter<f64, AtomicU64>;
 
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s
@@ -140,6 +160,24 @@ pub struct Metrics {
     /// `evergreen_serving_abandoned_requests_total{model}`: requests whose work stopped at
     /// their deadline (the client had its 408).
     pub abandoned_requests: Family<ModelLabels, Counter>,
+    /// `evergreen_training_stage_seconds_total{model,stage}`: time spent per cycle stage.
+    pub stage_seconds: Family<StageLabels, FloatCounter>,
+    /// `evergreen_training_utilization{model}`: share of the last cycle spent training.
+    pub utilization: Family<ModelLabels, FloatGauge>,
+    /// `evergreen_training_evaluation_accuracy{model}`: the last candidate's accuracy on the
+    /// held-out slice.
+    pub evaluation_accuracy: Family<ModelLabels, FloatGauge>,
+    /// `evergreen_training_accuracy_drops_in_a_row{model}`: cycles in a row whose held-out
+    /// accuracy fell more than 5% (relative) below the previous cycle's.
+    pub accuracy_drops_in_a_row: Family<ModelLabels, Gauge>,
+    /// `evergreen_training_gate_rejections_in_a_row{model}`: candidates rejected since the last
+    /// accepted one.
+    pub gate_rejections_in_a_row: Family<ModelLabels, Gauge>,
+    /// `evergreen_training_last_cycle_timestamp_seconds{model}`: when the last cycle ended.
+    pub last_cycle_timestamp: Family<ModelLabels, FloatGauge>,
+    /// `evergreen_training_gradient_mean_abs{model,group}`: mean |gradient| of a parameter
+    /// group over the last mini-batch of the last cycle (deep models).
+    pub gradient_mean_abs: Family<GroupLabels, FloatGauge>,
 }
 
 impl Default for Metrics {
@@ -307,6 +345,48 @@ impl Metrics {
             "Requests whose work stopped at their deadline (answered 408)",
             abandoned_requests.clone(),
         );
+        let stage_seconds = Family::<StageLabels, FloatCounter>::default();
+        registry.register(
+            "evergreen_training_stage_seconds",
+            "Time spent in each stage of the training cycle",
+            stage_seconds.clone(),
+        );
+        let utilization = Family::<ModelLabels, FloatGauge>::default();
+        registry.register(
+            "evergreen_training_utilization",
+            "Share of the last cycle spent training (low: the loop waits on reading)",
+            utilization.clone(),
+        );
+        let evaluation_accuracy = Family::<ModelLabels, FloatGauge>::default();
+        registry.register(
+            "evergreen_training_evaluation_accuracy",
+            "Accuracy of the last candidate on the held-out slice",
+            evaluation_accuracy.clone(),
+        );
+        let accuracy_drops_in_a_row = Family::<ModelLabels, Gauge>::default();
+        registry.register(
+            "evergreen_training_accuracy_drops_in_a_row",
+            "Cycles in a row whose held-out accuracy fell more than 5% below the previous one's",
+            accuracy_drops_in_a_row.clone(),
+        );
+        let gate_rejections_in_a_row = Family::<ModelLabels, Gauge>::default();
+        registry.register(
+            "evergreen_training_gate_rejections_in_a_row",
+            "Candidates rejected by the gate since the last accepted one",
+            gate_rejections_in_a_row.clone(),
+        );
+        let last_cycle_timestamp = Family::<ModelLabels, FloatGauge>::default();
+        registry.register(
+            "evergreen_training_last_cycle_timestamp_seconds",
+            "Unix time at which the last cycle ended",
+            last_cycle_timestamp.clone(),
+        );
+        let gradient_mean_abs = Family::<GroupLabels, FloatGauge>::default();
+        registry.register(
+            "evergreen_training_gradient_mean_abs",
+            "Mean absolute gradient of a parameter group over the last mini-batch",
+            gradient_mean_abs.clone(),
+        );
         Self {
             registry,
             requests,
@@ -332,6 +412,13 @@ impl Metrics {
             admin_actions,
             batch_size,
             abandoned_requests,
+            stage_seconds,
+            utilization,
+            evaluation_accuracy,
+            accuracy_drops_in_a_row,
+            gate_rejections_in_a_row,
+            last_cycle_timestamp,
+            gradient_mean_abs,
         }
     }
 
@@ -417,6 +504,23 @@ mod tests {
         m.shadow_difference.get_or_create(&ml).observe(0.01);
         m.batch_size.get_or_create(&ml).observe(8.0);
         m.abandoned_requests.get_or_create(&ml).inc();
+        m.stage_seconds
+            .get_or_create(&StageLabels {
+                model: "m".into(),
+                stage: "train".into(),
+            })
+            .inc_by(0.5);
+        m.utilization.get_or_create(&ml).set(0.5);
+        m.evaluation_accuracy.get_or_create(&ml).set(0.9);
+        m.accuracy_drops_in_a_row.get_or_create(&ml).set(1);
+        m.gate_rejections_in_a_row.get_or_create(&ml).set(2);
+        m.last_cycle_timestamp.get_or_create(&ml).set(1.0);
+        m.gradient_mean_abs
+            .get_or_create(&GroupLabels {
+                model: "m".into(),
+                group: "layer_0/kernel".into(),
+            })
+            .set(0.001);
         m.admin_actions
             .get_or_create(&Metrics::outcome("m", "promote"))
             .inc();

@@ -202,6 +202,7 @@ impl Trainer {
                     let mut report =
                         CycleReport::started(&window_span.id, window.len() as u64, parent_version);
                     let t = Instant::now();
+                    report.origin = Some(t);
                     self.train_and_gate(
                         &window_span,
                         window,
@@ -212,7 +213,7 @@ impl Trainer {
                     )?;
                     report.seconds = t.elapsed().as_secs_f64();
                     out.windows += 1;
-                    self.log_to_tensorboard(first_step + out.windows, &report);
+                    self.observe(first_step + out.windows, &report);
                     out.trained += report.trained;
                     if report.outcome == Outcome::Published {
                         out.accepted_windows += 1;

@@ -27,6 +27,7 @@ mod backfill;
 mod failpoint;
 mod state;
 pub mod tensorboard;
+pub mod trace;
 
 pub use evergreen_data::{ReplayError, ReplayStore};
 
@@ -154,6 +155,11 @@ pub struct CycleReport {
     pub note: String,
     /// Records read per shard (the source positions committed with the cycle).
     pub positions: Vec<SourcePosition>,
+    /// Where the cycle's time went, stage by stage, in order (see [`StageTime`]).
+    pub stages: Vec<StageTime>,
+    /// When the cycle started (stage start times are relative to it).
+    #[serde(skip)]
+    origin: Option<Instant>,
 }
 
 impl CycleReport {
@@ -177,8 +183,59 @@ impl CycleReport {
             seconds: 0.0,
             note: String::new(),
             positions: Vec::new(),
+            stages: Vec::new(),
+            origin: Some(Instant::now()),
         }
     }
+
+    /// Records that stage `stage` ran from `since` until now.
+    fn stage(&mut self, stage: &'static str, since: Instant) {
+        let origin = *self.origin.get_or_insert(since);
+        self.stages.push(StageTime {
+            stage,
+            start_seconds: since.saturating_duration_since(origin).as_secs_f64(),
+            seconds: since.elapsed().as_secs_f64(),
+        });
+    }
+
+    /// Seconds spent in `stage` (0 when it did not run).
+    pub fn stage_seconds(&self, stage: &str) -> f64 {
+        self.stages
+            .iter()
+            .filter(|s| s.stage == stage)
+            .map(|s| s.seconds)
+            .sum()
+    }
+
+    /// The share of the cycle spent training (the learner busy): low values mean the loop
+    /// waits on something else, usually reading.
+    pub fn utilization(&self) -> Option<f64> {
+        (self.seconds > 0.0).then(|| (self.stage_seconds("train") / self.seconds).min(1.0))
+    }
+}
+
+/// The stages of a cycle, in order: `read` (reading the window: the pipeline's reading,
+/// decoding and transforming, fused in its fast paths), `progressive` (the current model
+/// predicts the window), `train`, `evaluate` (candidate and serving model on the held-out
+/// slice, and the gate), `publish` (the version directory), `commit` (lineage and state file).
+pub const STAGES: [&str; 6] = [
+    "read",
+    "progressive",
+    "train",
+    "evaluate",
+    "publish",
+    "commit",
+];
+
+/// Time spent in one stage of a cycle.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageTime {
+    /// One of [`STAGES`].
+    pub stage: &'static str,
+    /// Start, seconds after the cycle started.
+    pub start_seconds: f64,
+    /// Duration in seconds.
+    pub seconds: f64,
 }
 
 /// One span to consume: a single file (directory mode) or the shards of one span number
@@ -532,6 +589,14 @@ pub struct Trainer {
     /// The last cycle's training loss per step (`TRAIN_LOSS_EVERY` examples): the model's
     /// examples seen after the step, and the mean logloss of the step's pre-update predictions.
     step_losses: Vec<(u64, f64)>,
+    /// Performance trace file (`state.trace_dir`), as `tensorboard`.
+    trace: Option<Option<trace::TraceWriter>>,
+    /// Candidates rejected since the last accepted one (this process).
+    rejections_in_a_row: i64,
+    /// Cycles in a row whose held-out accuracy fell more than 5% below the previous one's, and
+    /// the previous one's.
+    accuracy_drops_in_a_row: i64,
+    last_accuracy: Option<f64>,
 }
 
 /// Examples per point of the per-step training loss.
@@ -691,6 +756,10 @@ impl Trainer {
             active: None,
             tensorboard: None,
             step_losses: Vec::new(),
+            trace: None,
+            rejections_in_a_row: 0,
+            accuracy_drops_in_a_row: 0,
+            last_accuracy: None,
         })
     }
 
@@ -858,6 +927,8 @@ impl Trainer {
         self.metrics.records_read.get_or_create(&ml).inc_by(records);
         let parent_version = self.state.last_version;
         let mut report = CycleReport::started(&commit.id, records, parent_version);
+        report.origin = Some(started);
+        report.stage("read", started);
         report.bad = bad.clone();
         report.positions = commit.positions.clone();
 
@@ -910,6 +981,7 @@ impl Trainer {
             shards: Vec::new(),
         };
         let record = self.cycle_record(&named, &report, started_ms, now_ms());
+        let committing = Instant::now();
         if let Some(version) = report.version {
             // Already committed by the publish (the manifest carries the watermark, and the
             // in-memory state moved with it): what follows must not fail the cycle, or the span
@@ -956,6 +1028,7 @@ impl Trainer {
             self.commit_replay(&commit.key());
         }
         self.active = stream;
+        report.stage("commit", committing);
         report.seconds = started.elapsed().as_secs_f64();
         self.metrics
             .cycles
@@ -965,14 +1038,98 @@ impl Trainer {
             .cycle_duration
             .get_or_create(&ml)
             .observe(report.seconds);
-        self.log_to_tensorboard(self.state.cycles, &report);
+        self.observe(self.state.cycles, &report);
         Ok(report)
     }
 
-    /// Writes `report` to the TensorBoard event file (`state.tensorboard_dir`) at `step` (the
-    /// cycles committed so far; in a backfill, its window number after them). A failure is
-    /// logged, never fails the cycle: the event file is an observer.
-    pub(crate) fn log_to_tensorboard(&mut self, step: u64, report: &CycleReport) {
+    /// After a cycle (or a backfill window) at `step` (the cycles committed so far; in a
+    /// backfill, its window number after them): the metrics of its stages, trainer
+    /// utilisation, held-out accuracy and the streaks the alert rules watch, the gradients of
+    /// the model's layers, and the TensorBoard and trace files. A failure to write a file is
+    /// logged, never fails the cycle: these are observers.
+    pub(crate) fn observe(&mut self, step: u64, report: &CycleReport) {
+        let model_name = self.cfg.model.name.clone();
+        let ml = Metrics::model(&model_name);
+        let m = &self.metrics;
+        for s in &report.stages {
+            m.stage_seconds
+                .get_or_create(&evergreen_metrics::StageLabels {
+                    model: model_name.clone(),
+                    stage: s.stage.to_string(),
+                })
+                .inc_by(s.seconds);
+        }
+        if let Some(u) = report.utilization() {
+            m.utilization.get_or_create(&ml).set(u);
+        }
+        if let Some(e) = &report.evaluation {
+            m.evaluation_accuracy.get_or_create(&ml).set(e.accuracy);
+            let dropped = self
+                .last_accuracy
+                .is_some_and(|prev| e.accuracy < 0.95 * prev);
+            self.accuracy_drops_in_a_row = if dropped {
+                self.accuracy_drops_in_a_row + 1
+            } else {
+                0
+            };
+            self.last_accuracy = Some(e.accuracy);
+            m.accuracy_drops_in_a_row
+                .get_or_create(&ml)
+                .set(self.accuracy_drops_in_a_row);
+        }
+        match report.outcome {
+            Outcome::Rejected => self.rejections_in_a_row += 1,
+            Outcome::Published => self.rejections_in_a_row = 0,
+            _ => {}
+        }
+        m.gate_rejections_in_a_row
+            .get_or_create(&ml)
+            .set(self.rejections_in_a_row);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        m.last_cycle_timestamp.get_or_create(&ml).set(now);
+        // Only the deep models report gradients (and the others' groups can be large).
+        if report.trained > 0 && self.model.kind() == evergreen_model::ModelKind::Deep {
+            self.model.inspect(&mut |tag, values| {
+                if let Some(group) = tag.strip_prefix("gradients/")
+                    && !values.is_empty()
+                {
+                    let mean = values.iter().map(|g| f64::from(g.abs())).sum::<f64>()
+                        / values.len() as f64;
+                    m.gradient_mean_abs
+                        .get_or_create(&evergreen_metrics::GroupLabels {
+                            model: model_name.clone(),
+                            group: group.to_string(),
+                        })
+                        .set(mean);
+                }
+            });
+        }
+        self.log_to_trace(step, report);
+        self.log_to_tensorboard(step, report);
+    }
+
+    /// Appends `report` to the performance trace (`state.trace_dir`).
+    fn log_to_trace(&mut self, step: u64, report: &CycleReport) {
+        let (dir, model) = (&self.cfg.state.trace_dir, &self.cfg.model.name);
+        let writer = self.trace.get_or_insert_with(|| {
+            let dir = dir.as_ref()?;
+            trace::TraceWriter::create(dir, model)
+                .inspect_err(|e| {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot create a trace file; not written");
+                })
+                .ok()
+        });
+        if let Some(w) = writer
+            && let Err(e) = w.write_cycle(step, report)
+        {
+            tracing::warn!(file = %w.path().display(), error = %e, "cannot write to the trace file");
+        }
+    }
+
+    /// Writes `report` to the TensorBoard event file (`state.tensorboard_dir`) at `step`.
+    fn log_to_tensorboard(&mut self, step: u64, report: &CycleReport) {
         let dir = &self.cfg.state.tensorboard_dir;
         let writer = self.tensorboard.get_or_insert_with(|| {
             let dir = dir.as_ref()?;
@@ -1207,6 +1364,7 @@ impl Trainer {
 
         // 2. Progressive validation: the current model predicts the whole span first (in
         //    batches; the metrics do not depend on the order).
+        let mut since = Instant::now();
         let mut progressive = EvalMetrics::with_capacity(train_x.len() + holdout_x.len());
         let mut preds: Vec<f64> = Vec::with_capacity(train_x.len().max(holdout_x.len()));
         for (xs, ys) in [(&train_x, &train_y), (&holdout_x, &holdout_y)] {
@@ -1229,6 +1387,8 @@ impl Trainer {
             .get_or_create(&ml)
             .set(progressive.auc);
         report.progressive = Some(progressive);
+        report.stage("progressive", since);
+        since = Instant::now();
 
         // 3. Train a copy (warm start from the current model, optimizer state included) in
         //    mini-batches. The first epoch's predictions are made before each batch is learned:
@@ -1320,6 +1480,8 @@ impl Trainer {
             set_model_params(&self.cfg.model, candidate)?;
         }
         candidate.end_window();
+        report.stage("train", since);
+        since = Instant::now();
         // The window's new training examples join the replay sample, committed with the cycle.
         let next_replay = if self.cfg.training.replay.capacity > 0 {
             let mut next = self.replay.clone();
@@ -1402,6 +1564,8 @@ impl Trainer {
                 WindowMode::Backfill { .. } => self.replay = next,
             }
         }
+        report.stage("evaluate", since);
+        since = Instant::now();
         if let WindowMode::Backfill { enforce_gate } = mode {
             // Backfill: nothing is published per window; an accepted candidate becomes the model
             // (with `enforce_gate = false` every candidate is accepted).
@@ -1436,6 +1600,7 @@ impl Trainer {
             report.outcome = Outcome::Published;
             report.version = Some(version);
             report.serving_version = Some(version);
+            report.stage("publish", since);
             self.metrics
                 .published_version
                 .get_or_create(&ml)

@@ -367,6 +367,12 @@ pub fn write_cycle(
         )?;
     }
     w.scalar("cycle/seconds", step, r.seconds)?;
+    for s in &r.stages {
+        w.scalar(&format!("stage/{}_seconds", s.stage), step, s.seconds)?;
+    }
+    if let Some(u) = r.utilization() {
+        w.scalar("train/utilization", step, u)?;
+    }
     if let Some(g) = &r.gate {
         w.scalar("gate/passed", step, if g.passed { 1.0 } else { 0.0 })?;
         w.text("gate/decision", step, &g.summary())?;

@@ -158,6 +158,19 @@ fn spans_become_served_versions_with_zero_failed_requests() {
             text.contains("evergreen_training_progressive_auc{model=\"m\"}"),
             "{text}"
         );
+        // Where the cycles' time went, and the series the alert rules watch.
+        for series in [
+            "evergreen_training_stage_seconds_total{model=\"m\",stage=\"read\"}",
+            "evergreen_training_stage_seconds_total{model=\"m\",stage=\"train\"}",
+            "evergreen_training_stage_seconds_total{model=\"m\",stage=\"publish\"}",
+            "evergreen_training_stage_seconds_total{model=\"m\",stage=\"commit\"}",
+            "evergreen_training_utilization{model=\"m\"}",
+            "evergreen_training_evaluation_accuracy{model=\"m\"}",
+            "evergreen_training_gate_rejections_in_a_row{model=\"m\"}",
+            "evergreen_training_last_cycle_timestamp_seconds{model=\"m\"}",
+        ] {
+            assert!(text.contains(series), "{series} missing: {text}");
+        }
         assert!(
             text.contains(&format!(
                 "evergreen_serving_model_version{{model=\"m\"}} {newest}"

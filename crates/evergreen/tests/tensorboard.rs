@@ -3,6 +3,8 @@
 //! the directory with the `tensorboard` package's EventAccumulator (what `tensorboard --logdir`
 //! uses), and every window's metrics and gate decision must come back as the report has them.
 //!
+//! The performance trace of the same run is checked here too (no Python needed).
+//!
 //! The interpreter is `$EVERGREEN_TFS_PYTHON` (default `python3`; `.ci/run` installs tensorboard
 //! in that venv). Without tensorboard the test prints why and passes, unless
 //! `EVERGREEN_REQUIRE_INTEROP=1`.
@@ -199,4 +201,89 @@ fn tensorboard_reads_our_event_files() {
             "{text}"
         );
     }
+}
+
+/// `evergreen train` with `state.trace_dir` over three windows: the trace file is a valid Chrome
+/// trace (JSON array) with the process metadata, one complete event per window whose stages
+/// nest inside it, durations as in the report, and the utilisation counter.
+#[test]
+fn the_performance_trace_has_every_window_and_its_stages() {
+    let d = tempfile::tempdir().unwrap();
+    let config = write_config(d.path(), false, "");
+    let (header, rows) = elec2();
+    write_span(&d.path().join("in"), "s.csv", &header, &rows[..3000]);
+    let traces = d.path().join("traces");
+    let report = d.path().join("report.json");
+    let out = Command::new(bin())
+        .args(["train", "--config", config.to_str().unwrap(), "--data"])
+        .arg(d.path().join("in/s.csv"))
+        .args([
+            "--window-rows",
+            "1000",
+            "--publish",
+            "none",
+            "--quiet",
+            "--report",
+        ])
+        .arg(&report)
+        .arg("--set")
+        .arg(format!("state.trace_dir={}", traces.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let windows = report["window_reports"].as_array().unwrap();
+    let files: Vec<_> = std::fs::read_dir(&traces)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("evergreen-m-") && name.ends_with(".trace.json"),
+        "{name}"
+    );
+    let events: Vec<Value> = serde_json::from_slice(&std::fs::read(&files[0]).unwrap())
+        .expect("the trace is valid JSON after the run");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["ph"] == "M" && e["name"] == "process_name")
+    );
+    let cycles: Vec<&Value> = events.iter().filter(|e| e["cat"] == "cycle").collect();
+    assert_eq!(cycles.len(), 3);
+    let stages: Vec<&Value> = events.iter().filter(|e| e["cat"] == "stage").collect();
+    let f = |v: &Value| v.as_f64().unwrap();
+    for (c, w) in cycles.iter().zip(windows) {
+        assert_eq!(c["ph"], "X");
+        assert_eq!(c["args"]["span"], w["span"]);
+        assert_eq!(c["args"]["outcome"], w["outcome"]);
+        let (start, end) = (f(&c["ts"]), f(&c["ts"]) + f(&c["dur"]));
+        assert!((f(&c["dur"]) - f(&w["seconds"]) * 1e6).abs() < 1.0, "{c}");
+        let want = w["stages"].as_array().unwrap();
+        let names: Vec<&str> = want.iter().map(|s| s["stage"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            ["progressive", "train", "evaluate"],
+            "backfill windows"
+        );
+        let mine: Vec<&&Value> = stages
+            .iter()
+            .filter(|s| f(&s["ts"]) >= start - 1.0 && f(&s["ts"]) + f(&s["dur"]) <= end + 1.0)
+            .collect();
+        assert_eq!(mine.len(), want.len(), "stages nested in {c}");
+        for (s, ws) in mine.iter().zip(want) {
+            assert_eq!(s["name"], ws["stage"]);
+            assert!((f(&s["dur"]) - f(&ws["seconds"]) * 1e6).abs() < 1.0, "{s}");
+        }
+        let train = f(&want[1]["seconds"]);
+        let u = f(&c["args"]["utilization"]);
+        assert!((u - train / f(&w["seconds"])).abs() < 1e-9, "{c}");
+    }
+    let counters = events.iter().filter(|e| e["ph"] == "C").count();
+    assert_eq!(counters, 3);
 }
