@@ -1,5 +1,6 @@
 //! Streaming evaluation metrics and the evaluation gate. Pure: no IO.
 
+pub mod drift;
 mod gate;
 mod metrics;
 pub mod serde_nan;

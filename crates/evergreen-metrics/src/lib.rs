@@ -80,6 +80,24 @@ pub struct GroupLabels {
     pub group: String,
 }
 
+/// Labels `{model, detector}`: a drift detector (`loss`, `feature`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DetectorLabels {
+    /// Model name.
+    pub model: String,
+    /// `loss` (ADWIN on the progressive loss) or `feature` (a field's PSI over 0.25).
+    pub detector: String,
+}
+
+/// Labels `{model, feature}`: a feature field of the spec (bounded by the config).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeatureLabels {
+    /// Model name.
+    pub model: String,
+    /// Field name (a spec column, or a cross `a_x_b`).
+    pub feature: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 type FloatCounter = Counter<f64, AtomicU64>;
 
@@ -178,6 +196,12 @@ pub struct Metrics {
     /// `evergreen_training_gradient_mean_abs{model,group}`: mean |gradient| of a parameter
     /// group over the last mini-batch of the last cycle (deep models).
     pub gradient_mean_abs: Family<GroupLabels, FloatGauge>,
+    /// `evergreen_training_drift_detections_total{model,detector}`: windows in which a drift
+    /// detector fired.
+    pub drift_detections: Family<DetectorLabels, Counter>,
+    /// `evergreen_data_feature_psi{model,feature}`: PSI of each field of the last window
+    /// against the previous window.
+    pub feature_psi: Family<FeatureLabels, FloatGauge>,
 }
 
 impl Default for Metrics {
@@ -387,6 +411,18 @@ impl Metrics {
             "Mean absolute gradient of a parameter group over the last mini-batch",
             gradient_mean_abs.clone(),
         );
+        let drift_detections = Family::<DetectorLabels, Counter>::default();
+        registry.register(
+            "evergreen_training_drift_detections",
+            "Windows in which a drift detector fired (loss: ADWIN on the progressive loss; feature: a field's PSI over 0.25)",
+            drift_detections.clone(),
+        );
+        let feature_psi = Family::<FeatureLabels, FloatGauge>::default();
+        registry.register(
+            "evergreen_data_feature_psi",
+            "Population Stability Index of each feature field of the last window against the previous window",
+            feature_psi.clone(),
+        );
         Self {
             registry,
             requests,
@@ -419,6 +455,8 @@ impl Metrics {
             gate_rejections_in_a_row,
             last_cycle_timestamp,
             gradient_mean_abs,
+            drift_detections,
+            feature_psi,
         }
     }
 
@@ -504,6 +542,18 @@ mod tests {
         m.shadow_difference.get_or_create(&ml).observe(0.01);
         m.batch_size.get_or_create(&ml).observe(8.0);
         m.abandoned_requests.get_or_create(&ml).inc();
+        m.drift_detections
+            .get_or_create(&DetectorLabels {
+                model: "m".into(),
+                detector: "loss".into(),
+            })
+            .inc();
+        m.feature_psi
+            .get_or_create(&FeatureLabels {
+                model: "m".into(),
+                feature: "price".into(),
+            })
+            .set(0.3);
         m.stage_seconds
             .get_or_create(&StageLabels {
                 model: "m".into(),

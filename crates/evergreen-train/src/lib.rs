@@ -24,6 +24,7 @@
 //! A restart resumes the span's read from the committed positions.
 
 mod backfill;
+pub mod drift;
 mod failpoint;
 mod state;
 pub mod tensorboard;
@@ -157,6 +158,8 @@ pub struct CycleReport {
     pub positions: Vec<SourcePosition>,
     /// Where the cycle's time went, stage by stage, in order (see [`StageTime`]).
     pub stages: Vec<StageTime>,
+    /// What the drift detectors saw in this window (none when it was not trained).
+    pub drift: Option<drift::DriftReport>,
     /// When the cycle started (stage start times are relative to it).
     #[serde(skip)]
     origin: Option<Instant>,
@@ -184,6 +187,7 @@ impl CycleReport {
             note: String::new(),
             positions: Vec::new(),
             stages: Vec::new(),
+            drift: None,
             origin: Some(Instant::now()),
         }
     }
@@ -597,6 +601,8 @@ pub struct Trainer {
     /// the previous one's.
     accuracy_drops_in_a_row: i64,
     last_accuracy: Option<f64>,
+    /// Drift detectors across the windows of this process.
+    drift: drift::DriftMonitor,
 }
 
 /// Examples per point of the per-step training loss.
@@ -662,6 +668,7 @@ impl Trainer {
         }
         let mut lineage = LineageStore::open(&lineage_path)?;
         let transformer = Arc::new(Transformer::new(cfg.features.clone())?);
+        let fields = cfg.features.field_names();
         let spans = match &cfg.data.pattern {
             Some(p) => SpanSource::Pattern {
                 pattern: SpanPattern::parse(p, &cfg.data.dir)?,
@@ -760,6 +767,7 @@ impl Trainer {
             rejections_in_a_row: 0,
             accuracy_drops_in_a_row: 0,
             last_accuracy: None,
+            drift: drift::DriftMonitor::new(fields),
         })
     }
 
@@ -1089,6 +1097,29 @@ impl Trainer {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         m.last_cycle_timestamp.get_or_create(&ml).set(now);
+        if let Some(d) = &report.drift {
+            for (feature, psi) in &d.psi {
+                m.feature_psi
+                    .get_or_create(&evergreen_metrics::FeatureLabels {
+                        model: model_name.clone(),
+                        feature: feature.clone(),
+                    })
+                    .set(*psi);
+            }
+            for (fired, detector) in [
+                (d.loss_change, "loss"),
+                (!d.drifted_fields.is_empty(), "feature"),
+            ] {
+                if fired {
+                    m.drift_detections
+                        .get_or_create(&evergreen_metrics::DetectorLabels {
+                            model: model_name.clone(),
+                            detector: detector.into(),
+                        })
+                        .inc();
+                }
+            }
+        }
         // Only the deep models report gradients (and the others' groups can be large).
         if report.trained > 0 && self.model.kind() == evergreen_model::ModelKind::Deep {
             self.model.inspect(&mut |tag, values| {
@@ -1367,13 +1398,29 @@ impl Trainer {
         let mut since = Instant::now();
         let mut progressive = EvalMetrics::with_capacity(train_x.len() + holdout_x.len());
         let mut preds: Vec<f64> = Vec::with_capacity(train_x.len().max(holdout_x.len()));
+        let mut losses = Vec::with_capacity(train_x.len() + holdout_x.len());
         for (xs, ys) in [(&train_x, &train_y), (&holdout_x, &holdout_y)] {
             preds.clear();
             self.model.predict_batch(xs, &mut preds);
             for (&p, &y) in preds.iter().zip(ys.iter()) {
                 progressive.add(p, y);
+                let p = p.clamp(1e-15, 1.0 - 1e-15);
+                losses.push(if y > 0.5 { -p.ln() } else { -(1.0 - p).ln() });
             }
         }
+        let drift = self
+            .drift
+            .observe(train_x.iter().chain(&holdout_x), losses.into_iter());
+        if drift.drifted() {
+            tracing::warn!(
+                span = %span.id,
+                loss_change = drift.loss_change,
+                loss_level = drift.loss_level,
+                drifted_fields = ?drift.drifted_fields,
+                "drift detected"
+            );
+        }
+        report.drift = Some(drift);
         if let Some(s) = sinks.as_deref_mut() {
             s.progressive.merge(&progressive);
         }

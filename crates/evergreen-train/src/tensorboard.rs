@@ -373,6 +373,17 @@ pub fn write_cycle(
     if let Some(u) = r.utilization() {
         w.scalar("train/utilization", step, u)?;
     }
+    if let Some(d) = &r.drift {
+        w.scalar(
+            "drift/loss_change",
+            step,
+            if d.loss_change { 1.0 } else { 0.0 },
+        )?;
+        w.scalar("drift/loss_level", step, d.loss_level)?;
+        for (feature, psi) in &d.psi {
+            w.scalar(&format!("drift/psi/{feature}"), step, *psi)?;
+        }
+    }
     if let Some(g) = &r.gate {
         w.scalar("gate/passed", step, if g.passed { 1.0 } else { 0.0 })?;
         w.text("gate/decision", step, &g.summary())?;
