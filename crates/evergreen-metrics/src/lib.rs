@@ -202,6 +202,8 @@ pub struct Metrics {
     /// `evergreen_data_feature_psi{model,feature}`: PSI of each field of the last window
     /// against the previous window.
     pub feature_psi: Family<FeatureLabels, FloatGauge>,
+    /// `evergreen_training_publication_paused{model}`: 1 while publication is paused.
+    pub publication_paused: Family<ModelLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -423,6 +425,12 @@ impl Metrics {
             "Population Stability Index of each feature field of the last window against the previous window",
             feature_psi.clone(),
         );
+        let publication_paused = Family::<ModelLabels, Gauge>::default();
+        registry.register(
+            "evergreen_training_publication_paused",
+            "1 while publication is paused (no cycle starts; spans wait)",
+            publication_paused.clone(),
+        );
         Self {
             registry,
             requests,
@@ -457,6 +465,7 @@ impl Metrics {
             gradient_mean_abs,
             drift_detections,
             feature_psi,
+            publication_paused,
         }
     }
 
@@ -542,6 +551,7 @@ mod tests {
         m.shadow_difference.get_or_create(&ml).observe(0.01);
         m.batch_size.get_or_create(&ml).observe(8.0);
         m.abandoned_requests.get_or_create(&ml).inc();
+        m.publication_paused.get_or_create(&ml).set(1);
         m.drift_detections
             .get_or_create(&DetectorLabels {
                 model: "m".into(),

@@ -403,3 +403,64 @@ fn key_buckets_are_sticky_and_uniform() {
         assert!((0.0..100.0).contains(&b));
     }
 }
+
+#[test]
+fn publication_pauses_and_resumes_and_an_alert_rolls_back_once() {
+    let d = tempfile::tempdir().unwrap();
+    let r = Registry::open(d.path(), "m").unwrap();
+    for v in 1..=3 {
+        publish(&r, v);
+    }
+    assert_eq!(r.traffic().unwrap().publication_paused, None);
+    let c = r.pause_publication("canary worse than stable").unwrap();
+    assert_eq!(c.action, "pause");
+    assert_eq!(
+        r.traffic().unwrap().publication_paused.as_deref(),
+        Some("canary worse than stable")
+    );
+    let c = r.resume_publication().unwrap();
+    assert!(
+        c.summary.contains("canary worse than stable"),
+        "{}",
+        c.summary
+    );
+    assert_eq!(r.traffic().unwrap().publication_paused, None);
+    // An alert's rollback happens once, however often the alert is sent, and survives a
+    // reopened registry (it is remembered in traffic.json).
+    let key = "4f2a@2026-11-29T13:00:00Z";
+    let c = r.rollback_for_alert(key).unwrap().expect("rolled back");
+    assert_eq!(c.labels_after.get(STABLE), Some(&2));
+    assert!(r.rollback_for_alert(key).unwrap().is_none());
+    let again = Registry::open_existing(d.path(), "m").unwrap();
+    assert!(again.rollback_for_alert(key).unwrap().is_none());
+    assert_eq!(again.labels().unwrap().get(STABLE), Some(&2));
+    // The same alert firing again later (a new startsAt) is a new event.
+    let c = again
+        .rollback_for_alert("4f2a@2026-11-29T15:00:00Z")
+        .unwrap()
+        .expect("rolled back");
+    assert_eq!(c.labels_after.get(STABLE), Some(&1));
+    // The memory is bounded: the newest keys are kept.
+    let n = crate::traffic::HANDLED_ALERTS + 3;
+    for i in 0..n {
+        // A canary each time, withdrawn by the alert's rollback.
+        let split = SplitRequest {
+            canary: 3,
+            percent: 10.0,
+            ..Default::default()
+        };
+        again.split(&split, 1_000).unwrap();
+        assert!(
+            again
+                .rollback_for_alert(&format!("k{i}"))
+                .unwrap()
+                .is_some()
+        );
+    }
+    let handled = again.traffic().unwrap().handled_alerts;
+    assert_eq!(handled.len(), crate::traffic::HANDLED_ALERTS);
+    assert_eq!(
+        handled.last().map(String::as_str),
+        Some(&*format!("k{}", n - 1))
+    );
+}

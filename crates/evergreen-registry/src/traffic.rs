@@ -57,7 +57,18 @@ pub struct TrafficPolicy {
     /// Versions promoted to `stable`, oldest first; rollback goes back along it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<u64>,
+    /// Publication paused, and why: the trainer starts no cycle (new spans wait, nothing is
+    /// lost) until it is resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publication_paused: Option<String>,
+    /// Alerts already acted on (`fingerprint@startsAt` of an Alertmanager alert), newest last,
+    /// at most [`HANDLED_ALERTS`]: a notification sent again does not act twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub handled_alerts: Vec<String>,
 }
+
+/// Alerts remembered in [`TrafficPolicy::handled_alerts`].
+pub const HANDLED_ALERTS: usize = 64;
 
 impl Default for TrafficPolicy {
     fn default() -> Self {
@@ -71,6 +82,8 @@ impl Default for TrafficPolicy {
             key_feature: None,
             shadow: None,
             history: Vec::new(),
+            publication_paused: None,
+            handled_alerts: Vec::new(),
         }
     }
 }
@@ -287,6 +300,53 @@ impl Registry {
     /// `stable` goes back to the previous version of the promotion history (or, without one, to
     /// the newest version older than the one serving). A pin is removed either way.
     pub fn rollback(&self) -> Result<AdminChange, AdminError> {
+        self.rollback_marking(None)
+    }
+
+    /// Pauses publication (the trainer starts no cycle until [`Registry::resume_publication`]),
+    /// saying `why`.
+    pub fn pause_publication(&self, why: &str) -> Result<AdminChange, AdminError> {
+        let why = if why.is_empty() { "paused" } else { why }.to_string();
+        self.admin("pause", |_, traffic| {
+            traffic.publication_paused = Some(why.clone());
+            Ok(format!("publication paused: {why}"))
+        })
+    }
+
+    /// Resumes publication.
+    pub fn resume_publication(&self) -> Result<AdminChange, AdminError> {
+        self.admin("resume", |_, traffic| {
+            let was = traffic.publication_paused.take();
+            Ok(match was {
+                Some(why) => format!("publication resumed (was paused: {why})"),
+                None => "publication was not paused".into(),
+            })
+        })
+    }
+
+    /// Whether an alert (its `fingerprint@startsAt`) was acted on already.
+    pub fn alert_handled(&self, key: &str) -> Result<bool, RegistryError> {
+        Ok(self.traffic()?.handled_alerts.iter().any(|k| k == key))
+    }
+
+    /// [`Registry::rollback`] on behalf of alert `key` (remembered in the same write, so that the
+    /// alert sent again, even after a restart, does not roll back twice): `None` when `key`
+    /// was acted on already.
+    pub fn rollback_for_alert(&self, key: &str) -> Result<Option<AdminChange>, AdminError> {
+        if self.alert_handled(key)? {
+            return Ok(None);
+        }
+        self.rollback_marking(Some(key)).map(Some)
+    }
+
+    fn rollback_marking(&self, alert: Option<&str>) -> Result<AdminChange, AdminError> {
+        let mark = |traffic: &mut TrafficPolicy| {
+            if let Some(k) = alert {
+                traffic.handled_alerts.push(k.to_string());
+                let over = traffic.handled_alerts.len().saturating_sub(HANDLED_ALERTS);
+                traffic.handled_alerts.drain(..over);
+            }
+        };
         let labels = self.labels()?;
         let traffic = self.traffic()?;
         let canary_live = labels.contains_key(CANARY)
@@ -298,6 +358,7 @@ impl Registry {
                 traffic.canary_percent = 0.0;
                 traffic.ramp.clear();
                 traffic.pinned = None;
+                mark(traffic);
                 Ok(format!("canary version {canary} withdrawn"))
             });
         }
@@ -334,6 +395,7 @@ impl Registry {
             traffic.pinned = None;
             traffic.history = history;
             traffic.history.push(previous);
+            mark(traffic);
             Ok(format!(
                 "stable rolled back from version {current} to {previous}"
             ))

@@ -143,6 +143,37 @@ fn refused(server: &Server, model: &str, message: &str) -> Response {
     r
 }
 
+/// The admin options when the request carries the admin token; otherwise the response (404
+/// when the admin API is off, 401 with the refusal counted for `metric_model`).
+fn authorize(
+    server: &Server,
+    headers: &HeaderMap,
+    metric_model: &str,
+) -> Result<crate::AdminOptions, Box<Response>> {
+    let Some(opts) = server.inner.opts.admin.clone() else {
+        return Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            "the admin API is disabled: start the server with an admin token \
+             (EVERGREEN_ADMIN_TOKEN or --admin_token_file)",
+        )));
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        None => Err(Box::new(refused(
+            server,
+            metric_model,
+            "admin API: missing `Authorization: Bearer <token>`",
+        ))),
+        Some(t) if !constant_time_eq(t.trim().as_bytes(), opts.token.as_bytes()) => Err(Box::new(
+            refused(server, metric_model, "admin API: wrong token"),
+        )),
+        Some(_) => Ok(opts),
+    }
+}
+
 /// `/admin/v1/models/{*rest}`.
 pub(crate) async fn admin(
     State(server): State<Server>,
@@ -159,33 +190,13 @@ pub(crate) async fn admin(
         Some((n, v)) => (n, Some(v)),
         None => (rest, None),
     };
-    let Some(opts) = server.inner.opts.admin.clone() else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "the admin API is disabled: start the server with an admin token \
-             (EVERGREEN_ADMIN_TOKEN or --admin_token_file)",
-        );
-    };
     // Only served models: a name from the request never reaches the filesystem otherwise.
     let known = server.inner.models.load().contains_key(name);
     let metric_model = if known { name } else { "" };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        None => {
-            return refused(
-                &server,
-                metric_model,
-                "admin API: missing `Authorization: Bearer <token>`",
-            );
-        }
-        Some(t) if !constant_time_eq(t.trim().as_bytes(), opts.token.as_bytes()) => {
-            return refused(&server, metric_model, "admin API: wrong token");
-        }
-        Some(_) => {}
-    }
+    let opts = match authorize(&server, &headers, metric_model) {
+        Ok(o) => o,
+        Err(r) => return *r,
+    };
     if !known {
         return no_such_model(name);
     }
@@ -250,6 +261,35 @@ fn parse<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, ApiEr
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("admin API body: {e}")))
 }
 
+/// After `change` was applied to `model_name`'s registry: the model is reloaded (effective
+/// now, not at the next poll) and the action recorded; returns a warning when it could not be.
+/// Blocking.
+fn applied(
+    srv: &Server,
+    audit: &dyn AdminAudit,
+    model_name: &str,
+    change: &AdminChange,
+    actor: String,
+    reason: String,
+    now: i64,
+) -> Option<String> {
+    if let Some(m) = srv.inner.models.load().get(model_name) {
+        m.reload(&srv.inner.metrics);
+    }
+    let record = AdminAction {
+        model: model_name.to_string(),
+        action: change.action.to_string(),
+        actor,
+        reason,
+        details_json: serde_json::to_string(change).expect("change serializes"),
+        at_ms: now,
+    };
+    audit.record(&record).err().map(|e| {
+        tracing::error!(model = %model_name, action = change.action, "admin action applied but not recorded: {e}");
+        format!("applied, but not recorded: {e}")
+    })
+}
+
 /// `POST /admin/v1/models/<m>:<verb>`.
 async fn act(
     server: &Server,
@@ -283,6 +323,15 @@ async fn act(
         "rollback" => {
             parse::<Common>(body).map(|c| (Box::new(|r: &Registry| r.rollback()) as Action, c))
         }
+        "pause" => parse::<Common>(body).map(|c| {
+            let why = c.reason.clone().unwrap_or_default();
+            (
+                Box::new(move |r: &Registry| r.pause_publication(&why)) as Action,
+                c,
+            )
+        }),
+        "resume" => parse::<Common>(body)
+            .map(|c| (Box::new(|r: &Registry| r.resume_publication()) as Action, c)),
         "split" => {
             // `actor` and `reason` ride along in the same object.
             let mut v: Value = match serde_json::from_slice(body) {
@@ -336,7 +385,7 @@ async fn act(
                 StatusCode::NOT_FOUND,
                 format!(
                     "admin API: unknown action {other:?} (promote, rollback, split, pin, unpin, \
-                     shadow)"
+                     shadow, pause, resume)"
                 ),
             );
         }
@@ -362,26 +411,19 @@ async fn act(
         opts.audit.clone(),
     );
     let srv = server.clone();
-    let done = tokio::task::spawn_blocking(move || -> Result<(AdminChange, Option<String>), AdminError> {
+    let done = tokio::task::spawn_blocking(move || {
         let registry = Registry::open_existing(&base, &model_name)?;
         let change = action(&registry)?;
-        // Effective now, not at the next poll.
-        if let Some(m) = srv.inner.models.load().get(&model_name) {
-            m.reload(&srv.inner.metrics);
-        }
-        let record = AdminAction {
-            model: model_name.clone(),
-            action: change.action.to_string(),
+        let warning = applied(
+            &srv,
+            audit.as_ref(),
+            &model_name,
+            &change,
             actor,
             reason,
-            details_json: serde_json::to_string(&change).expect("change serializes"),
-            at_ms: now,
-        };
-        let warning = audit.record(&record).err().map(|e| {
-            tracing::error!(model = %model_name, action = change.action, "admin action applied but not recorded: {e}");
-            format!("applied, but not recorded: {e}")
-        });
-        Ok((change, warning))
+            now,
+        );
+        Ok::<_, AdminError>((change, warning))
     })
     .await;
     let outcome = |o: &str| {
@@ -423,6 +465,157 @@ async fn act(
             outcome("failed");
             error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }
+    }
+}
+
+/// An Alertmanager webhook notification (version 4; fields evergreen does not use ignored).
+#[derive(Debug, Deserialize)]
+struct Notification {
+    alerts: Vec<NotifiedAlert>,
+}
+
+/// One alert of a [`Notification`].
+#[derive(Debug, Deserialize)]
+struct NotifiedAlert {
+    status: String,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
+    #[serde(default, rename = "startsAt")]
+    starts_at: String,
+    #[serde(default)]
+    fingerprint: String,
+}
+
+/// Alerts handled per notification, at most.
+const MAX_NOTIFIED_ALERTS: usize = 1000;
+
+/// `POST /admin/v1/alertmanager`: Alertmanager's webhook receiver (`webhook_configs` with
+/// `http_config.authorization.credentials` set to the admin token). An alert acts when it has
+/// a `model` label naming a served model and an `evergreen_action` label: `rollback` (when
+/// firing; once per alert, however often it is sent: `fingerprint@startsAt` is remembered in
+/// the registry with the rollback) or `pause_publication` (paused while firing, resumed when
+/// resolved). Each action is applied and recorded like an admin action, by actor
+/// `alertmanager`, with the alert's name and summary as the reason. The answer lists what was
+/// applied and what was ignored, and why.
+pub(crate) async fn alertmanager(
+    State(server): State<Server>,
+    method: Method,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let opts = match authorize(&server, &headers, "") {
+        Ok(o) => o,
+        Err(r) => return *r,
+    };
+    if method != Method::POST {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "admin API: use POST for /admin/v1/alertmanager",
+        );
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), format!("cannot read request body: {e}")),
+    };
+    let note: Notification = match serde_json::from_slice(&body) {
+        Ok(n) => n,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("not an Alertmanager webhook notification: {e}"),
+            );
+        }
+    };
+    if note.alerts.len() > MAX_NOTIFIED_ALERTS {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("at most {MAX_NOTIFIED_ALERTS} alerts per notification"),
+        );
+    }
+    let now = crate::now_ms();
+    let srv = server.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let (mut applied_list, mut ignored) = (Vec::new(), Vec::new());
+        for a in note.alerts {
+            let name = a.labels.get("alertname").cloned().unwrap_or_default();
+            let mut ignore = |why: String| ignored.push(json!({"alert": name.clone(), "why": why}));
+            let Some(action) = a.labels.get("evergreen_action") else {
+                ignore("no evergreen_action label".into());
+                continue;
+            };
+            let Some(model_name) = a.labels.get("model") else {
+                ignore("no model label".into());
+                continue;
+            };
+            let Some(model) = srv.inner.models.load().get(model_name).cloned() else {
+                ignore(format!("no model named {model_name:?} is served"));
+                continue;
+            };
+            let firing = a.status == "firing";
+            let summary = a.annotations.get("summary").cloned().unwrap_or_default();
+            let reason = format!("alert {name} {}: {summary}", a.status);
+            let registry = match Registry::open_existing(&model.base_path, model_name) {
+                Ok(r) => r,
+                Err(e) => {
+                    ignore(e.to_string());
+                    continue;
+                }
+            };
+            let result = match (action.as_str(), firing) {
+                ("rollback", true) => {
+                    let key = format!("{}@{}", a.fingerprint, a.starts_at);
+                    registry.rollback_for_alert(&key)
+                }
+                ("rollback", false) => {
+                    ignore("resolved: a rollback is not undone".into());
+                    continue;
+                }
+                ("pause_publication", true) => registry.pause_publication(&reason).map(Some),
+                ("pause_publication", false) => registry.resume_publication().map(Some),
+                (other, _) => {
+                    ignore(format!(
+                        "unknown evergreen_action {other:?} (rollback, pause_publication)"
+                    ));
+                    continue;
+                }
+            };
+            match result {
+                Ok(Some(change)) => {
+                    let warning = applied(
+                        &srv,
+                        opts.audit.as_ref(),
+                        model_name,
+                        &change,
+                        "alertmanager".into(),
+                        reason,
+                        now,
+                    );
+                    srv.inner
+                        .metrics
+                        .admin_actions
+                        .get_or_create(&OutcomeLabels {
+                            model: model_name.clone(),
+                            outcome: change.action.to_string(),
+                        })
+                        .inc();
+                    tracing::info!(model = %model_name, alert = %name, action = change.action, summary = %change.summary, "alert acted on");
+                    applied_list.push(json!({
+                        "model": model_name, "alert": name, "action": change.action,
+                        "summary": change.summary, "warning": warning,
+                    }));
+                }
+                Ok(None) => ignore("already acted on (the same alert sent again)".into()),
+                Err(e) => ignore(e.to_string()),
+            }
+        }
+        json!({"applied": applied_list, "ignored": ignored})
+    })
+    .await;
+    match done {
+        Ok(v) => (StatusCode::OK, axum::Json(v)).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

@@ -27,6 +27,7 @@ pub(crate) fn router(server: Server) -> Router {
         .route("/v1/models", any(models_root))
         .route("/v1/models/{*rest}", any(models))
         .route("/admin/v1/models/{*rest}", any(crate::admin::admin))
+        .route("/admin/v1/alertmanager", any(crate::admin::alertmanager))
         .route("/metrics", get(metrics))
         .route("/monitoring/prometheus/metrics", get(metrics))
         .route("/healthz", get(healthz))

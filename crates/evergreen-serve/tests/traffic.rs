@@ -522,3 +522,129 @@ async fn a_large_request_still_times_out() {
     assert_eq!((code, version), (200, Some(1)));
     f.handle.shutdown().await;
 }
+
+/// An Alertmanager webhook notification (version 4) with one alert.
+fn notification(status: &str, labels: Value, starts_at: &str) -> Value {
+    json!({
+        "version": "4", "groupKey": "{}:{alertname=\"x\"}", "truncatedAlerts": 0,
+        "status": status, "receiver": "evergreen", "groupLabels": {}, "commonLabels": {},
+        "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
+        "alerts": [{
+            "status": status, "labels": labels,
+            "annotations": {"summary": "canary worse than stable"},
+            "startsAt": starts_at, "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus:9090/graph", "fingerprint": "c0ffee",
+        }],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alertmanager_webhook_rolls_back_once_and_pauses_publication_while_firing() {
+    let audit = Arc::new(Recorded::default());
+    let f = start(&[1, 2], with_admin(audit.clone())).await;
+    let post = async |token: Option<&str>, body: Value| {
+        let mut req = f
+            .client
+            .post(format!("{}/admin/v1/alertmanager", f.url))
+            .json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    let rollback = json!({"alertname": "EvergreenCanaryWorse", "model": "m",
+                          "evergreen_action": "rollback", "severity": "critical"});
+    let firing = notification("firing", rollback.clone(), "2026-11-29T13:00:00Z");
+    // No token, wrong token: refused, nothing changes.
+    assert_eq!(post(None, firing.clone()).await.0, 401);
+    assert_eq!(post(Some("wrong"), firing.clone()).await.0, 401);
+    assert_eq!(f.predict_with_key(None).await.1, Some(2));
+    // Firing: stable goes back to 1, at once; recorded as done by alertmanager.
+    let (code, body) = post(Some(TOKEN), firing.clone()).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["applied"][0]["action"], "rollback", "{body}");
+    assert_eq!(f.predict_with_key(None).await.1, Some(1));
+    // Sent again (Alertmanager repeats firing alerts): not applied twice.
+    let (_, body) = post(Some(TOKEN), firing).await;
+    assert_eq!(body["applied"], json!([]), "{body}");
+    assert!(
+        body["ignored"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("already"),
+        "{body}"
+    );
+    assert_eq!(f.reg.labels().unwrap().get("stable"), Some(&1));
+    // Resolved: a rollback is not undone.
+    let (_, body) = post(
+        Some(TOKEN),
+        notification("resolved", rollback, "2026-11-29T13:00:00Z"),
+    )
+    .await;
+    assert_eq!(body["applied"], json!([]), "{body}");
+    // Pause while firing, resume when resolved.
+    let pause = json!({"alertname": "EvergreenGateRejectionsInARow", "model": "m",
+                       "evergreen_action": "pause_publication"});
+    let (_, body) = post(
+        Some(TOKEN),
+        notification("firing", pause.clone(), "2026-11-29T14:00:00Z"),
+    )
+    .await;
+    assert_eq!(body["applied"][0]["action"], "pause", "{body}");
+    let paused = f.reg.traffic().unwrap().publication_paused.unwrap();
+    assert!(paused.contains("EvergreenGateRejectionsInARow"), "{paused}");
+    let (_, body) = post(
+        Some(TOKEN),
+        notification("resolved", pause, "2026-11-29T14:00:00Z"),
+    )
+    .await;
+    assert_eq!(body["applied"][0]["action"], "resume", "{body}");
+    assert_eq!(f.reg.traffic().unwrap().publication_paused, None);
+    // Alerts evergreen cannot act on are listed with the reason.
+    let (_, body) = post(
+        Some(TOKEN),
+        notification(
+            "firing",
+            json!({"alertname": "Other", "model": "m"}),
+            "2026-11-29T15:00:00Z",
+        ),
+    )
+    .await;
+    assert!(
+        body["ignored"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("evergreen_action"),
+        "{body}"
+    );
+    let (_, body) = post(
+        Some(TOKEN),
+        notification(
+            "firing",
+            json!({"alertname": "X", "model": "../etc", "evergreen_action": "rollback"}),
+            "2026-11-29T15:00:00Z",
+        ),
+    )
+    .await;
+    assert!(
+        body["ignored"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("no model"),
+        "{body}"
+    );
+    let (code, _) = post(Some(TOKEN), json!({"not": "a notification"})).await;
+    assert_eq!(code, 400);
+    // Every applied action was recorded, by alertmanager, with the alert as the reason.
+    let recorded = audit.0.lock().unwrap().clone();
+    let actions: Vec<&str> = recorded.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, ["rollback", "pause", "resume"]);
+    assert!(recorded.iter().all(|a| a.actor == "alertmanager"));
+    assert!(
+        recorded[0]
+            .reason
+            .contains("EvergreenCanaryWorse firing: canary worse than stable")
+    );
+    f.handle.shutdown().await;
+}

@@ -603,6 +603,8 @@ pub struct Trainer {
     last_accuracy: Option<f64>,
     /// Drift detectors across the windows of this process.
     drift: drift::DriftMonitor,
+    /// Publication pause last seen (to log its changes once).
+    paused_seen: Option<String>,
 }
 
 /// Examples per point of the per-step training loss.
@@ -768,6 +770,7 @@ impl Trainer {
             accuracy_drops_in_a_row: 0,
             last_accuracy: None,
             drift: drift::DriftMonitor::new(fields),
+            paused_seen: None,
         })
     }
 
@@ -863,6 +866,26 @@ impl Trainer {
             .pending_spans
             .get_or_create(&Metrics::model(&name))
             .set(pending.len() as i64);
+        // Publication paused (admin API, `models pause`, an alert): no cycle starts; the spans
+        // wait, nothing is lost.
+        let paused = self.registry.traffic()?.publication_paused;
+        self.metrics
+            .publication_paused
+            .get_or_create(&Metrics::model(&name))
+            .set(i64::from(paused.is_some()));
+        if paused != self.paused_seen {
+            match &paused {
+                Some(why) => tracing::warn!(
+                    pending = pending.len(),
+                    "publication paused ({why}): no cycle until it is resumed"
+                ),
+                None => tracing::info!("publication resumed"),
+            }
+            self.paused_seen = paused.clone();
+        }
+        if paused.is_some() {
+            return Ok(None);
+        }
         let Some(span) = pending.into_iter().next() else {
             return Ok(None);
         };

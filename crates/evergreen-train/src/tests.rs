@@ -959,3 +959,26 @@ fn windows_of_a_span_started_in_windows_go_on_when_windows_are_turned_off() {
     assert_eq!(read(&w1) + read(&rest), 600);
     assert!(t.run_once().unwrap().is_none());
 }
+
+#[test]
+fn a_paused_publication_starts_no_cycle_and_loses_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    write_span(root, "s1.csv", 300, 1);
+    let mut t = trainer(root);
+    assert_eq!(t.run_once().unwrap().unwrap().span, "s1.csv");
+    t.registry()
+        .pause_publication("canary worse than stable")
+        .unwrap();
+    write_span(root, "s2.csv", 300, 2);
+    // Paused: the new span waits.
+    assert!(t.run_once().unwrap().is_none());
+    assert!(t.run_once().unwrap().is_none());
+    assert_eq!(t.state().watermark.as_deref(), Some("s1.csv"));
+    assert_eq!(t.pending().unwrap().len(), 1);
+    // Resumed: it is trained, once.
+    t.registry().resume_publication().unwrap();
+    assert_eq!(t.run_once().unwrap().unwrap().span, "s2.csv");
+    assert!(t.run_once().unwrap().is_none());
+    assert_eq!(t.state().watermark.as_deref(), Some("s2.csv"));
+}

@@ -85,6 +85,17 @@ enum ModelsCommand {
         #[command(flatten)]
         why: Why,
     },
+    /// Pause publication: the trainer starts no cycle (new spans wait) until `resume`. The
+    /// reason (`--reason`) is shown in its log.
+    Pause {
+        #[command(flatten)]
+        why: Why,
+    },
+    /// Resume publication.
+    Resume {
+        #[command(flatten)]
+        why: Why,
+    },
     /// Mirror a share of requests to a version (its predictions are compared, never served).
     Shadow {
         /// Shadow version (omit to stop mirroring).
@@ -132,6 +143,8 @@ pub fn run(a: ModelsArgs) -> Result<()> {
         ),
         ModelsCommand::Pin { version, why } => (registry.pin(Some(*version))?, why),
         ModelsCommand::Unpin { why } => (registry.pin(None)?, why),
+        ModelsCommand::Pause { why } => (registry.pause_publication(&why.reason)?, why),
+        ModelsCommand::Resume { why } => (registry.resume_publication()?, why),
         ModelsCommand::Shadow {
             version,
             percent,
