@@ -76,6 +76,58 @@ pub struct Config {
     /// Optional REST server run beside the trainer by `evergreen run`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serve: Option<ServeSection>,
+    /// The alert rules evaluated by the trainer itself, and their actions.
+    #[serde(default)]
+    pub alerts: AlertsSection,
+}
+
+/// The alerts the trainer evaluates after every cycle (the rules of
+/// `deploy/prometheus/alerts.yml` that concern training, counted in cycles instead of minutes).
+pub const ALERT_NAMES: [&str; 8] = [
+    "EvergreenValidationAccuracyDropping",
+    "EvergreenGradientVanishing",
+    "EvergreenTrainerUnderutilized",
+    "EvergreenDataLag",
+    "EvergreenHighQuarantineRate",
+    "EvergreenGateRejectionsInARow",
+    "EvergreenConceptDrift",
+    "EvergreenFeatureDrift",
+];
+
+/// What the trainer does when one of its alerts fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertAction {
+    /// Roll the serving version back (as `models rollback`; once per firing).
+    Rollback,
+    /// Pause publication: no further cycle until an operator resumes it (`models resume`).
+    PausePublication,
+}
+
+/// `[alerts]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSection {
+    /// Evaluate the alert rules after every cycle (logged, exported as
+    /// `evergreen_alerts_firing`).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Actions by alert name (one of [`ALERT_NAMES`]), taken when the alert starts firing.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub actions: std::collections::BTreeMap<String, AlertAction>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            actions: Default::default(),
+        }
+    }
 }
 
 /// `[model]`.
@@ -504,6 +556,14 @@ impl Config {
             key: key.to_string(),
             message,
         };
+        for name in self.alerts.actions.keys() {
+            if !ALERT_NAMES.contains(&name.as_str()) {
+                return Err(invalid(
+                    "alerts.actions",
+                    format!("unknown alert {name:?}; known: {}", ALERT_NAMES.join(", ")),
+                ));
+            }
+        }
         if self.version != CONFIG_VERSION {
             return Err(invalid(
                 "version",

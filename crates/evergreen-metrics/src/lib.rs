@@ -98,6 +98,15 @@ pub struct FeatureLabels {
     pub feature: String,
 }
 
+/// Labels `{model, alertname}`: one of the trainer's alert rules (fixed set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    /// Model name.
+    pub model: String,
+    /// Alert name (as in `deploy/prometheus/alerts.yml`).
+    pub alertname: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 type FloatCounter = Counter<f64, AtomicU64>;
 
@@ -204,6 +213,8 @@ pub struct Metrics {
     pub feature_psi: Family<FeatureLabels, FloatGauge>,
     /// `evergreen_training_publication_paused{model}`: 1 while publication is paused.
     pub publication_paused: Family<ModelLabels, Gauge>,
+    /// `evergreen_alerts_firing{model,alertname}`: 1 while the trainer's alert rule fires.
+    pub alerts_firing: Family<AlertLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -431,6 +442,12 @@ impl Metrics {
             "1 while publication is paused (no cycle starts; spans wait)",
             publication_paused.clone(),
         );
+        let alerts_firing = Family::<AlertLabels, Gauge>::default();
+        registry.register(
+            "evergreen_alerts_firing",
+            "1 while an alert rule evaluated by the trainer fires",
+            alerts_firing.clone(),
+        );
         Self {
             registry,
             requests,
@@ -466,6 +483,7 @@ impl Metrics {
             drift_detections,
             feature_psi,
             publication_paused,
+            alerts_firing,
         }
     }
 
@@ -552,6 +570,12 @@ mod tests {
         m.batch_size.get_or_create(&ml).observe(8.0);
         m.abandoned_requests.get_or_create(&ml).inc();
         m.publication_paused.get_or_create(&ml).set(1);
+        m.alerts_firing
+            .get_or_create(&AlertLabels {
+                model: "m".into(),
+                alertname: "EvergreenDataLag".into(),
+            })
+            .set(1);
         m.drift_detections
             .get_or_create(&DetectorLabels {
                 model: "m".into(),

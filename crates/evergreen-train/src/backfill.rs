@@ -213,7 +213,7 @@ impl Trainer {
                     )?;
                     report.seconds = t.elapsed().as_secs_f64();
                     out.windows += 1;
-                    self.observe(first_step + out.windows, &report);
+                    self.observe(first_step + out.windows, &report, None);
                     out.trained += report.trained;
                     if report.outcome == Outcome::Published {
                         out.accepted_windows += 1;

@@ -23,6 +23,7 @@
 //! pipeline's round-robin turn) instead of a new watermark; the last window moves the watermark.
 //! A restart resumes the span's read from the committed positions.
 
+pub mod alerts;
 mod backfill;
 pub mod drift;
 mod failpoint;
@@ -605,6 +606,8 @@ pub struct Trainer {
     drift: drift::DriftMonitor,
     /// Publication pause last seen (to log its changes once).
     paused_seen: Option<String>,
+    /// The alert rules' state across cycles.
+    alerts: alerts::AlertState,
 }
 
 /// Examples per point of the per-step training loss.
@@ -771,6 +774,7 @@ impl Trainer {
             last_accuracy: None,
             drift: drift::DriftMonitor::new(fields),
             paused_seen: None,
+            alerts: alerts::AlertState::default(),
         })
     }
 
@@ -1069,7 +1073,8 @@ impl Trainer {
             .cycle_duration
             .get_or_create(&ml)
             .observe(report.seconds);
-        self.observe(self.state.cycles, &report);
+        let pending = self.pending().ok().map(|p| p.len());
+        self.observe(self.state.cycles, &report, pending);
         Ok(report)
     }
 
@@ -1078,7 +1083,7 @@ impl Trainer {
     /// utilisation, held-out accuracy and the streaks the alert rules watch, the gradients of
     /// the model's layers, and the TensorBoard and trace files. A failure to write a file is
     /// logged, never fails the cycle: these are observers.
-    pub(crate) fn observe(&mut self, step: u64, report: &CycleReport) {
+    pub(crate) fn observe(&mut self, step: u64, report: &CycleReport, pending: Option<usize>) {
         let model_name = self.cfg.model.name.clone();
         let ml = Metrics::model(&model_name);
         let m = &self.metrics;
@@ -1144,6 +1149,7 @@ impl Trainer {
             }
         }
         // Only the deep models report gradients (and the others' groups can be large).
+        let mut min_gradient: Option<f64> = None;
         if report.trained > 0 && self.model.kind() == evergreen_model::ModelKind::Deep {
             self.model.inspect(&mut |tag, values| {
                 if let Some(group) = tag.strip_prefix("gradients/")
@@ -1151,6 +1157,7 @@ impl Trainer {
                 {
                     let mean = values.iter().map(|g| f64::from(g.abs())).sum::<f64>()
                         / values.len() as f64;
+                    min_gradient = Some(min_gradient.map_or(mean, |m| m.min(mean)));
                     m.gradient_mean_abs
                         .get_or_create(&evergreen_metrics::GroupLabels {
                             model: model_name.clone(),
@@ -1160,8 +1167,89 @@ impl Trainer {
                 }
             });
         }
+        let bad: u64 = report.bad.values().sum();
+        let facts = alerts::Facts {
+            accuracy_drops_in_a_row: self.accuracy_drops_in_a_row,
+            rejections_in_a_row: self.rejections_in_a_row,
+            utilization: report.utilization(),
+            min_gradient,
+            pending_spans: pending,
+            quarantine_fraction: if report.records + bad == 0 {
+                0.0
+            } else {
+                bad as f64 / (report.records + bad) as f64
+            },
+            loss_drift: report.drift.as_ref().is_some_and(|d| d.loss_change),
+            drifted_fields: report
+                .drift
+                .as_ref()
+                .map(|d| d.drifted_fields.clone())
+                .unwrap_or_default(),
+        };
+        if self.cfg.alerts.enabled {
+            self.evaluate_alerts(&facts, step);
+        }
         self.log_to_trace(step, report);
         self.log_to_tensorboard(step, report);
+    }
+
+    /// Evaluates the alert rules on `facts` (after cycle `step`): logs what starts or stops
+    /// firing, exports the set firing, and takes the action configured for an alert that
+    /// starts firing. An action that fails is logged; it never fails the cycle.
+    fn evaluate_alerts(&mut self, facts: &alerts::Facts, step: u64) {
+        let model_name = self.cfg.model.name.clone();
+        for t in self.alerts.evaluate(facts) {
+            let (alert, firing) = match &t {
+                alerts::Transition::Firing(a, why) => {
+                    tracing::warn!(alert = %a, "alert firing: {why}");
+                    (*a, true)
+                }
+                alerts::Transition::Resolved(a) => {
+                    tracing::info!(alert = %a, "alert resolved");
+                    (*a, false)
+                }
+            };
+            self.metrics
+                .alerts_firing
+                .get_or_create(&evergreen_metrics::AlertLabels {
+                    model: model_name.clone(),
+                    alertname: alert.to_string(),
+                })
+                .set(i64::from(firing));
+            let alerts::Transition::Firing(_, why) = t else {
+                continue;
+            };
+            let Some(action) = self.cfg.alerts.actions.get(alert).copied() else {
+                continue;
+            };
+            let reason = format!("alert {alert} firing: {why}");
+            let done = match action {
+                evergreen_config::AlertAction::Rollback => self
+                    .registry
+                    .rollback_for_alert(&format!("evergreen:{alert}@cycle-{step}")),
+                evergreen_config::AlertAction::PausePublication => {
+                    self.registry.pause_publication(&reason).map(Some)
+                }
+            };
+            match done {
+                Ok(Some(change)) => {
+                    tracing::warn!(alert = %alert, action = change.action, summary = %change.summary, "alert acted on");
+                    let record = evergreen_lineage::AdminActionRecord {
+                        model_name: model_name.clone(),
+                        action: change.action.to_string(),
+                        actor: "evergreen-alerts".into(),
+                        reason,
+                        details_json: serde_json::to_string(&change).unwrap_or_default(),
+                        at_ms: now_ms(),
+                    };
+                    if let Err(e) = self.lineage.record_admin_action(&record) {
+                        tracing::error!(alert = %alert, "alert action applied but not recorded in lineage: {e}");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(alert = %alert, "alert action {action:?} failed: {e}"),
+            }
+        }
     }
 
     /// Appends `report` to the performance trace (`state.trace_dir`).

@@ -982,3 +982,60 @@ fn a_paused_publication_starts_no_cycle_and_loses_nothing() {
     assert!(t.run_once().unwrap().is_none());
     assert_eq!(t.state().watermark.as_deref(), Some("s2.csv"));
 }
+
+/// Writes `s<n>.csv` with the labels of `s1.csv` flipped (a degraded span the gate rejects).
+fn write_flipped(root: &Path, name: &str) {
+    let text = fs::read_to_string(root.join("in/s1.csv")).unwrap();
+    let flipped: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 0 {
+                format!("{l}\n")
+            } else {
+                let (head, y) = l.rsplit_once(',').unwrap();
+                format!("{head},{}\n", if y == "1" { 0 } else { 1 })
+            }
+        })
+        .collect();
+    fs::write(root.join("in").join(name), flipped).unwrap();
+}
+
+#[test]
+fn an_alert_fires_after_three_rejections_and_its_action_pauses_publication() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    write_span(root, "s1.csv", 600, 1);
+    let mut cfg = config(root);
+    cfg.alerts.actions.insert(
+        "EvergreenGateRejectionsInARow".into(),
+        evergreen_config::AlertAction::PausePublication,
+    );
+    let metrics = Arc::new(Metrics::new());
+    let mut t = Trainer::open(cfg, metrics.clone(), "test").unwrap();
+    t.run_once().unwrap().unwrap();
+    for n in 2..=5 {
+        write_flipped(root, &format!("s{n}.csv"));
+    }
+    let firing = || {
+        metrics.render().contains(
+            "evergreen_alerts_firing{model=\"m\",alertname=\"EvergreenGateRejectionsInARow\"} 1",
+        )
+    };
+    for n in 2..=4 {
+        let r = t.run_once().unwrap().unwrap();
+        assert_eq!(r.outcome, Outcome::Rejected, "s{n}: {}", r.note);
+        assert_eq!(firing(), n == 4, "after s{n}");
+    }
+    // The third rejection fired the alert; its action paused publication: s5 waits.
+    let paused = t.registry().traffic().unwrap().publication_paused.unwrap();
+    assert!(paused.contains("EvergreenGateRejectionsInARow"), "{paused}");
+    assert!(t.run_once().unwrap().is_none());
+    assert_eq!(t.pending().unwrap().len(), 1);
+    // Recorded in lineage as an admin action by the alert rules.
+    let lineage = LineageStore::open(&t.config().lineage_path()).unwrap();
+    let actions = lineage.admin_actions("m").unwrap();
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    assert_eq!(actions[0].action, "pause");
+    assert_eq!(actions[0].actor, "evergreen-alerts");
+}
