@@ -55,6 +55,9 @@ enum Command {
     Lineage(cmd::lineage::LineageArgs),
     /// The model's versions, labels and traffic policy; promote, rollback, split, pin, shadow.
     Models(cmd::models::ModelsArgs),
+    /// Where a model stands: versions and split, the last cycles and gate decisions, and, from
+    /// the running instance, what it serves, alerts firing and drift.
+    Status(cmd::status::StatusArgs),
 }
 
 /// Restores the default SIGPIPE disposition (Rust's runtime ignores it).
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Lineage(a) => cmd::lineage::run(a),
         Command::Models(a) => cmd::models::run(a),
+        Command::Status(a) => cmd::status::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -179,6 +179,74 @@ fn spans_become_served_versions_with_zero_failed_requests() {
         );
     }
 
+    // `evergreen status` of the running instance: versions, recent cycles, what it serves.
+    let out = std::process::Command::new(bin())
+        .args([
+            "status",
+            "--config",
+            config.to_str().unwrap(),
+            "--json",
+            "--url",
+            &base,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["model"], "m");
+    let on_disk: Vec<u64> = status["registry"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(on_disk.last(), Some(&newest), "{status}");
+    assert_eq!(status["trainer"]["last_version"], newest, "{status}");
+    let cycles = status["recent_cycles"].as_array().unwrap();
+    assert_eq!(cycles.len(), 5, "{status}");
+    assert_eq!(cycles[0]["span"], "span-006.csv", "newest first: {status}");
+    assert!(
+        cycles[0]["progressive_auc"].as_f64().unwrap() > 0.5,
+        "{status}"
+    );
+    let served = status["instance"]["served"].as_array().unwrap();
+    assert_eq!(served[0]["version"], newest.to_string(), "{status}");
+    assert!(status["instance"]["alerts_firing"].is_array(), "{status}");
+    assert!(
+        status["instance"]["drift"]["feature_psi"]
+            .as_object()
+            .unwrap()
+            .contains_key("nswprice"),
+        "{status}"
+    );
+    assert_eq!(status["instance"]["publication_paused"], false, "{status}");
+    // Text form, and an instance that does not answer.
+    let out = std::process::Command::new(bin())
+        .args([
+            "status",
+            "--config",
+            config.to_str().unwrap(),
+            "--url",
+            "http://127.0.0.1:9",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("recent cycles") && text.contains("span-006.csv"),
+        "{text}"
+    );
+    assert!(text.contains("instance: not reachable"), "{text}");
+
     // Bad requests: clear JSON errors with fitting codes; the server keeps serving.
     let cases: Vec<(&str, String, u16)> = vec![
         (

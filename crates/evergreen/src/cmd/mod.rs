@@ -8,6 +8,7 @@ pub mod lineage;
 pub mod models;
 pub mod run;
 pub mod serve;
+pub mod status;
 pub mod train;
 
 use std::sync::atomic::{AtomicBool, Ordering};
