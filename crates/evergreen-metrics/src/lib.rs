@@ -107,6 +107,15 @@ pub struct AlertLabels {
     pub alertname: String,
 }
 
+/// Labels `{model, version}`: a served version (bounded by the versions retained).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    /// Model name.
+    pub model: String,
+    /// Version number.
+    pub version: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 type FloatCounter = Counter<f64, AtomicU64>;
 
@@ -215,6 +224,20 @@ pub struct Metrics {
     pub publication_paused: Family<ModelLabels, Gauge>,
     /// `evergreen_alerts_firing{model,alertname}`: 1 while the trainer's alert rule fires.
     pub alerts_firing: Family<AlertLabels, Gauge>,
+    /// `evergreen_serving_feedback_total{model,outcome}`: labels sent back, by what became of
+    /// them (`joined`, `unknown`, `expired`, `duplicate`, `invalid`).
+    pub feedback: Family<OutcomeLabels, Counter>,
+    /// `evergreen_serving_live_logloss{model,version}`: logloss of a version's most recent
+    /// labelled predictions.
+    pub live_logloss: Family<VersionLabels, FloatGauge>,
+    /// `evergreen_serving_live_accuracy{model,version}`: their accuracy.
+    pub live_accuracy: Family<VersionLabels, FloatGauge>,
+    /// `evergreen_serving_live_examples{model,version}`: how many labelled predictions the
+    /// live metrics cover.
+    pub live_examples: Family<VersionLabels, Gauge>,
+    /// `evergreen_serving_canary_logloss_excess{model}`: the canary's live logloss minus
+    /// stable's.
+    pub canary_logloss_excess: Family<ModelLabels, FloatGauge>,
 }
 
 impl Default for Metrics {
@@ -448,6 +471,36 @@ impl Metrics {
             "1 while an alert rule evaluated by the trainer fires",
             alerts_firing.clone(),
         );
+        let feedback = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "evergreen_serving_feedback",
+            "Labels sent back for served predictions, by what became of them",
+            feedback.clone(),
+        );
+        let live_logloss = Family::<VersionLabels, FloatGauge>::default();
+        registry.register(
+            "evergreen_serving_live_logloss",
+            "Logloss of a served version's most recent labelled predictions",
+            live_logloss.clone(),
+        );
+        let live_accuracy = Family::<VersionLabels, FloatGauge>::default();
+        registry.register(
+            "evergreen_serving_live_accuracy",
+            "Accuracy of a served version's most recent labelled predictions",
+            live_accuracy.clone(),
+        );
+        let live_examples = Family::<VersionLabels, Gauge>::default();
+        registry.register(
+            "evergreen_serving_live_examples",
+            "Labelled predictions the live metrics of a version cover",
+            live_examples.clone(),
+        );
+        let canary_logloss_excess = Family::<ModelLabels, FloatGauge>::default();
+        registry.register(
+            "evergreen_serving_canary_logloss_excess",
+            "Live logloss of the canary minus that of the stable version",
+            canary_logloss_excess.clone(),
+        );
         Self {
             registry,
             requests,
@@ -484,6 +537,11 @@ impl Metrics {
             feature_psi,
             publication_paused,
             alerts_firing,
+            feedback,
+            live_logloss,
+            live_accuracy,
+            live_examples,
+            canary_logloss_excess,
         }
     }
 
@@ -570,6 +628,17 @@ mod tests {
         m.batch_size.get_or_create(&ml).observe(8.0);
         m.abandoned_requests.get_or_create(&ml).inc();
         m.publication_paused.get_or_create(&ml).set(1);
+        m.feedback
+            .get_or_create(&Metrics::outcome("m", "joined"))
+            .inc();
+        let vl = VersionLabels {
+            model: "m".into(),
+            version: "3".into(),
+        };
+        m.live_logloss.get_or_create(&vl).set(0.4);
+        m.live_accuracy.get_or_create(&vl).set(0.8);
+        m.live_examples.get_or_create(&vl).set(100);
+        m.canary_logloss_excess.get_or_create(&ml).set(0.02);
         m.alerts_firing
             .get_or_create(&AlertLabels {
                 model: "m".into(),

@@ -206,6 +206,7 @@ pub(crate) async fn admin(
     };
     match (method.clone(), verb) {
         (Method::GET, None) => state(&server, name).await,
+        (Method::POST, Some("feedback")) => feedback(&server, &opts, name, &body).await,
         (Method::POST, Some(verb)) => act(&server, &opts, name, verb, &body).await,
         (_, None) => error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -465,6 +466,177 @@ async fn act(
             outcome("failed");
             error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }
+    }
+}
+
+/// Body of `:feedback`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackBody {
+    feedback: Vec<crate::feedback::FeedbackItem>,
+}
+
+/// Labels per `:feedback` request, at most.
+const MAX_FEEDBACK_ITEMS: usize = 10_000;
+
+/// `POST /admin/v1/models/<m>:feedback`: labels for earlier predictions (by prediction id or
+/// split key). They are joined, the versions' live metrics updated and, with a canary policy,
+/// the canary judged: rolled back or promoted (an admin action by `evergreen-canary`, the
+/// numbers behind it as the reason).
+async fn feedback(
+    server: &Server,
+    opts: &crate::AdminOptions,
+    name: &str,
+    body: &[u8],
+) -> Response {
+    let Some(store) = server.inner.feedback.as_ref() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "feedback is off: start the server with --enable_feedback",
+        );
+    };
+    let items = match serde_json::from_slice::<FeedbackBody>(body) {
+        Ok(b) if b.feedback.len() <= MAX_FEEDBACK_ITEMS => b.feedback,
+        Ok(b) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{} labels in one request; at most {MAX_FEEDBACK_ITEMS}",
+                    b.feedback.len()
+                ),
+            );
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("feedback body: {e}")),
+    };
+    let (report, touched) = store.join(name, &items);
+    let m = &server.inner.metrics;
+    for (outcome, n) in [
+        ("joined", report.joined),
+        ("unknown", report.unknown),
+        ("expired", report.expired),
+        ("duplicate", report.duplicate),
+        ("invalid", report.invalid),
+    ] {
+        if n > 0 {
+            m.feedback
+                .get_or_create(&OutcomeLabels {
+                    model: name.to_string(),
+                    outcome: outcome.into(),
+                })
+                .inc_by(n);
+        }
+    }
+    let mut live = serde_json::Map::new();
+    for v in touched {
+        if let Some(l) = store.live(name, v) {
+            let labels = evergreen_metrics::VersionLabels {
+                model: name.to_string(),
+                version: v.to_string(),
+            };
+            m.live_logloss.get_or_create(&labels).set(l.logloss);
+            m.live_accuracy.get_or_create(&labels).set(l.accuracy);
+            m.live_examples
+                .get_or_create(&labels)
+                .set(i64::try_from(l.examples).unwrap_or(i64::MAX));
+            live.insert(v.to_string(), json!(l));
+        }
+    }
+    let verdict = canary_verdict(server, opts, name).await;
+    (
+        StatusCode::OK,
+        axum::Json(json!({"model": name, "report": report, "live": live, "canary": verdict})),
+    )
+        .into_response()
+}
+
+/// Judges a canary that gets traffic by the live metrics of canary and stable: sets the excess
+/// gauge and, under the canary policy, rolls it back or promotes it. Returns what happened.
+async fn canary_verdict(server: &Server, opts: &crate::AdminOptions, name: &str) -> Value {
+    use crate::feedback::{Verdict, verdict};
+    let (Some(store), Some(model)) = (
+        server.inner.feedback.as_ref(),
+        server.inner.models.load().get(name).cloned(),
+    ) else {
+        return Value::Null;
+    };
+    let snap = model.snapshot.load_full();
+    let (Some(&canary), Some(&stable)) = (
+        snap.labels.get(evergreen_registry::CANARY),
+        snap.labels.get(evergreen_registry::STABLE),
+    ) else {
+        return Value::Null;
+    };
+    if snap.traffic.canary_percent_at(crate::now_ms()) <= 0.0 {
+        return Value::Null;
+    }
+    let (c, s) = (store.live(name, canary), store.live(name, stable));
+    if let (Some(c), Some(s)) = (c, s) {
+        server
+            .inner
+            .metrics
+            .canary_logloss_excess
+            .get_or_create(&evergreen_metrics::Metrics::model(name))
+            .set(c.logloss - s.logloss);
+    }
+    let Some(policy) = store.opts.canary else {
+        return json!({"canary": canary, "stable": stable, "verdict": "none (no canary policy)"});
+    };
+    let decision = verdict(&policy, c, s);
+    let numbers = |c: crate::feedback::Live, s: crate::feedback::Live| {
+        format!(
+            "canary v{canary} live logloss {:.4} over {} labelled predictions, stable v{stable} {:.4} over {}; tolerance {}",
+            c.logloss, c.examples, s.logloss, s.examples, policy.max_logloss_increase
+        )
+    };
+    let (c, s) = match (decision, c, s) {
+        (Verdict::Wait, _, _) | (_, None, _) | (_, _, None) => {
+            return json!({"canary": canary, "stable": stable, "verdict": "wait"});
+        }
+        (_, Some(c), Some(s)) => (c, s),
+    };
+    let reason = numbers(c, s);
+    let (base, model_name, audit, srv) = (
+        model.base_path.clone(),
+        name.to_string(),
+        opts.audit.clone(),
+        server.clone(),
+    );
+    let why = reason.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let registry = Registry::open_existing(&base, &model_name)?;
+        let change = match decision {
+            Verdict::RollBack => registry.rollback()?,
+            _ => registry.promote(Some(canary))?,
+        };
+        let warning = applied(
+            &srv,
+            audit.as_ref(),
+            &model_name,
+            &change,
+            "evergreen-canary".into(),
+            why,
+            crate::now_ms(),
+        );
+        Ok::<_, AdminError>((change, warning))
+    })
+    .await;
+    match done {
+        Ok(Ok((change, warning))) => {
+            server
+                .inner
+                .metrics
+                .admin_actions
+                .get_or_create(&OutcomeLabels {
+                    model: name.to_string(),
+                    outcome: change.action.to_string(),
+                })
+                .inc();
+            tracing::warn!(model = %name, action = change.action, "canary verdict: {reason}");
+            json!({"canary": canary, "stable": stable, "verdict": change.action,
+                   "reason": reason, "summary": change.summary, "warning": warning})
+        }
+        Ok(Err(e)) => json!({"canary": canary, "verdict": "failed", "error": e.to_string()}),
+        Err(e) => json!({"canary": canary, "verdict": "failed", "error": e.to_string()}),
     }
 }
 

@@ -147,6 +147,8 @@ fn guess_api(rest: &str) -> Api {
 struct Reply {
     version: Option<u64>,
     result: Result<Value, ApiError>,
+    /// The answer's prediction id, when feedback is on.
+    prediction_id: Option<String>,
 }
 
 impl Reply {
@@ -154,9 +156,14 @@ impl Reply {
         Self {
             version: None,
             result: Err(e),
+            prediction_id: None,
         }
     }
 }
+
+/// Response header with the prediction id of an inference answer (feedback on): instance `i`
+/// of the request is `<id>/<i>`.
+pub const PREDICTION_ID_HEADER: &str = "x-evergreen-prediction-id";
 
 /// Refuses a request whose declared `Content-Length` is over the body limit at once, before
 /// reading any of the body (the same 413 as a body found too long while it is read, which
@@ -268,6 +275,11 @@ async fn models(
         resp.headers_mut()
             .insert(VERSION_HEADER, HeaderValue::from(v));
     }
+    if let Some(id) = reply.prediction_id.as_deref()
+        && let Ok(h) = HeaderValue::from_str(id)
+    {
+        resp.headers_mut().insert(PREDICTION_ID_HEADER, h);
+    }
     let metrics = &server.inner.metrics;
     metrics
         .requests
@@ -310,6 +322,8 @@ struct Finish {
     format: Format,
     /// The model's name, the shadow version and the records to mirror to it.
     shadow: Option<(String, (u64, SharedVersion), Vec<RawRecord>)>,
+    /// Feedback on: the model's name and the request's split key.
+    feedback: Option<(String, Option<Vec<u8>>)>,
 }
 
 impl Finish {
@@ -317,17 +331,25 @@ impl Finish {
     fn reply(self, server: &Server, version: u64, result: Result<Vec<f64>, ApiError>) -> Reply {
         match result {
             Ok(p) => {
+                let prediction_id = match (&self.feedback, &server.inner.feedback) {
+                    (Some((model, key)), Some(f)) => {
+                        Some(f.record(model, version, &p, key.as_deref()))
+                    }
+                    _ => None,
+                };
                 if let Some((model, sv, records)) = self.shadow {
                     mirror(server, &model, sv, records, p.clone());
                 }
                 Reply {
                     version: Some(version),
                     result: Ok(respond(self.api, self.format, p)),
+                    prediction_id,
                 }
             }
             Err(e) => Reply {
                 version: Some(version),
                 result: Err(e),
+                prediction_id: None,
             },
         }
     }
@@ -362,12 +384,14 @@ fn handle(
         Api::Status => Reply {
             version: None,
             result: status(server, route),
+            prediction_id: None,
         }
         .into(),
         Api::Metadata => match resolve(server, route) {
             Ok((v, lv)) => Reply {
                 version: Some(v),
                 result: Ok(metadata(&route.model, v, &lv)),
+                prediction_id: None,
             }
             .into(),
             Err(e) => Reply::err(e).into(),
@@ -400,10 +424,21 @@ fn handle(
             };
             let (v, lv, shadow) = pick(server, route, named, headers, &records);
             let scored = score_served(server, &route.model, v, &lv, &records, deadline);
+            // Feedback on: the split key joins a label sent back by key.
+            let feedback = server.inner.feedback.as_ref().map(|_| {
+                let key = server
+                    .inner
+                    .models
+                    .load()
+                    .get(&route.model)
+                    .and_then(|m| split_key(&m.snapshot.load(), headers, &records));
+                (route.model.clone(), key)
+            });
             let finish = Finish {
                 api: route.api,
                 format,
                 shadow: shadow.map(|sv| (route.model.clone(), sv, records)),
+                feedback,
             };
             match scored {
                 Ok(Scored::Now(p)) => finish.reply(server, v, Ok(p)).into(),

@@ -13,6 +13,7 @@ mod admin;
 mod api;
 mod batching;
 mod error;
+pub mod feedback;
 pub mod grpc;
 mod json;
 mod model_config;
@@ -109,6 +110,9 @@ pub struct ServeOptions {
     /// How FTRL models are held in memory while served (default: mapped from a private copy
     /// made beside the version).
     pub model_mapping: ModelMapping,
+    /// Online feedback (prediction ids, labels joined back, live metrics, canary verdicts);
+    /// effective only with the admin API, which takes the labels. `None`: off.
+    pub feedback: Option<feedback::FeedbackOptions>,
 }
 
 /// Where a served FTRL model keeps the private copy of its file that it is mapped from
@@ -152,6 +156,7 @@ impl Default for ServeOptions {
             request_timeout: Duration::from_secs(30),
             batching: None,
             model_mapping: ModelMapping::default(),
+            feedback: None,
         }
     }
 }
@@ -162,6 +167,8 @@ pub(crate) struct Inner {
     /// ([`Server::reconfigure`]), read without locks.
     pub(crate) models: arc_swap::ArcSwap<BTreeMap<String, Arc<ModelState>>>,
     pub(crate) metrics: Arc<Metrics>,
+    /// The feedback store, when feedback is on (it needs the admin API).
+    pub(crate) feedback: Option<feedback::Feedback>,
 }
 
 /// The model server. Cheap to clone: every clone shares the same models and metrics.
@@ -188,11 +195,20 @@ impl Server {
     /// from `spawn_blocking`). A model name listed twice is served once (first entry wins).
     pub fn new(opts: ServeOptions, metrics: Arc<Metrics>) -> Self {
         let models = Self::states(&opts, &opts.models, &BTreeMap::new());
+        let feedback = match (&opts.feedback, &opts.admin) {
+            (Some(f), Some(_)) => Some(feedback::Feedback::new(f.clone())),
+            (Some(_), None) => {
+                tracing::warn!("feedback needs the admin API (its labels come through it): off");
+                None
+            }
+            _ => None,
+        };
         let server = Self {
             inner: Arc::new(Inner {
                 opts,
                 models: arc_swap::ArcSwap::from_pointee(models),
                 metrics,
+                feedback,
             }),
         };
         server.reload_now();

@@ -648,3 +648,136 @@ async fn alertmanager_webhook_rolls_back_once_and_pauses_publication_while_firin
     );
     f.handle.shutdown().await;
 }
+
+/// Predicts `c=a,x=1` with split key `key`: (answering version, prediction, prediction id).
+async fn predict_for_feedback(f: &Fixture, key: &str) -> (u64, f64, String) {
+    let r = f
+        .client
+        .post(format!("{}/v1/models/m:predict", f.url))
+        .header("x-evergreen-key", key)
+        .body(r#"{"instances": [{"c": "a", "x": 1.0}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let version = r.headers()[VERSION_HEADER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let id = r.headers()["x-evergreen-prediction-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body: Value = r.json().await.unwrap();
+    (version, body["predictions"][0].as_f64().unwrap(), id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_feedback_judges_the_canary_rolling_it_back_or_promoting_it() {
+    let audit = Arc::new(Recorded::default());
+    let f = start(&[1, 2], |o| {
+        with_admin(audit.clone())(o);
+        o.num_versions = 2;
+        o.feedback = Some(evergreen_serve::feedback::FeedbackOptions {
+            canary: Some(evergreen_serve::feedback::CanaryPolicy {
+                min_examples: 40,
+                max_logloss_increase: 0.01,
+                promote: true,
+            }),
+            ..Default::default()
+        });
+    })
+    .await;
+    let split = SplitRequest {
+        canary: 2,
+        percent: 50.0,
+        ..Default::default()
+    };
+    f.reg.split(&split, 0).unwrap();
+    f.reload();
+    // Labels that agree with stable's predictions and contradict the canary's.
+    let mut items = Vec::new();
+    let mut by_version = BTreeMap::<u64, usize>::new();
+    for i in 0..300 {
+        let (v, p, id) = predict_for_feedback(&f, &format!("user-{i}")).await;
+        *by_version.entry(v).or_default() += 1;
+        let agree = p >= 0.5;
+        let label = if v == 1 { agree } else { !agree };
+        items.push(json!({"prediction_id": id, "label": u8::from(label)}));
+    }
+    assert!(
+        by_version[&1] >= 40 && by_version[&2] >= 40,
+        "{by_version:?}"
+    );
+    // An unknown id and a bad label are reported, not joined.
+    items.push(json!({"prediction_id": "nope-1", "label": 1}));
+    items.push(json!({"key": "user-0", "label": 3}));
+    let (code, body) = f
+        .admin(Some(TOKEN), "feedback", json!({"feedback": items}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["report"]["joined"], 300, "{body}");
+    assert_eq!(body["report"]["unknown"], 1, "{body}");
+    assert_eq!(body["report"]["invalid"], 1, "{body}");
+    assert_eq!(body["canary"]["verdict"], "rollback", "{body}");
+    assert!(
+        body["live"]["2"]["logloss"].as_f64().unwrap()
+            > body["live"]["1"]["logloss"].as_f64().unwrap()
+    );
+    // The canary is withdrawn at once; the decision is recorded with its numbers.
+    assert_eq!(f.reg.labels().unwrap().get("canary"), None);
+    assert_eq!(f.predict_with_key(Some("user-1")).await.1, Some(1));
+    let recorded = audit.0.lock().unwrap().clone();
+    assert_eq!(recorded.last().unwrap().action, "rollback");
+    assert_eq!(recorded.last().unwrap().actor, "evergreen-canary");
+    assert!(
+        recorded
+            .last()
+            .unwrap()
+            .reason
+            .contains("canary v2 live logloss"),
+        "{:?}",
+        recorded.last()
+    );
+    let text = f.metrics.render();
+    assert!(
+        text.contains("evergreen_serving_feedback_total{model=\"m\",outcome=\"joined\"} 300"),
+        "{text}"
+    );
+    assert!(
+        text.contains("evergreen_serving_live_logloss{model=\"m\",version=\"2\"}"),
+        "{text}"
+    );
+
+    // A new canary as good as stable (labels agree with both; it is the more confident) is
+    // promoted.
+    publish(&f.reg, 3);
+    f.reg
+        .split(
+            &SplitRequest {
+                canary: 3,
+                percent: 50.0,
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+    f.reload();
+    let mut items = Vec::new();
+    for i in 0..300 {
+        let (_, p, id) = predict_for_feedback(&f, &format!("again-{i}")).await;
+        items.push(json!({"prediction_id": id, "label": u8::from(p >= 0.5)}));
+    }
+    let (code, body) = f
+        .admin(Some(TOKEN), "feedback", json!({"feedback": items}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["canary"]["verdict"], "promote", "{body}");
+    assert_eq!(f.reg.labels().unwrap().get("stable"), Some(&3));
+    assert_eq!(audit.0.lock().unwrap().last().unwrap().action, "promote");
+    // Feedback needs the token.
+    let (code, _) = f.admin(None, "feedback", json!({"feedback": []})).await;
+    assert_eq!(code, 401);
+    f.handle.shutdown().await;
+}

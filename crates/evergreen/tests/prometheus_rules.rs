@@ -140,7 +140,7 @@ fn promtool_validates_and_unit_tests_the_alert_rules() {
     let checked = run(Command::new(&promtool)
         .args(["check", "rules"])
         .arg(dir.join("alerts.yml")));
-    assert!(checked.contains("SUCCESS: 13 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 14 rules found"), "{checked}");
     let tested = run(Command::new(&promtool)
         .args(["test", "rules"])
         .arg(dir.join("alerts_test.yml")));

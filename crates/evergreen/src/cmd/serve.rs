@@ -88,6 +88,51 @@ pub struct ServeArgs {
     /// version is unloaded); default: the version's own directory.
     #[arg(long = "map_models_dir")]
     pub map_models_dir: Option<PathBuf>,
+    /// Online feedback: answers carry a prediction id, labels sent back to
+    /// `/admin/v1/models/<m>:feedback` (admin token) give live metrics per version.
+    #[arg(long = "enable_feedback", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub enable_feedback: bool,
+    /// How long a prediction waits for its label.
+    #[arg(long = "feedback_window_seconds", default_value_t = 600)]
+    pub feedback_window_seconds: u64,
+    /// Judge a canary that gets traffic by its live logloss against stable's: roll it back
+    /// when worse by more than --canary_max_logloss_increase, promote it when at least as good
+    /// (needs --enable_feedback).
+    #[arg(long = "canary_verdicts", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub canary_verdicts: bool,
+    /// Labelled predictions each of canary and stable needs before a verdict.
+    #[arg(long = "canary_min_examples", default_value_t = 500)]
+    pub canary_min_examples: usize,
+    /// Tolerance of the canary's live logloss over stable's before it is rolled back.
+    #[arg(long = "canary_max_logloss_increase", default_value_t = 0.01)]
+    pub canary_max_logloss_increase: f64,
+    /// Promote a canary at least as good as stable (else only rollbacks are automatic).
+    #[arg(long = "canary_auto_promote", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub canary_auto_promote: bool,
+}
+
+/// The feedback settings of `serve`'s flags (`None`: off).
+fn feedback_options(a: &ServeArgs) -> Result<Option<evergreen_serve::feedback::FeedbackOptions>> {
+    if !a.enable_feedback {
+        if a.canary_verdicts {
+            bail!("--canary_verdicts needs --enable_feedback");
+        }
+        return Ok(None);
+    }
+    if !(a.canary_max_logloss_increase >= 0.0 && a.canary_max_logloss_increase.is_finite()) {
+        bail!("--canary_max_logloss_increase must be a finite number >= 0");
+    }
+    Ok(Some(evergreen_serve::feedback::FeedbackOptions {
+        window: Duration::from_secs(a.feedback_window_seconds.max(1)),
+        canary: a
+            .canary_verdicts
+            .then_some(evergreen_serve::feedback::CanaryPolicy {
+                min_examples: a.canary_min_examples.max(1),
+                max_logloss_increase: a.canary_max_logloss_increase,
+                promote: a.canary_auto_promote,
+            }),
+        ..Default::default()
+    }))
 }
 
 /// The batching settings of `serve`'s flags (`None`: batching off).
@@ -213,6 +258,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         admin: admin_options(a.admin_token_file.as_deref(), a.lineage_db.clone())?,
         request_timeout: Duration::from_millis(a.rest_api_timeout_in_ms.max(1)),
         batching: batching(&a)?,
+        feedback: feedback_options(&a)?,
         model_mapping: match (a.map_models, a.map_models_dir.clone()) {
             (false, Some(_)) => bail!("--map_models_dir needs --map_models=true"),
             (false, None) => ModelMapping::Off,
