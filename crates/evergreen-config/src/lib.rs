@@ -79,6 +79,57 @@ pub struct Config {
     /// The alert rules evaluated by the trainer itself, and their actions.
     #[serde(default)]
     pub alerts: AlertsSection,
+    /// Adaptive training cadence (off by default: a cycle per span as soon as it is ready).
+    #[serde(default)]
+    pub cadence: CadenceSection,
+}
+
+/// `[cadence]`: train less often while the data is stable, more often (down to a floor) when
+/// drift is detected. With `max_interval_s > 0`, after a cycle without drift the wait before
+/// the next one grows (× `growth`, from `min_interval_s` or 1 s, up to `max_interval_s`); a
+/// cycle that detects drift brings it back to `min_interval_s`. Spans that become ready while
+/// waiting are trained together in one cycle (at most `max_spans_per_cycle`; reaching that
+/// many ends the wait), so a stable stream costs fewer cycles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CadenceSection {
+    /// The floor: the wait after a cycle that detected drift, in seconds.
+    #[serde(default)]
+    pub min_interval_s: f64,
+    /// The ceiling of the wait while stable, in seconds; 0 turns the adaptive cadence off.
+    #[serde(default)]
+    pub max_interval_s: f64,
+    /// Factor by which the wait grows after each cycle without drift.
+    #[serde(default = "default_growth")]
+    pub growth: f64,
+    /// Spans trained together in one cycle at most.
+    #[serde(default = "default_max_spans")]
+    pub max_spans_per_cycle: usize,
+}
+
+fn default_growth() -> f64 {
+    2.0
+}
+fn default_max_spans() -> usize {
+    16
+}
+
+impl Default for CadenceSection {
+    fn default() -> Self {
+        Self {
+            min_interval_s: 0.0,
+            max_interval_s: 0.0,
+            growth: default_growth(),
+            max_spans_per_cycle: default_max_spans(),
+        }
+    }
+}
+
+impl CadenceSection {
+    /// Whether the cadence adapts (`max_interval_s > 0`).
+    pub fn adaptive(&self) -> bool {
+        self.max_interval_s > 0.0
+    }
 }
 
 /// The alerts the trainer evaluates after every cycle (the rules of
@@ -102,6 +153,8 @@ pub enum AlertAction {
     Rollback,
     /// Pause publication: no further cycle until an operator resumes it (`models resume`).
     PausePublication,
+    /// Raise the training frequency: the adaptive cadence's wait goes back to its floor.
+    RaiseFrequency,
 }
 
 /// `[alerts]`.
@@ -556,6 +609,30 @@ impl Config {
             key: key.to_string(),
             message,
         };
+        let c = &self.cadence;
+        if !(c.min_interval_s >= 0.0 && c.min_interval_s.is_finite()) {
+            return Err(invalid(
+                "cadence.min_interval_s",
+                "must be a finite number of seconds >= 0".into(),
+            ));
+        }
+        if !(c.max_interval_s >= 0.0 && c.max_interval_s.is_finite())
+            || (c.adaptive() && c.max_interval_s < c.min_interval_s)
+        {
+            return Err(invalid(
+                "cadence.max_interval_s",
+                "must be a finite number of seconds, 0 (off) or >= min_interval_s".into(),
+            ));
+        }
+        if !(c.growth >= 1.0 && c.growth.is_finite()) {
+            return Err(invalid("cadence.growth", "must be >= 1".into()));
+        }
+        if c.max_spans_per_cycle == 0 || c.max_spans_per_cycle > 1024 {
+            return Err(invalid(
+                "cadence.max_spans_per_cycle",
+                "must be between 1 and 1024".into(),
+            ));
+        }
         for name in self.alerts.actions.keys() {
             if !ALERT_NAMES.contains(&name.as_str()) {
                 return Err(invalid(

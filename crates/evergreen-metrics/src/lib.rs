@@ -238,6 +238,9 @@ pub struct Metrics {
     /// `evergreen_serving_canary_logloss_excess{model}`: the canary's live logloss minus
     /// stable's.
     pub canary_logloss_excess: Family<ModelLabels, FloatGauge>,
+    /// `evergreen_training_cadence_seconds{model}`: the adaptive cadence's current wait
+    /// between cycles.
+    pub cadence_seconds: Family<ModelLabels, FloatGauge>,
 }
 
 impl Default for Metrics {
@@ -501,6 +504,12 @@ impl Metrics {
             "Live logloss of the canary minus that of the stable version",
             canary_logloss_excess.clone(),
         );
+        let cadence_seconds = Family::<ModelLabels, FloatGauge>::default();
+        registry.register(
+            "evergreen_training_cadence_seconds",
+            "The adaptive training cadence's current wait between cycles",
+            cadence_seconds.clone(),
+        );
         Self {
             registry,
             requests,
@@ -542,6 +551,7 @@ impl Metrics {
             live_accuracy,
             live_examples,
             canary_logloss_excess,
+            cadence_seconds,
         }
     }
 
@@ -639,6 +649,7 @@ mod tests {
         m.live_accuracy.get_or_create(&vl).set(0.8);
         m.live_examples.get_or_create(&vl).set(100);
         m.canary_logloss_excess.get_or_create(&ml).set(0.02);
+        m.cadence_seconds.get_or_create(&ml).set(60.0);
         m.alerts_firing
             .get_or_create(&AlertLabels {
                 model: "m".into(),

@@ -52,7 +52,7 @@ use evergreen_registry::{
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Trainer errors; each names the file or store involved.
 #[derive(Debug, thiserror::Error)]
@@ -267,6 +267,8 @@ struct Commit {
     partial: Option<PartialSpan>,
     /// Where the span's shards stop.
     positions: Vec<SourcePosition>,
+    /// Spans before `span` trained in the same cycle (adaptive cadence), in order.
+    merged: Vec<String>,
 }
 
 impl Commit {
@@ -608,6 +610,11 @@ pub struct Trainer {
     paused_seen: Option<String>,
     /// The alert rules' state across cycles.
     alerts: alerts::AlertState,
+    /// Adaptive cadence: the wait after the last cycle, when it ended, and whether the wait
+    /// was logged.
+    cadence_wait: Duration,
+    last_cycle_end: Option<Instant>,
+    cadence_logged: bool,
 }
 
 /// Examples per point of the per-step training loss.
@@ -674,6 +681,7 @@ impl Trainer {
         let mut lineage = LineageStore::open(&lineage_path)?;
         let transformer = Arc::new(Transformer::new(cfg.features.clone())?);
         let fields = cfg.features.field_names();
+        let cfg_min_interval = cfg.cadence.min_interval_s;
         let spans = match &cfg.data.pattern {
             Some(p) => SpanSource::Pattern {
                 pattern: SpanPattern::parse(p, &cfg.data.dir)?,
@@ -775,6 +783,9 @@ impl Trainer {
             drift: drift::DriftMonitor::new(fields),
             paused_seen: None,
             alerts: alerts::AlertState::default(),
+            cadence_wait: Duration::from_secs_f64(cfg_min_interval),
+            last_cycle_end: None,
+            cadence_logged: false,
         })
     }
 
@@ -890,10 +901,37 @@ impl Trainer {
         if paused.is_some() {
             return Ok(None);
         }
-        let Some(span) = pending.into_iter().next() else {
+        // Adaptive cadence: while the data is stable, wait before the next cycle and train the
+        // spans that became ready meanwhile together.
+        let cadence = self.cfg.cadence.clone();
+        let adaptive =
+            cadence.adaptive() && self.cfg.data.window_records == 0 && self.state.partial.is_none();
+        if adaptive
+            && !pending.is_empty()
+            && pending.len() < cadence.max_spans_per_cycle
+            && let Some(end) = self.last_cycle_end
+            && end.elapsed() < self.cadence_wait
+        {
+            if !self.cadence_logged {
+                tracing::info!(
+                    pending = pending.len(),
+                    wait_s = (self.cadence_wait - end.elapsed()).as_secs_f64(),
+                    "data stable: next cycle after the wait, with the spans ready by then"
+                );
+                self.cadence_logged = true;
+            }
             return Ok(None);
+        }
+        let take = if adaptive {
+            cadence.max_spans_per_cycle
+        } else {
+            1
         };
-        let report = match self.cycle(&span) {
+        let group: Vec<Span> = pending.into_iter().take(take).collect();
+        if group.is_empty() {
+            return Ok(None);
+        }
+        let report = match self.cycle_of(&group) {
             Ok(r) => r,
             Err(e) => {
                 self.metrics
@@ -903,6 +941,9 @@ impl Trainer {
                 return Err(e);
             }
         };
+        if adaptive {
+            self.adapt_cadence(&report);
+        }
         let left = self.pending()?.len();
         self.metrics
             .pending_spans
@@ -911,7 +952,103 @@ impl Trainer {
         Ok(Some(report))
     }
 
-    fn cycle(&mut self, span: &Span) -> Result<CycleReport, TrainError> {
+    /// After a cycle: the wait before the next one goes back to the floor when the cycle
+    /// detected drift, and grows (up to the ceiling) when it did not.
+    fn adapt_cadence(&mut self, report: &CycleReport) {
+        let c = &self.cfg.cadence;
+        let floor = Duration::from_secs_f64(c.min_interval_s);
+        let ceiling = Duration::from_secs_f64(c.max_interval_s);
+        let drifted = report.drift.as_ref().is_some_and(|d| d.drifted());
+        let before = self.cadence_wait;
+        self.cadence_wait = if drifted {
+            floor
+        } else {
+            before
+                .max(floor)
+                .max(Duration::from_secs(1))
+                .mul_f64(c.growth)
+                .min(ceiling)
+        };
+        if drifted && before > floor {
+            tracing::warn!(
+                wait_s = self.cadence_wait.as_secs_f64(),
+                "drift detected: training cadence back to its floor"
+            );
+        } else if self.cadence_wait != before {
+            tracing::info!(
+                wait_s = self.cadence_wait.as_secs_f64(),
+                "data stable: training cadence slowed"
+            );
+        }
+        self.metrics
+            .cadence_seconds
+            .get_or_create(&Metrics::model(&self.cfg.model.name))
+            .set(self.cadence_wait.as_secs_f64());
+        self.last_cycle_end = Some(Instant::now());
+        self.cadence_logged = false;
+    }
+
+    /// Reads the spans of `group` in order as one window (adaptive cadence), stopping before
+    /// the first one that could not be trained with the others (an unusable header, too many
+    /// bad records: it gets a cycle of its own). `None` when that is the first one.
+    fn read_group(
+        &mut self,
+        group: &[Span],
+    ) -> Result<Option<(SpanRead, Commit, usize)>, TrainError> {
+        let mut out = SpanRead {
+            examples: Vec::new(),
+            bad: Default::default(),
+            positions: Vec::new(),
+            header_error: None,
+        };
+        let mut ids: Vec<String> = Vec::new();
+        for (k, span) in group.iter().enumerate() {
+            let read = self.read_span(span)?;
+            let bad: u64 = read.bad.values().sum();
+            let total = read.examples.len() as u64 + bad;
+            let too_bad = total > 0 && bad as f64 / total as f64 > self.cfg.data.max_bad_fraction;
+            if read.header_error.is_some() || too_bad {
+                if k == 0 {
+                    return Ok(None);
+                }
+                break;
+            }
+            // Position keys stay distinct across spans (they pick the held-out rows).
+            let salt = xxhash_rust::xxh3::xxh3_64(span.id.as_bytes());
+            out.examples.extend(
+                read.examples
+                    .into_iter()
+                    .map(|(line, x, y)| (line ^ salt, x, y)),
+            );
+            for (reason, n) in read.bad {
+                *out.bad.entry(reason).or_default() += n;
+            }
+            out.positions.extend(read.positions);
+            ids.push(span.id.clone());
+        }
+        let n = ids.len();
+        let last = ids.pop().expect("at least one span read");
+        let commit = Commit {
+            span: last.clone(),
+            id: last,
+            partial: None,
+            positions: out.positions.clone(),
+            merged: ids,
+        };
+        Ok(Some((out, commit, n)))
+    }
+
+    /// One cycle over `group` (one span, or several ready spans trained together by the
+    /// adaptive cadence; they commit together).
+    fn cycle_of(&mut self, group: &[Span]) -> Result<CycleReport, TrainError> {
+        let mut span = &group[0];
+        let mut grouped = None;
+        if group.len() > 1 {
+            grouped = self.read_group(group)?;
+            if let Some((_, _, n)) = &grouped {
+                span = &group[*n - 1];
+            }
+        }
         let started = Instant::now();
         let started_ms = now_ms();
         let model_name = self.cfg.model.name.clone();
@@ -929,7 +1066,9 @@ impl Trainer {
             .partial
             .as_ref()
             .is_some_and(|p| p.span == span.id);
-        let (read, commit, stream) = if self.cfg.data.window_records > 0 || in_part {
+        let (read, commit, stream) = if let Some((read, commit, _)) = grouped {
+            (read, commit, None)
+        } else if self.cfg.data.window_records > 0 || in_part {
             self.read_window(span)?
         } else {
             let read = self.read_span(span)?;
@@ -938,6 +1077,7 @@ impl Trainer {
                 id: span.id.clone(),
                 partial: None,
                 positions: read.positions.clone(),
+                merged: Vec::new(),
             };
             (read, commit, None)
         };
@@ -1008,6 +1148,8 @@ impl Trainer {
 
         if commit.partial.is_none() {
             self.known_before_watermark.insert(span.id.clone());
+            self.known_before_watermark
+                .extend(commit.merged.iter().cloned());
         }
         let state_path = self.cfg.state.dir.join(STATE_FILE);
         let named = Span {
@@ -1224,6 +1366,11 @@ impl Trainer {
             };
             let reason = format!("alert {alert} firing: {why}");
             let done = match action {
+                evergreen_config::AlertAction::RaiseFrequency => {
+                    self.cadence_wait = Duration::from_secs_f64(self.cfg.cadence.min_interval_s);
+                    tracing::warn!(alert = %alert, "alert acted on: training cadence back to its floor");
+                    continue;
+                }
                 evergreen_config::AlertAction::Rollback => self
                     .registry
                     .rollback_for_alert(&format!("evergreen:{alert}@cycle-{step}")),
@@ -1329,6 +1476,7 @@ impl Trainer {
                         id,
                         partial: None,
                         positions: Vec::new(),
+                        merged: Vec::new(),
                     };
                     return Ok((read, commit, None));
                 }
@@ -1385,6 +1533,7 @@ impl Trainer {
                 next_reader: at.next_reader,
             }),
             positions,
+            merged: Vec::new(),
         };
         Ok((read, commit, more.then_some(stream)))
     }
@@ -1747,7 +1896,12 @@ impl Trainer {
             };
             let version = self.publish_version(
                 candidate.as_ref(),
-                vec![commit.id.clone()],
+                commit
+                    .merged
+                    .iter()
+                    .cloned()
+                    .chain([commit.id.clone()])
+                    .collect(),
                 watermark,
                 commit.partial.clone(),
                 report,

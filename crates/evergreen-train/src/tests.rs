@@ -1039,3 +1039,71 @@ fn an_alert_fires_after_three_rejections_and_its_action_pauses_publication() {
     assert_eq!(actions[0].action, "pause");
     assert_eq!(actions[0].actor, "evergreen-alerts");
 }
+
+fn cadence_gauge(metrics: &Metrics) -> f64 {
+    let text = metrics.render();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("evergreen_training_cadence_seconds{model=\"m\"}"))
+        .unwrap_or_else(|| panic!("no cadence gauge: {text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_stable_stream_waits_and_trains_the_spans_ready_by_then_together() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let mut cfg = config(root);
+    // A floor of 30 s: the wait after a calm cycle (60 s) is far longer than this test.
+    cfg.cadence.min_interval_s = 30.0;
+    cfg.cadence.max_interval_s = 3600.0;
+    cfg.cadence.max_spans_per_cycle = 3;
+    let metrics = Arc::new(Metrics::new());
+    let mut t = Trainer::open(cfg, metrics.clone(), "test").unwrap();
+    write_span(root, "s1.csv", 400, 1);
+    assert_eq!(t.run_once().unwrap().unwrap().span, "s1.csv");
+    // Stable: the wait doubled from its floor; two new spans wait for it.
+    assert_eq!(cadence_gauge(&metrics), 60.0);
+    write_span(root, "s2.csv", 400, 2);
+    write_span(root, "s3.csv", 400, 3);
+    assert!(t.run_once().unwrap().is_none());
+    assert_eq!(t.state().watermark.as_deref(), Some("s1.csv"));
+    // A third ready span fills a cycle: the three train together, committed together.
+    write_span(root, "s4.csv", 400, 4);
+    let r = t.run_once().unwrap().unwrap();
+    assert_eq!(r.span, "s4.csv");
+    assert_eq!(r.records, 1200);
+    assert_eq!(r.outcome, Outcome::Published, "{}", r.note);
+    assert_eq!(t.state().watermark.as_deref(), Some("s4.csv"));
+    let m = t.registry().manifest(r.version.unwrap()).unwrap();
+    assert_eq!(m.spans, ["s2.csv", "s3.csv", "s4.csv"]);
+    assert_eq!(cadence_gauge(&metrics), 120.0);
+    assert!(t.pending().unwrap().is_empty());
+    // A restart neither repeats nor skips them.
+    drop(t);
+    let mut again = trainer(root);
+    assert!(again.run_once().unwrap().is_none());
+    assert_eq!(again.state().watermark.as_deref(), Some("s4.csv"));
+}
+
+#[test]
+fn drift_brings_the_cadence_back_to_its_floor() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let mut cfg = config(root);
+    cfg.cadence.min_interval_s = 0.5;
+    cfg.cadence.max_interval_s = 3600.0;
+    cfg.cadence.max_spans_per_cycle = 1; // every ready span starts a cycle: no waiting here
+    let metrics = Arc::new(Metrics::new());
+    let mut t = Trainer::open(cfg, metrics.clone(), "test").unwrap();
+    write_span(root, "s1.csv", 600, 1);
+    t.run_once().unwrap().unwrap();
+    write_span(root, "s2.csv", 600, 2);
+    t.run_once().unwrap().unwrap();
+    assert_eq!(cadence_gauge(&metrics), 4.0);
+    // The concept flips: the progressive loss jumps, the cadence goes back to its floor.
+    write_flipped(root, "s3.csv");
+    let r = t.run_once().unwrap().unwrap();
+    assert!(r.drift.as_ref().unwrap().loss_change, "{:?}", r.drift);
+    assert_eq!(cadence_gauge(&metrics), 0.5);
+}
