@@ -33,6 +33,13 @@ pub struct GateConfig {
     /// The held-out slice must have at least this many examples.
     #[serde(default = "default_min_examples")]
     pub min_examples: u64,
+    /// The serving model's AUC on the new held-out slice must be at least this (off unless
+    /// set): far below 0.5, the new labels contradict what the model learned (a window's
+    /// labels flipped or corrupted: poisoning), which a candidate trained on them would hide,
+    /// since it is judged on a slice of the same labels. A real concept change makes the old
+    /// model useless (AUC near 0.5), not inverted; a true inversion needs an operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_baseline_auc: Option<f64>,
 }
 
 fn default_min_examples() -> u64 {
@@ -52,6 +59,7 @@ impl Default for GateConfig {
             max_auc_drop: default_relative_margin(),
             max_logloss_increase: default_relative_margin(),
             min_examples: default_min_examples(),
+            min_baseline_auc: None,
         }
     }
 }
@@ -64,6 +72,7 @@ impl GateConfig {
             ("max_logloss", self.max_logloss),
             ("max_auc_drop", self.max_auc_drop),
             ("max_logloss_increase", self.max_logloss_increase),
+            ("min_baseline_auc", self.min_baseline_auc),
         ] {
             if let Some(v) = v
                 && !(v.is_finite() && v >= 0.0)
@@ -173,6 +182,15 @@ pub fn evaluate_gate(
         });
     }
     if let Some(b) = baseline {
+        if let Some(t) = cfg.min_baseline_auc {
+            checks.push(Check {
+                name: "min_baseline_auc".into(),
+                passed: b.auc >= t,
+                value: b.auc,
+                threshold: t,
+                baseline: Some(b.auc),
+            });
+        }
         if let Some(d) = cfg.max_auc_drop {
             let bound = b.auc - d;
             checks.push(Check {
@@ -223,6 +241,7 @@ mod tests {
             max_auc_drop: Some(0.01),
             max_logloss_increase: Some(0.02),
             min_examples: 10,
+            min_baseline_auc: Some(0.3),
         }
     }
 
@@ -230,7 +249,7 @@ mod tests {
     fn passes_when_good_and_not_worse() {
         let r = evaluate_gate(&cfg(), &s(0.8, 0.5, 100), Some(&s(0.805, 0.49, 100)), true);
         assert!(r.passed, "{}", r.summary());
-        assert_eq!(r.checks.len(), 6);
+        assert_eq!(r.checks.len(), 7);
     }
 
     #[test]
@@ -250,6 +269,9 @@ mod tests {
             (s(0.78, 0.5, 100), &base, "max_auc_drop"),
             (s(0.8, 0.53, 100), &base, "max_logloss_increase"),
             (s(0.8, 0.5, 5), &base, "min_examples"),
+            // Labels that contradict the serving model (it scores 0.1 on them): suspected
+            // poisoning, however well the candidate fits them.
+            (s(0.9, 0.3, 100), &s(0.1, 2.5, 100), "min_baseline_auc"),
         ];
         for (cand, baseline, name) in cases {
             let r = evaluate_gate(&cfg(), &cand, Some(baseline), true);

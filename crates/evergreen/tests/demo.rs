@@ -124,3 +124,91 @@ fn demo_runs_the_whole_loop_and_leaves_an_inspectable_workdir() {
         .unwrap();
     assert!((0.0..=1.0).contains(&p));
 }
+
+/// The acceptance scenario of the autopilot (`evergreen demo --scenario drift`): a concept
+/// change, a poisoned span and a bad version forced live. Its output (printed here: the record
+/// of what happened) must show drift found at the change with the cadence raised, the poisoned
+/// candidate rejected by the gate, and the forced-live version rolled back by its live
+/// metrics; TensorBoard's own reader must find all of it in the run directory (when the
+/// `tensorboard` package is available; `.ci/run` installs it).
+#[test]
+fn the_drift_scenario_detects_rejects_and_rolls_back() {
+    let d = tempfile::tempdir().unwrap();
+    let work = d.path().join("w");
+    let out = Command::new(bin())
+        .args([
+            "demo",
+            "--scenario",
+            "drift",
+            "--workdir",
+            work.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passes: Vec<&str> = stdout.lines().filter(|l| l.starts_with("PASS ")).collect();
+    assert_eq!(passes.len(), 4, "{stdout}");
+    assert!(!stdout.contains("FAIL "), "{stdout}");
+    assert!(stdout.contains("span span-008.csv") && stdout.contains("FAIL(min_baseline_auc)"));
+
+    let python = std::env::var("EVERGREEN_TFS_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_tb = Command::new(&python)
+        .args(["-c", "import tensorboard"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_tb {
+        assert!(
+            std::env::var("EVERGREEN_REQUIRE_INTEROP").as_deref() != Ok("1"),
+            "EVERGREEN_REQUIRE_INTEROP=1 but {python} cannot import tensorboard"
+        );
+        println!("SKIPPED the TensorBoard part: {python} cannot import tensorboard");
+        return;
+    }
+    let read = Command::new(&python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/interop/tensorboard_read.py"
+        ))
+        .arg(work.join("tensorboard"))
+        .output()
+        .unwrap();
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    let at = |tag: &str, step: u64| -> f64 {
+        seen["scalars"][tag]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {tag}"))
+            .iter()
+            .find(|p| p[0] == step)
+            .unwrap_or_else(|| panic!("{tag} has no step {step}"))[1]
+            .as_f64()
+            .unwrap()
+    };
+    // Cycle steps are 1-based: span 5 is step 5.
+    assert_eq!(at("drift/loss_change", 4), 0.0);
+    assert_eq!(at("drift/loss_change", 5), 1.0);
+    assert_eq!(at("gate/passed", 8), 0.0);
+    assert_eq!(at("gate/passed", 9), 1.0);
+    let verdicts = seen["text"]["serving/canary_verdict"].as_array().unwrap();
+    assert!(
+        verdicts[0][1].as_str().unwrap().contains("rollback"),
+        "{verdicts:?}"
+    );
+    let decisions = seen["text"]["gate/decision"].as_array().unwrap();
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d[1].as_str().unwrap().contains("min_baseline_auc")),
+        "{decisions:?}"
+    );
+}

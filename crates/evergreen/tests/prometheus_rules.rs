@@ -88,7 +88,16 @@ fn every_metric_the_rules_and_the_dashboard_query_is_exported() {
         "deploy/prometheus/alerts.yml",
         "deploy/grafana/evergreen.json",
     ] {
-        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        let mut text = std::fs::read_to_string(root().join(file)).unwrap();
+        if file.ends_with(".yml") {
+            // Only the expressions (a label such as `evergreen_action` is not a metric).
+            text = text
+                .split("expr:")
+                .skip(1)
+                .map(|part| part.split("labels:").next().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\n");
+        }
         let used = queried(&text);
         assert!(used.len() > 8, "{file}: {used:?}");
         let unknown: Vec<_> = used.difference(&known).collect();

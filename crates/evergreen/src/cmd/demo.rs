@@ -38,6 +38,10 @@ pub struct DemoArgs {
     /// REST port of the demo's server (0 picks a free one).
     #[arg(long = "rest_api_port", default_value_t = 0)]
     pub rest_api_port: u16,
+    /// A scripted scenario instead of the Elec2 stream: `drift` (a concept change, a poisoned
+    /// span and a bad version forced live; see `evergreen demo --scenario drift --help`).
+    #[arg(long, value_parser = ["drift"])]
+    pub scenario: Option<String>,
 }
 
 struct Totals {
@@ -68,6 +72,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
             temp.path().to_path_buf()
         }
     };
+    if a.scenario.as_deref() == Some("drift") {
+        return super::scenario::run(&workdir);
+    }
     let config_path = workdir.join("config.toml");
     let text = EXAMPLE.replace(
         "rest_api_port = 8501",

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod lineage;
 pub mod models;
 pub mod run;
+pub mod scenario;
 pub mod serve;
 pub mod status;
 pub mod train;
