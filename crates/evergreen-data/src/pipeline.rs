@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 /// Pipeline settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,6 +255,8 @@ pub struct Pipeline {
     finished: bool,
     /// Bytes read from the shard files so far (compressed bytes for gzip).
     bytes_read: Arc<AtomicU64>,
+    /// CPU time per stage.
+    cpu: Arc<StageCpu>,
     /// Reader threads.
     cycle: usize,
     /// How far each shard has been taken in (see [`ResumePoint`]).
@@ -360,6 +363,48 @@ fn read_examples_shard(
     }
 }
 
+/// CPU time the pipeline's threads spent per stage, in nanoseconds summed over threads (time
+/// blocked handing chunks on is not counted).
+#[derive(Debug, Default)]
+struct StageCpu {
+    /// Reading, framing and parsing records that a transform thread then transforms.
+    decode: AtomicU64,
+    /// Transforming records into feature vectors on a transform thread.
+    transform: AtomicU64,
+    /// Both at once on a reader thread: CSV cells go straight into features, and every format
+    /// when there are no transform threads.
+    fused: AtomicU64,
+}
+
+/// Seconds of CPU time per pipeline stage (see [`Pipeline::stage_cpu`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageCpuSeconds {
+    /// Reading and decoding records handed to transform threads.
+    pub decode: f64,
+    /// Transforming them there.
+    pub transform: f64,
+    /// Reading, decoding and transforming in one pass on a reader thread.
+    pub decode_transform: f64,
+}
+
+impl StageCpuSeconds {
+    /// `self - earlier`, per stage.
+    pub fn since(&self, earlier: &StageCpuSeconds) -> StageCpuSeconds {
+        StageCpuSeconds {
+            decode: self.decode - earlier.decode,
+            transform: self.transform - earlier.transform,
+            decode_transform: self.decode_transform - earlier.decode_transform,
+        }
+    }
+}
+
+/// Adds the time since `*t` to `into` and restarts `*t`.
+fn account(t: &mut Instant, into: &AtomicU64) {
+    let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    into.fetch_add(ns, Ordering::Relaxed);
+    *t = Instant::now();
+}
+
 /// Reads the rest of a shard (after `count` records) transformed on this thread, in chunks of
 /// examples and rejects, then its end or failure; false when the pipeline is gone.
 #[allow(clippy::too_many_arguments)]
@@ -372,8 +417,10 @@ fn read_transformed(
     tx: &Sender<Chunk>,
     mut count: u64,
     pool: &mut FeaturePool,
+    cpu: &StageCpu,
 ) -> bool {
     use crate::reader::Transformed;
+    let mut lap = Instant::now();
     let mut good = Vec::with_capacity(chunk);
     let mut bad = Vec::new();
     let mut records = 0u64;
@@ -419,10 +466,15 @@ fn read_transformed(
         }
         count += 1;
         records += 1;
-        if records as usize == chunk && !flush(&mut good, &mut bad, &mut records) {
-            return false;
+        if records as usize == chunk {
+            account(&mut lap, &cpu.fused);
+            if !flush(&mut good, &mut bad, &mut records) {
+                return false;
+            }
+            lap = Instant::now();
         }
     }
+    account(&mut lap, &cpu.fused);
     if records > 0 && !flush(&mut good, &mut bad, &mut records) {
         return false;
     }
@@ -447,6 +499,7 @@ fn reader_thread(
     examples: crate::examples::ExamplesHeader,
     resume: Arc<ResumePoint>,
     mut pool: FeaturePool,
+    cpu: Arc<StageCpu>,
 ) {
     for shard in mine {
         if stop.load(Ordering::Relaxed) {
@@ -525,12 +578,14 @@ fn reader_thread(
                 &tx,
                 count,
                 &mut pool,
+                &cpu,
             ) {
                 return;
             }
             continue;
         }
         let mut buf = Vec::with_capacity(chunk);
+        let mut lap = Instant::now();
         for item in reader {
             if let Err(bad) = &item
                 && bad.reason == crate::reason::IO_ERROR
@@ -556,12 +611,15 @@ fn reader_thread(
             count += 1;
             buf.push(item);
             if buf.len() == chunk {
+                account(&mut lap, &cpu.decode);
                 let records = std::mem::replace(&mut buf, Vec::with_capacity(chunk));
                 if tx.send(Chunk::Records { shard, records }).is_err() {
                     return;
                 }
+                lap = Instant::now();
             }
         }
+        account(&mut lap, &cpu.decode);
         if count == u64::MAX {
             continue;
         }
@@ -623,6 +681,7 @@ impl Pipeline {
         let queue = opts.queue.max(1);
         let stop = Arc::new(AtomicBool::new(false));
         let bytes_read = Arc::new(AtomicU64::new(0));
+        let cpu = Arc::new(StageCpu::default());
         let spec = transformer.spec();
         let examples = crate::examples::ExamplesHeader {
             spec_fingerprint: spec.fingerprint(),
@@ -640,7 +699,7 @@ impl Pipeline {
             let mine: Vec<usize> = (i..shards.len()).step_by(cycle).collect();
             let transformer = transformer.clone();
             let (shards, stop, bytes) = (shards.clone(), stop.clone(), bytes_read.clone());
-            let resume = resume.clone();
+            let (resume, cpu) = (resume.clone(), cpu.clone());
             let pool = FeaturePool {
                 rx: Some(recycle_rx.clone()),
                 stash: Vec::new(),
@@ -662,6 +721,7 @@ impl Pipeline {
                             examples,
                             resume,
                             pool,
+                            cpu,
                         )
                     })
                     .expect("spawn reader thread"),
@@ -708,11 +768,12 @@ impl Pipeline {
         // Workers: transform.
         let (out_tx, out_rx) = bounded::<(u64, Output)>(queue);
         for w in 0..workers {
-            let (rx, tx, t, stop) = (
+            let (rx, tx, t, stop, cpu) = (
                 work_rx.clone(),
                 out_tx.clone(),
                 transformer.clone(),
                 stop.clone(),
+                cpu.clone(),
             );
             threads.push(
                 std::thread::Builder::new()
@@ -725,7 +786,9 @@ impl Pipeline {
                             let out = match c {
                                 Chunk::Records { shard, records } => {
                                     let n = records.len() as u64;
+                                    let mut lap = Instant::now();
                                     let (good, bad) = transform_records(shard, records, &t);
+                                    account(&mut lap, &cpu.transform);
                                     Output::Examples {
                                         shard,
                                         records: n,
@@ -776,6 +839,7 @@ impl Pipeline {
             ready: Default::default(),
             finished: false,
             bytes_read,
+            cpu,
             cycle,
             consumed,
             recycle: Recycler { tx: recycle_tx },
@@ -810,6 +874,16 @@ impl Pipeline {
     /// mode every shard's count is a prefix of it; order-free mode gives no such guarantee.
     pub fn resume_point(&self) -> ResumePoint {
         self.consumed.clone()
+    }
+
+    /// CPU time the pipeline's threads have spent so far per stage (summed over threads).
+    pub fn stage_cpu(&self) -> StageCpuSeconds {
+        let s = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e9;
+        StageCpuSeconds {
+            decode: s(&self.cpu.decode),
+            transform: s(&self.cpu.transform),
+            decode_transform: s(&self.cpu.fused),
+        }
     }
 
     /// Bytes read from the shard files so far (compressed bytes for gzip; with read-ahead, a bit
@@ -1063,6 +1137,50 @@ mod tests {
             let got = examples(Pipeline::start(files.clone(), transformer(), opts), true);
             assert_eq!(got, expected, "workers {workers}");
         }
+    }
+
+    #[test]
+    fn cpu_time_is_counted_where_the_pipeline_spends_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = shards(dir.path(), 2, 3000);
+        let jsonl = as_jsonl(&csv);
+        let opts = PipelineOptions {
+            cycle_length: 1,
+            workers: 2,
+            batch_size: 64,
+            chunk: 100,
+            queue: 2,
+            ordered: true,
+            read: crate::ReadOptions::default(),
+        };
+        let drained = |files: &[SpanFile], opts| {
+            let mut p = Pipeline::start(files.to_vec(), transformer(), opts);
+            let mut n = 0;
+            for item in p.by_ref() {
+                if let Item::Batch(b) = item {
+                    n += b.len();
+                }
+            }
+            assert!(n > 5000, "{n}");
+            p.stage_cpu()
+        };
+        // CSV: cells straight into features on the reader thread.
+        let c = drained(&csv, opts);
+        assert!(
+            c.decode_transform > 0.0 && c.decode == 0.0 && c.transform == 0.0,
+            "{c:?}"
+        );
+        // JSON lines with transform threads: decoded on the reader, transformed on the workers.
+        let j = drained(&jsonl, opts);
+        assert!(
+            j.decode > 0.0 && j.transform > 0.0 && j.decode_transform == 0.0,
+            "{j:?}"
+        );
+        // Without transform threads, fused on the reader.
+        let j0 = drained(&jsonl, PipelineOptions { workers: 0, ..opts });
+        assert!(j0.decode_transform > 0.0 && j0.transform == 0.0, "{j0:?}");
+        let d = j.since(&StageCpuSeconds::default());
+        assert_eq!(d, j);
     }
 
     #[test]

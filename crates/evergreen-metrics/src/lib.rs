@@ -241,6 +241,9 @@ pub struct Metrics {
     /// `evergreen_training_cadence_seconds{model}`: the adaptive cadence's current wait
     /// between cycles.
     pub cadence_seconds: Family<ModelLabels, FloatGauge>,
+    /// `evergreen_data_pipeline_cpu_seconds_total{model,stage}`: CPU time of the input
+    /// pipeline's threads per stage (`decode`, `transform`, `decode_transform`).
+    pub pipeline_cpu_seconds: Family<StageLabels, FloatCounter>,
 }
 
 impl Default for Metrics {
@@ -510,6 +513,12 @@ impl Metrics {
             "The adaptive training cadence's current wait between cycles",
             cadence_seconds.clone(),
         );
+        let pipeline_cpu_seconds = Family::<StageLabels, FloatCounter>::default();
+        registry.register(
+            "evergreen_data_pipeline_cpu_seconds",
+            "CPU time of the input pipeline's threads per stage (decode, transform, or both fused)",
+            pipeline_cpu_seconds.clone(),
+        );
         Self {
             registry,
             requests,
@@ -552,6 +561,7 @@ impl Metrics {
             live_examples,
             canary_logloss_excess,
             cadence_seconds,
+            pipeline_cpu_seconds,
         }
     }
 
@@ -650,6 +660,12 @@ mod tests {
         m.live_examples.get_or_create(&vl).set(100);
         m.canary_logloss_excess.get_or_create(&ml).set(0.02);
         m.cadence_seconds.get_or_create(&ml).set(60.0);
+        m.pipeline_cpu_seconds
+            .get_or_create(&StageLabels {
+                model: "m".into(),
+                stage: "decode".into(),
+            })
+            .inc_by(0.25);
         m.alerts_firing
             .get_or_create(&AlertLabels {
                 model: "m".into(),

@@ -203,6 +203,9 @@ impl Trainer {
                         CycleReport::started(&window_span.id, window.len() as u64, parent_version);
                     let t = Instant::now();
                     report.origin = Some(t);
+                    let cpu = stream.pipeline.stage_cpu();
+                    report.read_cpu = cpu.since(&stream.cpu_seen).into();
+                    stream.cpu_seen = cpu;
                     self.train_and_gate(
                         &window_span,
                         window,

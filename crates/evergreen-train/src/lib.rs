@@ -161,6 +161,8 @@ pub struct CycleReport {
     pub stages: Vec<StageTime>,
     /// What the drift detectors saw in this window (none when it was not trained).
     pub drift: Option<drift::DriftReport>,
+    /// CPU time the input pipeline's threads spent reading the window, per stage.
+    pub read_cpu: ReadCpu,
     /// When the cycle started (stage start times are relative to it).
     #[serde(skip)]
     origin: Option<Instant>,
@@ -189,6 +191,7 @@ impl CycleReport {
             positions: Vec::new(),
             stages: Vec::new(),
             drift: None,
+            read_cpu: ReadCpu::default(),
             origin: Some(Instant::now()),
         }
     }
@@ -231,6 +234,31 @@ pub const STAGES: [&str; 6] = [
     "publish",
     "commit",
 ];
+
+/// CPU seconds the input pipeline's threads spent on a window, per stage (summed over threads,
+/// time blocked handing work on excluded). Where the pipeline fuses decoding and transforming
+/// (CSV cells go straight into features; every format without transform threads), the time is
+/// `decode_transform`; otherwise records are decoded on reader threads (`decode`) and
+/// transformed on transform threads (`transform`). Example files (`.evgx`) need neither.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ReadCpu {
+    /// Reading and decoding records handed to transform threads.
+    pub decode_seconds: f64,
+    /// Transforming them.
+    pub transform_seconds: f64,
+    /// Reading, decoding and transforming in one pass.
+    pub decode_transform_seconds: f64,
+}
+
+impl From<evergreen_data::pipeline::StageCpuSeconds> for ReadCpu {
+    fn from(c: evergreen_data::pipeline::StageCpuSeconds) -> Self {
+        Self {
+            decode_seconds: c.decode,
+            transform_seconds: c.transform,
+            decode_transform_seconds: c.decode_transform,
+        }
+    }
+}
 
 /// Time spent in one stage of a cycle.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -321,6 +349,8 @@ struct SpanStream {
     /// Records quarantined so far.
     bad_seen: u64,
     done: bool,
+    /// The pipeline's CPU times when the last window was cut (windows report their share).
+    cpu_seen: evergreen_data::pipeline::StageCpuSeconds,
 }
 
 impl SpanStream {
@@ -471,11 +501,13 @@ impl SpanStream {
     /// Closes the quarantine file and returns what the span produced, `examples` included.
     fn finish(self, examples: Vec<(u64, FeatureVector, f32)>) -> Result<SpanRead, TrainError> {
         let bad = self.qw.finish()?;
+        let cpu = self.pipeline.stage_cpu().since(&self.cpu_seen);
         Ok(SpanRead {
             examples,
             bad,
             positions: self.positions,
             header_error: self.header_error,
+            cpu,
         })
     }
 }
@@ -490,6 +522,8 @@ struct SpanRead {
     positions: Vec<SourcePosition>,
     /// Why the span cannot be trained at all (unframeable shard, unusable header).
     header_error: Option<String>,
+    /// CPU time the input pipeline spent on it, per stage.
+    cpu: evergreen_data::pipeline::StageCpuSeconds,
 }
 
 /// Where spans come from: a flat directory (each file a span) or a TFX-style pattern.
@@ -1000,6 +1034,7 @@ impl Trainer {
             bad: Default::default(),
             positions: Vec::new(),
             header_error: None,
+            cpu: Default::default(),
         };
         let mut ids: Vec<String> = Vec::new();
         for (k, span) in group.iter().enumerate() {
@@ -1024,6 +1059,9 @@ impl Trainer {
                 *out.bad.entry(reason).or_default() += n;
             }
             out.positions.extend(read.positions);
+            out.cpu.decode += read.cpu.decode;
+            out.cpu.transform += read.cpu.transform;
+            out.cpu.decode_transform += read.cpu.decode_transform;
             ids.push(span.id.clone());
         }
         let n = ids.len();
@@ -1087,6 +1125,7 @@ impl Trainer {
             bad,
             positions: _,
             header_error,
+            cpu,
         } = read;
         let bad_total: u64 = bad.values().sum();
         for (reason, n) in &bad {
@@ -1104,6 +1143,7 @@ impl Trainer {
         let mut report = CycleReport::started(&commit.id, records, parent_version);
         report.origin = Some(started);
         report.stage("read", started);
+        report.read_cpu = cpu.into();
         report.bad = bad.clone();
         report.positions = commit.positions.clone();
 
@@ -1229,6 +1269,20 @@ impl Trainer {
         let model_name = self.cfg.model.name.clone();
         let ml = Metrics::model(&model_name);
         let m = &self.metrics;
+        for (stage, seconds) in [
+            ("decode", report.read_cpu.decode_seconds),
+            ("transform", report.read_cpu.transform_seconds),
+            ("decode_transform", report.read_cpu.decode_transform_seconds),
+        ] {
+            if seconds > 0.0 {
+                m.pipeline_cpu_seconds
+                    .get_or_create(&evergreen_metrics::StageLabels {
+                        model: model_name.clone(),
+                        stage: stage.into(),
+                    })
+                    .inc_by(seconds);
+            }
+        }
         for s in &report.stages {
             m.stage_seconds
                 .get_or_create(&evergreen_metrics::StageLabels {
@@ -1470,6 +1524,7 @@ impl Trainer {
                         bad: Default::default(),
                         positions: Vec::new(),
                         header_error: Some(why),
+                        cpu: Default::default(),
                     };
                     let commit = Commit {
                         span: span.id.clone(),
@@ -1518,11 +1573,15 @@ impl Trainer {
         // of that shard is quarantined as unreadable, other shards are fine).
         let header_error = stream.header_error.take();
         stream.parts = part;
+        let now = stream.pipeline.stage_cpu();
+        let cpu = now.since(&stream.cpu_seen);
+        stream.cpu_seen = now;
         let read = SpanRead {
             examples,
             bad,
             positions: positions.clone(),
             header_error,
+            cpu,
         };
         let commit = Commit {
             span: span.id.clone(),
@@ -1620,6 +1679,7 @@ impl Trainer {
             positions: Vec::new(),
             bad_seen: 0,
             done: false,
+            cpu_seen: Default::default(),
         })
     }
 

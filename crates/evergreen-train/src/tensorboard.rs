@@ -373,6 +373,13 @@ pub fn write_cycle(
     if let Some(u) = r.utilization() {
         w.scalar("train/utilization", step, u)?;
     }
+    for (stage, seconds) in [
+        ("decode", r.read_cpu.decode_seconds),
+        ("transform", r.read_cpu.transform_seconds),
+        ("decode_transform", r.read_cpu.decode_transform_seconds),
+    ] {
+        w.scalar(&format!("pipeline/{stage}_cpu_seconds"), step, seconds)?;
+    }
     if let Some(d) = &r.drift {
         w.scalar(
             "drift/loss_change",

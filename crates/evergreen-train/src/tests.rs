@@ -226,20 +226,7 @@ fn a_degraded_candidate_is_rejected_and_the_model_is_unchanged() {
     // A span whose labels are inverted: the candidate gets worse on its own hold-out? No: it
     // gets better there. Invert only the hold-out-independent signal by flipping labels and
     // requiring an absolute AUC the flipped data cannot reach.
-    let text = fs::read_to_string(root.join("in/s1.csv")).unwrap();
-    let flipped: String = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| {
-            if i == 0 {
-                format!("{l}\n")
-            } else {
-                let (head, y) = l.rsplit_once(',').unwrap();
-                format!("{head},{}\n", if y == "1" { 0 } else { 1 })
-            }
-        })
-        .collect();
-    fs::write(root.join("in/s2.csv"), flipped).unwrap();
+    write_flipped(root, "s2.csv");
     let r = t.run_once().unwrap().unwrap();
     assert_eq!(r.outcome, Outcome::Rejected, "{}", r.note);
     assert!(r.note.starts_with("FAIL"), "{}", r.note);

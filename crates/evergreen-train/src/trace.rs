@@ -108,10 +108,15 @@ impl TraceWriter {
             },
         }))?;
         for s in &r.stages {
-            self.event(&json!({
+            let mut e = json!({
                 "name": s.stage, "cat": "stage", "ph": "X", "pid": pid, "tid": 0,
                 "ts": start_us + s.start_seconds * 1e6, "dur": s.seconds * 1e6,
-            }))?;
+            });
+            if s.stage == "read" {
+                // The pipeline threads' CPU time behind the wait (decode and transform).
+                e["args"] = json!(r.read_cpu);
+            }
+            self.event(&e)?;
         }
         if let Some(u) = r.utilization() {
             self.event(&json!({

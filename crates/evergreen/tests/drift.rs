@@ -7,8 +7,6 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
-use std::process::Command;
 
 /// Row `i` of the stream: uniform features from a fixed LCG, label `nswprice > 0.5` (flipped
 /// from row 3000 on), `vicdemand` shifted by 0.5 from row 6000 on.
@@ -41,28 +39,7 @@ fn the_loop_reports_a_concept_change_and_a_covariate_shift_where_they_happen() {
     let rows: Vec<String> = (0..9000).map(|i| row(i, &mut s)).collect();
     let header = "period,nswprice,nswdemand,vicprice,vicdemand,transfer,class";
     write_span(&d.path().join("in"), "s.csv", header, &rows);
-    let report = d.path().join("report.json");
-    let out = Command::new(bin())
-        .args(["train", "--config", config.to_str().unwrap(), "--data"])
-        .arg(d.path().join("in/s.csv"))
-        .args([
-            "--window-rows",
-            "1000",
-            "--publish",
-            "none",
-            "--quiet",
-            "--report",
-        ])
-        .arg(&report)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    let windows = report["window_reports"].as_array().unwrap();
+    let windows = train_windows(d.path(), &config, &d.path().join("in/s.csv"), 1000, &[]);
     assert_eq!(windows.len(), 9);
     for (w, r) in windows.iter().enumerate() {
         let d = &r["drift"];

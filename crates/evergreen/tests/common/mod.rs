@@ -244,3 +244,36 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `evergreen train --config <config> --data <data> --window-rows <rows> --publish none` with
+/// the report in `<dir>/report.json` and each of `sets` as a `--set`; asserts success and
+/// returns the report's windows.
+pub fn train_windows(
+    dir: &Path,
+    config: &Path,
+    data: &Path,
+    rows: usize,
+    sets: &[String],
+) -> Vec<serde_json::Value> {
+    let report = dir.join("report.json");
+    let mut cmd = Command::new(bin());
+    cmd.args(["train", "--config"])
+        .arg(config)
+        .arg("--data")
+        .arg(data)
+        .args(["--window-rows", &rows.to_string(), "--publish", "none"])
+        .args(["--quiet", "--report"])
+        .arg(&report);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    report["window_reports"].as_array().unwrap().clone()
+}
