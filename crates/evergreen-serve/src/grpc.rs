@@ -127,12 +127,17 @@ fn answered_spec(model: &str, version: u64) -> tfs::ModelSpec {
     }
 }
 
-fn with_version<T>(msg: T, version: u64) -> Response<T> {
+fn with_version<T>(msg: T, version: u64, prediction_id: Option<String>) -> Response<T> {
     let mut r = Response::new(msg);
     r.metadata_mut().insert(
         crate::VERSION_HEADER,
         tonic::metadata::MetadataValue::from(version),
     );
+    if let Some(id) = prediction_id
+        && let Ok(v) = id.parse()
+    {
+        r.metadata_mut().insert(crate::api::PREDICTION_ID_HEADER, v);
+    }
     r
 }
 
@@ -364,7 +369,7 @@ impl Grpc {
         route: Route,
         headers: axum::http::HeaderMap,
         records: Vec<RawRecord>,
-    ) -> Result<(u64, Vec<f64>), (Option<u64>, ApiError)> {
+    ) -> Result<(u64, Vec<f64>, Option<String>), (Option<u64>, ApiError)> {
         let server = self.server.clone();
         let deadline = grpc_timeout(&headers).map(|t| Instant::now() + t);
         let done = tokio::task::spawn_blocking(move || {
@@ -373,10 +378,20 @@ impl Grpc {
             let p = api::score_served(&server, &route.model, v, &lv, &records, deadline)
                 .and_then(api::Scored::wait)
                 .map_err(|e| (Some(v), e))?;
+            // Feedback on: the answer's prediction id (metadata), as over REST.
+            let id = server.inner.feedback.as_ref().map(|f| {
+                let key = server
+                    .inner
+                    .models
+                    .load()
+                    .get(&route.model)
+                    .and_then(|m| api::split_key(&m.snapshot.load(), &headers, &records));
+                f.record(&route.model, v, &p, key.as_deref())
+            });
             if let Some(sv) = shadow {
                 api::mirror(&server, &route.model, sv, records, p.clone());
             }
-            Ok((v, p))
+            Ok((v, p, id))
         })
         .await;
         match done {
@@ -390,12 +405,12 @@ impl Grpc {
         &self,
         api: Api,
         model: &str,
-        f: impl std::future::Future<Output = Result<(u64, T), (Option<u64>, ApiError)>>,
+        f: impl std::future::Future<Output = Result<(u64, T, Option<String>), (Option<u64>, ApiError)>>,
     ) -> Result<Response<T>, Status> {
         match f.await {
-            Ok((v, msg)) => {
+            Ok((v, msg, id)) => {
                 count(&self.server, model, Some(v), api, "OK");
-                Ok(with_version(msg, v))
+                Ok(with_version(msg, v, id))
             }
             Err((v, e)) => {
                 let s = status_of(e);
@@ -428,7 +443,7 @@ impl tfs::prediction_service_server::PredictionService for Grpc {
             }
             let records = predict_records(&req.inputs).map_err(|e| (None, e))?;
             let n = records.len();
-            let (v, p) = self.infer(route, headers, records).await?;
+            let (v, p, id) = self.infer(route, headers, records).await?;
             let tensor = TensorProto {
                 dtype: DataType::DtFloat as i32,
                 tensor_shape: Some(TensorShapeProto {
@@ -447,6 +462,7 @@ impl tfs::prediction_service_server::PredictionService for Grpc {
                     model_spec: Some(answered_spec(&model, v)),
                     outputs: HashMap::from([(OUTPUT.to_string(), tensor)]),
                 },
+                id,
             ))
         })
         .await
@@ -462,7 +478,7 @@ impl tfs::prediction_service_server::PredictionService for Grpc {
         let model = route.model.clone();
         self.run(Api::Classify, &model.clone(), async move {
             let records = input_records(req.input.as_ref()).map_err(|e| (None, e))?;
-            let (v, p) = self.infer(route, headers, records).await?;
+            let (v, p, id) = self.infer(route, headers, records).await?;
             let classifications = p
                 .iter()
                 .map(|p| tfs::Classifications {
@@ -484,6 +500,7 @@ impl tfs::prediction_service_server::PredictionService for Grpc {
                     model_spec: Some(answered_spec(&model, v)),
                     result: Some(tfs::ClassificationResult { classifications }),
                 },
+                id,
             ))
         })
         .await
@@ -499,7 +516,7 @@ impl tfs::prediction_service_server::PredictionService for Grpc {
         let model = route.model.clone();
         self.run(Api::Regress, &model.clone(), async move {
             let records = input_records(req.input.as_ref()).map_err(|e| (None, e))?;
-            let (v, p) = self.infer(route, headers, records).await?;
+            let (v, p, id) = self.infer(route, headers, records).await?;
             Ok((
                 v,
                 tfs::RegressionResponse {
@@ -511,6 +528,7 @@ impl tfs::prediction_service_server::PredictionService for Grpc {
                             .collect(),
                     }),
                 },
+                id,
             ))
         })
         .await
@@ -579,6 +597,7 @@ impl tfs::prediction_service_server::PredictionService for Grpc {
                     model_spec: Some(answered_spec(&model, v)),
                     metadata: HashMap::from([("signature_def".to_string(), any)]),
                 },
+                None,
             ))
         })
         .await

@@ -492,3 +492,59 @@ async fn a_request_past_its_grpc_deadline_gets_deadline_exceeded() {
     assert_eq!(r.outputs["probabilities"].float_val.len(), 2);
     f.handle.shutdown().await;
 }
+
+/// Records nothing (the admin API needs an audit).
+struct NoAudit;
+impl evergreen_serve::AdminAudit for NoAudit {
+    fn record(&self, _: &evergreen_serve::AdminAction) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_answers_carry_a_prediction_id_that_feedback_joins() {
+    let token = "feedback-token-0123456789";
+    let f = start(&[1], |o| {
+        o.admin = Some(evergreen_serve::AdminOptions {
+            token: token.into(),
+            audit: Arc::new(NoAudit),
+        });
+        o.feedback = Some(evergreen_serve::feedback::FeedbackOptions::default());
+    })
+    .await;
+    let url = format!("http://{}", f.handle.grpc_addr.unwrap());
+    let mut p = PredictionServiceClient::connect(url).await.unwrap();
+    let r = p
+        .predict(tfs::PredictRequest {
+            model_spec: spec_of(None),
+            inputs: inputs(),
+            output_filter: vec![],
+        })
+        .await
+        .unwrap();
+    let id = r
+        .metadata()
+        .get("x-evergreen-prediction-id")
+        .expect("a prediction id")
+        .to_str()
+        .unwrap()
+        .to_string();
+    // Both instances labelled through the REST admin API.
+    let resp: Value = f
+        .client
+        .post(format!("{}/admin/v1/models/m:feedback", f.url))
+        .bearer_auth(token)
+        .json(&json!({"feedback": [
+            {"prediction_id": id, "label": 1},
+            {"prediction_id": format!("{id}/1"), "label": 0},
+        ]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resp["report"]["joined"], 2, "{resp}");
+    assert_eq!(resp["live"]["1"]["examples"], 2, "{resp}");
+    f.handle.shutdown().await;
+}
