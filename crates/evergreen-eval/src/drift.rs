@@ -77,7 +77,7 @@ impl Adwin {
     }
 
     /// How the mean moved at the last detected change: the newer part's mean minus the older
-    /// part's, at the first cut found (positive: the values went up).
+    /// part's, the largest of the cuts found then (positive: the values went up).
     pub fn last_shift(&self) -> f64 {
         self.last_shift
     }
@@ -125,9 +125,13 @@ impl Adwin {
         }
         let mut changed = false;
         while let Some(shift) = self.cut_found() {
-            if !changed {
-                self.last_shift = shift;
-            }
+            // Several cuts may be found in turn (the oldest data first): keep the largest rise,
+            // so that a recent increase is not hidden by an older decrease.
+            self.last_shift = if changed {
+                self.last_shift.max(shift)
+            } else {
+                shift
+            };
             self.drop_oldest();
             changed = true;
         }
