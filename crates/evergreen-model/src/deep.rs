@@ -1058,6 +1058,24 @@ fn read_layer(r: &mut Reader<'_>, input: usize, output: usize) -> Option<DenseLa
     Some(layer)
 }
 
+impl Deep {
+    /// The dense layers (`layer_<i>`, the output layer last) then DCN's cross layers
+    /// (`cross_<i>`), by name.
+    fn named_layers(&self) -> impl Iterator<Item = (String, &DenseLayer)> {
+        let dense = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("layer_{i}"), l));
+        let cross = self
+            .cross
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("cross_{i}"), l));
+        dense.chain(cross)
+    }
+}
+
 impl Model for Deep {
     fn kind(&self) -> ModelKind {
         ModelKind::Deep
@@ -1231,18 +1249,7 @@ impl Model for Deep {
     /// embedding table's row norms (`embeddings/row_norms`) and the wide part's weights
     /// (`weights/wide`), over the rows that exist.
     fn inspect(&self, visit: &mut dyn FnMut(&str, &[f32])) {
-        let named = self
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (format!("layer_{i}"), l, i, false))
-            .chain(
-                self.cross
-                    .iter()
-                    .enumerate()
-                    .map(|(i, l)| (format!("cross_{i}"), l, i, true)),
-            );
-        for (name, l, i, cross) in named {
+        for (name, l) in self.named_layers() {
             visit(
                 &format!("weights/{name}/kernel"),
                 l.w.as_slice().unwrap_or(&[]),
@@ -1251,25 +1258,8 @@ impl Model for Deep {
                 &format!("weights/{name}/bias"),
                 l.b.as_slice().unwrap_or(&[]),
             );
-            let s = &self.scratch;
-            let (dw, db) = if cross {
-                (s.cdw.get(i), s.cdb.get(i))
-            } else {
-                (s.dw.get(i), s.db.get(i))
-            };
-            if let (Some(dw), Some(db)) = (dw, db)
-                && dw.dim() == l.w.dim()
-            {
-                visit(
-                    &format!("gradients/{name}/kernel"),
-                    dw.as_slice().unwrap_or(&[]),
-                );
-                visit(
-                    &format!("gradients/{name}/bias"),
-                    db.as_slice().unwrap_or(&[]),
-                );
-            }
         }
+        self.inspect_gradients(visit);
         let norms: Vec<f32> = self
             .emb
             .ids()
@@ -1287,6 +1277,28 @@ impl Model for Deep {
             .copied()
             .collect();
         visit("weights/wide", &wide);
+    }
+
+    fn inspect_gradients(&self, visit: &mut dyn FnMut(&str, &[f32])) {
+        let s = &self.scratch;
+        for (k, (name, l)) in self.named_layers().enumerate() {
+            let (dw, db) = match k.checked_sub(self.layers.len()) {
+                None => (s.dw.get(k), s.db.get(k)),
+                Some(c) => (s.cdw.get(c), s.cdb.get(c)),
+            };
+            if let (Some(dw), Some(db)) = (dw, db)
+                && dw.dim() == l.w.dim()
+            {
+                visit(
+                    &format!("gradients/{name}/kernel"),
+                    dw.as_slice().unwrap_or(&[]),
+                );
+                visit(
+                    &format!("gradients/{name}/bias"),
+                    db.as_slice().unwrap_or(&[]),
+                );
+            }
+        }
     }
 
     fn clone_box(&self) -> Box<dyn Model> {

@@ -130,6 +130,9 @@ pub trait Model: Send + Sync + std::fmt::Debug {
     /// weights per layer, embedding row norms, the last mini-batch's gradients per layer. Tags
     /// are `/`-separated (`weights/...`, `gradients/...`, `embeddings/...`). Default: none.
     fn inspect(&self, _visit: &mut dyn FnMut(&str, &[f32])) {}
+    /// Only the `gradients/...` groups of [`Model::inspect`] (cheap: no pass over embeddings or
+    /// hashed weights), for the trainer's per-cycle gradient gauges. Default: none.
+    fn inspect_gradients(&self, _visit: &mut dyn FnMut(&str, &[f32])) {}
 }
 
 impl Clone for Box<dyn Model> {

@@ -417,6 +417,15 @@ fn every_kind_reports_its_learning_rate_and_parameter_groups() {
             "{}",
             k.name
         );
+        // The cheap gradient-only view is exactly inspect's gradient groups.
+        let mut only = Vec::new();
+        m.inspect_gradients(&mut |tag, values| only.push((tag.to_string(), values.to_vec())));
+        let from_inspect: Vec<_> = seen
+            .iter()
+            .filter(|(t, _)| t.starts_with("gradients/"))
+            .cloned()
+            .collect();
+        assert_eq!(only, from_inspect, "{}", k.name);
         if k.minibatch {
             let grads: Vec<_> = seen
                 .iter()

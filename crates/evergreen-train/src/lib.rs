@@ -1344,10 +1344,10 @@ impl Trainer {
                 }
             }
         }
-        // Only the deep models report gradients (and the others' groups can be large).
+        // Only the gradient groups (the deep models have them): cheap, every cycle.
         let mut min_gradient: Option<f64> = None;
-        if report.trained > 0 && self.model.kind() == evergreen_model::ModelKind::Deep {
-            self.model.inspect(&mut |tag, values| {
+        if report.trained > 0 {
+            self.model.inspect_gradients(&mut |tag, values| {
                 if let Some(group) = tag.strip_prefix("gradients/")
                     && !values.is_empty()
                 {
