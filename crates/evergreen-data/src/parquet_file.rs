@@ -300,6 +300,89 @@ fn footer_problem(chunk: &CountingFile) -> Option<String> {
         .map(|e| format!("the footer is malformed: {e}"))
 }
 
+/// Largest page (uncompressed) accepted: the parquet crate allocates that much to decompress
+/// it. Writers make pages of about 1 MiB.
+const MAX_PAGE_BYTES: i64 = 64 << 20;
+/// Longest page header read (statistics included).
+const MAX_PAGE_HEADER_BYTES: u64 = 1 << 20;
+
+/// Why a row group's pages cannot be handed to the parquet crate safely, if they cannot: a
+/// page header that does not parse, a page that runs past its column chunk, an uncompressed
+/// size over [`MAX_PAGE_BYTES`], or a dictionary page claiming more values than its bytes can
+/// hold (the crate sizes the dictionary by that claim before decoding it).
+fn page_problem(
+    chunk: &CountingFile,
+    rg: &parquet::file::metadata::RowGroupMetaData,
+) -> Option<String> {
+    use parquet::basic::Type;
+    for (c, col) in rg.columns().iter().enumerate() {
+        let data = col.data_page_offset();
+        let start = match col.dictionary_page_offset() {
+            Some(d) if d > 0 => d.min(data),
+            _ => data,
+        };
+        let size = col.compressed_size();
+        let (Ok(start), Ok(size)) = (u64::try_from(start), u64::try_from(size)) else {
+            return Some(format!("column {c}: a negative page offset or size"));
+        };
+        if start.saturating_add(size) > chunk.len {
+            return Some(format!(
+                "column {c}: its pages lie past the end of the file"
+            ));
+        }
+        // Bytes a dictionary value takes at least, encoded.
+        let min_value = match col.column_type() {
+            Type::FIXED_LEN_BYTE_ARRAY => i64::from(col.column_descr().type_length().max(1)),
+            Type::BOOLEAN => 1,
+            _ => 4,
+        };
+        let mut pos = 0u64;
+        while pos < size {
+            let take = (size - pos).min(MAX_PAGE_HEADER_BYTES);
+            let Ok(bytes) = chunk.get_bytes(start + pos, take as usize) else {
+                return None; // an IO error: the parquet crate reports it
+            };
+            let mut walk = thrift::Walk {
+                buf: &bytes,
+                pos: 0,
+            };
+            let at = start + pos;
+            let h = match walk.page_header() {
+                Ok(h) => h,
+                Err(e) => return Some(format!("column {c}: the page header at byte {at}: {e}")),
+            };
+            if h.compressed < 0 || h.uncompressed < 0 {
+                return Some(format!(
+                    "column {c}: the page at byte {at} has a negative size"
+                ));
+            }
+            if h.uncompressed > MAX_PAGE_BYTES {
+                return Some(format!(
+                    "column {c}: the page at byte {at} is {} bytes uncompressed, more than the \
+                     {MAX_PAGE_BYTES} accepted",
+                    h.uncompressed
+                ));
+            }
+            if let Some(n) = h.dictionary_values
+                && (n < 0 || n.saturating_mul(min_value) > h.uncompressed)
+            {
+                return Some(format!(
+                    "column {c}: the dictionary page at byte {at} claims {n} values in {} bytes",
+                    h.uncompressed
+                ));
+            }
+            let next = pos + walk.pos as u64 + h.compressed as u64;
+            if next > size {
+                return Some(format!(
+                    "column {c}: the page at byte {at} runs past the end of its column chunk"
+                ));
+            }
+            pos = next;
+        }
+    }
+    None
+}
+
 /// A walk over Thrift compact-protocol data that checks sizes without building anything.
 mod thrift {
     pub(super) const STRUCT: u8 = 12;
@@ -310,7 +393,74 @@ mod thrift {
         pub(super) pos: usize,
     }
 
+    /// What a Parquet `PageHeader` says about sizes.
+    #[derive(Debug, Default)]
+    pub(super) struct PageHeader {
+        pub(super) uncompressed: i64,
+        pub(super) compressed: i64,
+        /// `num_values` of a dictionary page.
+        pub(super) dictionary_values: Option<i64>,
+    }
+
     impl Walk<'_> {
+        /// A zigzag varint (an i32 or i64 field's value).
+        fn int(&mut self) -> Result<i64, String> {
+            let v = self.varint()?;
+            Ok((v >> 1) as i64 ^ -((v & 1) as i64))
+        }
+
+        /// The fields of a struct, each handed to `field(walk, id, type)`, which reads or
+        /// skips its value.
+        fn fields(
+            &mut self,
+            mut field: impl FnMut(&mut Self, i16, u8) -> Result<(), String>,
+        ) -> Result<(), String> {
+            let mut last = 0i16;
+            loop {
+                let h = self.byte()?;
+                if h == 0 {
+                    return Ok(());
+                }
+                let id = match h >> 4 {
+                    0 => i16::try_from(self.int()?).map_err(|_| "a field id out of range")?,
+                    d => last.wrapping_add(i16::from(d)),
+                };
+                last = id;
+                field(self, id, h & 0x0f)?;
+            }
+        }
+
+        /// Parses a `PageHeader` (Thrift compact protocol): its sizes and, for a dictionary
+        /// page, its number of values; everything else is skipped (sizes checked).
+        pub(super) fn page_header(&mut self) -> Result<PageHeader, String> {
+            let mut h = PageHeader::default();
+            let mut seen = (false, false);
+            self.fields(|w, id, t| match (id, t) {
+                (2, 5) => {
+                    h.uncompressed = w.int()?;
+                    seen.0 = true;
+                    Ok(())
+                }
+                (3, 5) => {
+                    h.compressed = w.int()?;
+                    seen.1 = true;
+                    Ok(())
+                }
+                (7, STRUCT) => w.fields(|w, id, t| match (id, t) {
+                    (1, 5) => {
+                        h.dictionary_values = Some(w.int()?);
+                        Ok(())
+                    }
+                    _ => w.value(t, 2),
+                }),
+                _ => w.value(t, 1),
+            })?;
+            if seen != (true, true) {
+                return Err("its sizes are missing".into());
+            }
+            Ok(h)
+        }
+
         fn left(&self) -> usize {
             self.buf.len() - self.pos
         }
@@ -474,6 +624,11 @@ impl ParquetRows {
 
     fn open_group(&mut self, g: usize) -> Result<ReaderIter, String> {
         let rg = self.meta.row_group(g);
+        // Page headers state sizes the parquet crate allocates before reading (a dictionary of
+        // a billion values): checked first, as the footer was.
+        if let Some(problem) = page_problem(&self.chunk, rg) {
+            return Err(problem);
+        }
         let chunk = Arc::clone(&self.chunk);
         let props = Arc::clone(&self.props);
         let descr = Arc::clone(&self.descr);

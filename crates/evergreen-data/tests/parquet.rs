@@ -883,3 +883,28 @@ fn write_fuzz_seeds() {
         assert_eq!(read_all(&path).len(), 6);
     }
 }
+
+/// A fuzz input whose dictionary page claims ~10^9 values in a few bytes: the parquet crate
+/// would size the dictionary by that claim (7.5 GB; the failed allocation aborted the process).
+/// The page headers are checked first: each such row group is one corrupt-row-group record.
+#[test]
+fn a_dictionary_page_claiming_more_values_than_its_bytes_is_a_corrupt_row_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("oom.parquet");
+    std::fs::write(
+        &path,
+        include_bytes!(
+            "../../../fuzz/regressions/parquet/oom-d232b51bc56d50634c9e75c9c5078bf6e4e0200f"
+        ),
+    )
+    .unwrap();
+    let items: Vec<_> = open_span(&span(&path)).unwrap().collect();
+    assert!(!items.is_empty());
+    let mut dictionary = false;
+    for item in &items {
+        let bad = item.as_ref().unwrap_err();
+        assert_eq!(bad.reason, reason::CORRUPT_ROW_GROUP, "{}", bad.detail);
+        dictionary |= bad.detail.contains("dictionary page");
+    }
+    assert!(dictionary, "{items:?}");
+}
