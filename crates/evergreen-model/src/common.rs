@@ -153,7 +153,7 @@ pub(crate) fn adagrad_f32(w: &mut f32, acc: &mut f32, g: f32, lr: f32) {
 }
 
 /// Binary logloss of probability `p` for label `y` (0 or 1), with `p` kept off 0 and 1.
-pub(crate) fn logloss(p: f64, y: f32) -> f64 {
+pub fn logloss(p: f64, y: f32) -> f64 {
     let p = p.clamp(1e-15, 1.0 - 1e-15);
     if y > 0.5 { -p.ln() } else { -(1.0 - p).ln() }
 }

@@ -20,7 +20,7 @@ mod hogwild;
 mod open;
 mod sparse_memory;
 
-pub use common::{MAX_FACTORS, MAX_STATE_FLOATS, ShapeError};
+pub use common::{MAX_FACTORS, MAX_STATE_FLOATS, ShapeError, logloss};
 pub use ffm::{Ffm, FfmParams};
 pub use fm::{Fm, FmParams};
 

@@ -293,8 +293,8 @@ impl Feedback {
         }
         let (mut loss, mut correct) = (0.0, 0usize);
         for &(p, y) in buf {
-            let p = f64::from(p).clamp(1e-15, 1.0 - 1e-15);
-            loss -= if y { p.ln() } else { (1.0 - p).ln() };
+            let p = f64::from(p);
+            loss += evergreen_model::logloss(p, f32::from(u8::from(y)));
             correct += usize::from((p >= 0.5) == y);
         }
         let n = buf.len();

@@ -667,8 +667,7 @@ impl StepLoss {
     /// Adds a batch; `seen` is the model's examples seen after it (the step of the point).
     fn add(&mut self, preds: &[f64], ys: &[f32], seen: u64, out: &mut Vec<(u64, f64)>) {
         for (&p, &y) in preds.iter().zip(ys) {
-            let p = p.clamp(1e-15, 1.0 - 1e-15);
-            self.sum -= if y > 0.5 { p.ln() } else { (1.0 - p).ln() };
+            self.sum += evergreen_model::logloss(p, y);
         }
         self.count += preds.len().min(ys.len());
         if self.count >= TRAIN_LOSS_EVERY {
@@ -1724,8 +1723,7 @@ impl Trainer {
             self.model.predict_batch(xs, &mut preds);
             for (&p, &y) in preds.iter().zip(ys.iter()) {
                 progressive.add(p, y);
-                let p = p.clamp(1e-15, 1.0 - 1e-15);
-                losses.push(if y > 0.5 { -p.ln() } else { -(1.0 - p).ln() });
+                losses.push(evergreen_model::logloss(p, y));
             }
         }
         let drift = self

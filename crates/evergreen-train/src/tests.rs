@@ -1028,12 +1028,10 @@ fn an_alert_fires_after_three_rejections_and_its_action_pauses_publication() {
 }
 
 fn cadence_gauge(metrics: &Metrics) -> f64 {
-    let text = metrics.render();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("evergreen_training_cadence_seconds{model=\"m\"}"))
-        .unwrap_or_else(|| panic!("no cadence gauge: {text}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
+    metrics
+        .cadence_seconds
+        .get_or_create(&Metrics::model("m"))
+        .get()
 }
 
 #[test]

@@ -324,11 +324,10 @@ pub fn run(workdir: &Path) -> Result<()> {
 
 fn observe(span: usize, report: &CycleReport, metrics: &Metrics, seen: &mut Observed) {
     let drift = report.drift.clone().unwrap_or_default();
-    let cadence = gauge(
-        metrics,
-        "evergreen_training_cadence_seconds{model=\"drift\"}",
-    )
-    .unwrap_or(0.0);
+    let cadence = metrics
+        .cadence_seconds
+        .get_or_create(&Metrics::model("drift"))
+        .get();
     let firing: Vec<String> = metrics
         .render()
         .lines()
@@ -358,18 +357,6 @@ fn observe(span: usize, report: &CycleReport, metrics: &Metrics, seen: &mut Obse
         seen.old_version = report.version;
     }
     seen.cadence.push(cadence);
-}
-
-/// The value of one series of the rendered metrics.
-fn gauge(metrics: &Metrics, series: &str) -> Option<f64> {
-    metrics
-        .render()
-        .lines()
-        .find(|l| l.starts_with(series))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// A token for the scenario's admin API (it never leaves the process and its work dir): 16
