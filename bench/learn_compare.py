@@ -16,18 +16,34 @@
      vw --ftrl     the same with --ftrl
      river ftrl    river LogisticRegression(optimizer=FTRLProximal()), predict_proba_one then
                    learn_one per example
+     river arf     river.forest.ARFClassifier, all defaults (10 trees, max_features "sqrt",
+                   ADWIN warning/drift detectors, grace_period 50, adaptive naive Bayes leaves)
+                   but seed=--river-seed (42); numerics as floats, categoricals (covertype's
+                   Wilderness and Soil, all of nycflights13's) as plain strings under their
+                   column name (x["Soil"] = "29", not one-hot: nominal attributes of the trees);
+                   predict_proba_one then learn_one per example (p = 0.5 for the first example,
+                   where the empty forest returns {})
      keras mlp     per categorical Embedding(16384 hash buckets, 8) + numerics -> Dense(64, relu)
                    -> Dense(32, relu) -> Dense(1, sigmoid), Adam; window by window: predict the
                    window with the current model, then fit on it (1 epoch, batch 256), warm start
      evergreen *   `evergreen train` (see run_evergreen) with models ftrl, fm, ffm, deep
-                   (wide_deep, deepfm), the same window size as Keras
+                   (wide_deep, deepfm), forest (features.representation=raw: the columns as
+                   they are, not hashed; 1 and 2 training threads), the same window size as
+                   Keras; --evergreen-runs picks a subset of them by name
 3. Prints one Markdown table (stream x learner) and writes bench/results/learn-<date>.json
    (merged by stream and learner with an existing file of the same name), with the exact
    command lines.
 
 Usage: bench/learn_compare.sh [--peers-only] [--streams elec2,covertype100k,covertype,nycflights13]
-                              [--learners vw,vw_ftrl,river_ftrl,keras,evergreen]
-                              [--keras-streams ...] [--repeat 3] [--datasets DIR] [--evergreen BIN]
+                              [--learners vw,vw_ftrl,river_ftrl,river_arf,keras,evergreen]
+                              [--keras-streams ...] [--river-streams ...] [--river-seed 42]
+                              [--evergreen-runs forest,ftrl] [--repeat 3] [--datasets DIR]
+                              [--evergreen BIN]
+   e.g. River's forest alone:      bench/learn_compare.sh --streams elec2 --learners river_arf
+        evergreen's forests alone: bench/learn_compare.sh --learners evergreen --evergreen-runs forest
+   --evergreen-runs: comma list; an evergreen run (a row name of EVERGREEN_RUNS) is kept when its
+   name contains one of the items, or when an item prefixed with "re:" matches it as a Python
+   regular expression (re.search), e.g. --evergreen-runs 're:^evergreen forest$' (1 thread only).
 """
 
 import argparse
@@ -36,6 +52,7 @@ import io
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -101,6 +118,11 @@ EVERGREEN_RUNS = {
     "evergreen deep deepfm, batch 256, 2 threads": ("deep", ["model.deep.variant=deepfm",
                                                              "training.batch_size=256",
                                                              "training.threads=2"], "csv"),
+    # Online random forest (the peer: river arf): the raw columns (numerics as numbers,
+    # categoricals as nominal values), not the hashed features of the linear and deep models.
+    "evergreen forest": ("forest", ["features.representation=raw"], "csv"),
+    "evergreen forest, 2 threads": ("forest", ["features.representation=raw",
+                                               "training.threads=2"], "csv"),
 }
 
 
@@ -385,6 +407,64 @@ def run_river(name):
     return row
 
 
+RIVER_SEED = 42  # set from --river-seed
+RIVER_ARF_PROGRESS = 50_000  # examples between progress lines on stderr
+
+
+def run_river_arf(name, seed=None):
+    """River's adaptive random forest at its defaults (but the seed), per example
+    predict_proba_one then learn_one. Numerics are floats; categoricals are plain strings under
+    their column name, so the trees treat them as nominal attributes (not one-hot)."""
+    from river import forest
+
+    seed = RIVER_SEED if seed is None else seed
+    spec = STREAMS[name]
+    df = read_stream(name)
+    num = df[spec["numeric"]].to_numpy().tolist() if spec["numeric"] else [[]] * len(df)
+    cat = df[spec["categorical"]].to_numpy().tolist() if spec["categorical"] else [[]] * len(df)
+    xs = []
+    for nr, cr in zip(num, cat):
+        x = dict(zip(spec["numeric"], (float(v) for v in nr)))
+        x.update(zip(spec["categorical"], (str(v) for v in cr)))
+        xs.append(x)
+    ys = df["label"].to_numpy().astype(bool).tolist()
+    model = forest.ARFClassifier(seed=seed)
+    p = np.empty(len(xs))
+    empty = 0  # predictions where the forest returned {} (no class seen yet): p = 0.5
+    start = time.perf_counter()
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        proba = model.predict_proba_one(x)
+        if proba:
+            p[i] = proba.get(True, 0.0)
+        else:
+            p[i] = 0.5
+            empty += 1
+        model.learn_one(x, y)
+        if (i + 1) % RIVER_ARF_PROGRESS == 0:  # slow learner: a progress line now and then
+            t = time.perf_counter() - start
+            print(f"[run] {name} / river arf: {i + 1:,} of {len(xs):,} examples, {t:.0f}s, "
+                  f"{(i + 1) / t:,.0f} ex/s", file=sys.stderr, flush=True)
+    sec = time.perf_counter() - start
+    row = metrics(df["label"].to_numpy(), p)
+    m = model
+    params = (f"n_models {m.n_models}, max_features {m.max_features} of {len(xs[0])} (\"sqrt\", "
+              f"rounded), lambda_value {m.lambda_value}, warning ADWIN delta "
+              f"{m.warning_detector.delta}, drift ADWIN delta {m.drift_detector.delta}, "
+              f"grace_period {m.grace_period}, delta {m.delta}, tau {m.tau}, leaf_prediction "
+              f"{m.leaf_prediction}, split_criterion {m.split_criterion}")
+    row.update(seconds=sec, examples_per_second=len(xs) / sec, seed=seed, empty_predictions=empty,
+               hard_predictions=int(np.sum((p == 0.0) | (p == 1.0))),
+               warnings_detected=m.n_warnings_detected(), drifts_detected=m.n_drifts_detected(),
+               command=[f"river.forest.ARFClassifier(seed={seed}) ; per example predict_proba_one "
+                        "then learn_one"],
+               notes="feature dicts built before timing; numerics as floats, categoricals as "
+                     "nominal string values under their column name (not one-hot); ARF defaults "
+                     f"but the seed ({params}); predict_proba_one returned {{}} for {empty} "
+                     "example(s) (the first: the forest is built then): p = 0.5 there; "
+                     "hard_predictions: p exactly 0 or 1 (clipped to 1e-15 in logloss)")
+    return row
+
+
 KERAS_BUCKETS = 16384
 KERAS_EMBED = 8
 KERAS_BATCH = 256
@@ -554,6 +634,15 @@ def goals(rows):
                 x = e / v["examples_per_second"]
                 out.append(f"  - FTRL reading evergreen's binary example file {e:,.0f} ex/s >= 2x VW "
                            f"text: {mark(x >= 2)} ({x:.2f}x)")
+        arf = [r for r in peers if r["learner"] == "river arf"]
+        for f in [r for r in ever if r["learner"].startswith("evergreen forest")]:
+            if arf:
+                a = arf[0]
+                x = f["examples_per_second"] / a["examples_per_second"]
+                out.append(f"  - {f['learner']}: logloss {f['logloss']:.4f} <= river arf "
+                           f"{a['logloss']:.4f}: {mark(f['logloss'] <= a['logloss'])}; AUC "
+                           f"{f['auc']:.4f} >= {a['auc']:.4f}: {mark(f['auc'] >= a['auc'])}; "
+                           f"{x:.1f}x river arf ex/s")
         keras = [r for r in peers if r["learner"] == "keras mlp"]
         for d in [r for r in ever if r["learner"].startswith("evergreen deep")]:
             if keras:
@@ -569,22 +658,35 @@ window is predicted with the model trained on the windows before it; evergreen: 
 metric, each example (deep: each mini-batch of 32) predicted before it is learned). vw: VW's own text
 reader and learner, one pass in process, ex/s = median of --repeat passes without -p, loss from a
 separate pass with -p (predictions made before each update). river: predict_proba_one +
-learn_one, feature dicts built before timing. keras: predict_on_batch + fit(1 epoch, batch 256) per
-window. evergreen: REPORT.json of `evergreen train` (its own ex/s)."""
+learn_one, feature dicts built before timing (river arf: categoricals as nominal values).
+keras: predict_on_batch + fit(1 epoch, batch 256) per window. evergreen: REPORT.json of
+`evergreen train` (its own ex/s)."""
+
+
+def run_selected(name, items):
+    """--evergreen-runs: a run is kept when its name contains one of the items, or matches an
+    item written re:REGEX (re.search)."""
+    return any(re.search(i[3:], name) if i.startswith("re:") else i in name for i in items)
 
 
 def main():
+    global EVERGREEN_REPEAT, RIVER_SEED
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--streams", default=",".join(STREAMS))
     ap.add_argument("--learners", default="vw,vw_ftrl,river_ftrl,keras,evergreen",
-                    help="comma list of vw, vw_ftrl, river_ftrl, keras, evergreen")
+                    help="comma list of vw, vw_ftrl, river_ftrl, river_arf, keras, evergreen "
+                         "(river_arf is not in the default list: it is slow, ~2,000 ex/s)")
     ap.add_argument("--keras-streams", default=None,
                     help="streams Keras runs on (default: all of --streams)")
     ap.add_argument("--river-streams", default=None,
                     help="streams River runs on (default: all of --streams)")
+    ap.add_argument("--river-seed", type=int, default=RIVER_SEED,
+                    help="seed of river arf (ARFClassifier(seed=...)); default %(default)s")
     ap.add_argument("--peers-only", action="store_true", help="skip evergreen")
     ap.add_argument("--evergreen-runs", default=None,
-                    help="comma-separated substrings: only the evergreen runs whose name has one")
+                    help="comma list: only the evergreen runs (EVERGREEN_RUNS row names) whose "
+                         "name contains one of the items, or matches an item written re:REGEX "
+                         "(re.search), e.g. forest or 're:^evergreen forest$'")
     ap.add_argument("--repeat", type=int, default=3, help="timed VW passes (median)")
     ap.add_argument("--datasets", default=None,
                     help="default: <repo>/../shared/datasets, else /work/shared/datasets")
@@ -594,12 +696,26 @@ def main():
     ap.add_argument("--out", default=None, help="default: bench/results/learn-<UTC date>.json")
     ap.add_argument("--prepare-only", action="store_true")
     args = ap.parse_args()
-    global EVERGREEN_REPEAT
     EVERGREEN_REPEAT = args.repeat
+    RIVER_SEED = args.river_seed
+    known = {"vw", "vw_ftrl", "river_ftrl", "river_arf", "keras", "evergreen"}
 
     src = datasets_dir(args.datasets)
     streams = args.streams.split(",")
     learners = set(args.learners.split(","))
+    if learners - known:
+        sys.exit(f"unknown learner(s) {', '.join(sorted(learners - known))}; known: "
+                 f"{', '.join(sorted(known))}")
+    evergreen_runs = [r for r in (args.evergreen_runs or "").split(",") if r]
+    for r in evergreen_runs:
+        if r.startswith("re:"):
+            try:
+                re.compile(r[3:])
+            except re.error as e:
+                sys.exit(f"--evergreen-runs: bad regular expression {r[3:]!r}: {e}")
+    if evergreen_runs and "evergreen" in learners and not any(
+            run_selected(n, evergreen_runs) for n in EVERGREEN_RUNS):
+        sys.exit(f"--evergreen-runs {args.evergreen_runs} selects none of: {', '.join(EVERGREEN_RUNS)}")
     keras_streams = set((args.keras_streams or args.streams).split(","))
     river_streams = set((args.river_streams or args.streams).split(","))
     if args.peers_only:
@@ -622,12 +738,13 @@ def main():
             plan.append((s, "vw --ftrl", lambda s=s: run_vw(s, "vw --ftrl", args.repeat)))
         if "river_ftrl" in learners and s in river_streams:
             plan.append((s, "river ftrl", lambda s=s: run_river(s)))
+        if "river_arf" in learners and s in river_streams:
+            plan.append((s, "river arf", lambda s=s: run_river_arf(s)))
         if "keras" in learners and s in keras_streams:
             plan.append((s, "keras mlp", lambda s=s: run_keras(s)))
         if "evergreen" in learners:
             for name, (kind, sets, fmt) in EVERGREEN_RUNS.items():
-                if args.evergreen_runs and not any(
-                        part in name for part in args.evergreen_runs.split(",")):
+                if evergreen_runs and not run_selected(name, evergreen_runs):
                     continue
                 if fmt == "tfrecord":
                     t = time.perf_counter()
@@ -660,13 +777,15 @@ def main():
         row = {"stream": s, "learner": learner, **row, "run_command": command,
                "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         print(f"[run] {s} / {learner}: " + (row["error"] if "error" in row else
-              f"logloss {row['logloss']:.4f} auc {row['auc']:.4f} {row['examples_per_second']:,.0f} ex/s")
+              f"logloss {row['logloss']:.4f} auc {row['auc']:.4f} accuracy {row['accuracy']:.4f} "
+              f"{row['examples_per_second']:,.0f} ex/s")
               + f" ({time.perf_counter() - t:.1f}s)", file=sys.stderr, flush=True)
         prev[(s, learner)] = row
         new.append(row)
 
     order = {s: i for i, s in enumerate(STREAMS)}
-    lorder = {n: i for i, n in enumerate(["vw", "vw --ftrl", "river ftrl", "keras mlp", *EVERGREEN_RUNS])}
+    lorder = {n: i for i, n in enumerate(["vw", "vw --ftrl", "river ftrl", "river arf", "keras mlp",
+                                                *EVERGREEN_RUNS])}
     rows = sorted(prev.values(), key=lambda r: (order.get(r["stream"], 99), lorder.get(r["learner"], 99)))
     versions = {"python": platform.python_version()}
     for mod in ["vowpalwabbit", "river", "numpy", "pandas", "tensorflow", "keras"]:

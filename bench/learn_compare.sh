@@ -4,6 +4,8 @@
 # use (PyPI; tensorflow-cpu is large), then runs the script with the arguments given, e.g.
 #   bench/learn_compare.sh --peers-only
 #   bench/learn_compare.sh --streams elec2 --learners vw,evergreen
+#   bench/learn_compare.sh --streams elec2,covertype100k --learners river_arf   (slow: ~500 ex/s)
+#   bench/learn_compare.sh --learners evergreen --evergreen-runs forest
 # Evergreen runs need `cargo build --release -p evergreen` first (target/release/evergreen).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

@@ -6,7 +6,7 @@ use evergreen_core::FeatureSpec;
 use evergreen_data::Format;
 pub use evergreen_data::ReplayConfig;
 use evergreen_eval::GateConfig;
-use evergreen_model::{DeepParams, FfmParams, FmParams, FtrlParams, ModelKind};
+use evergreen_model::{DeepParams, FfmParams, FmParams, ForestParams, FtrlParams, ModelKind};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -204,6 +204,10 @@ pub struct ModelSection {
     /// Deep CTR model hyperparameters (`kind = "deep"`: Wide&Deep, DeepFM or DCN-v2).
     #[serde(default)]
     pub deep: DeepParams,
+    /// Adaptive random forest hyperparameters (`kind = "forest"`; needs
+    /// `features.representation = "raw"`).
+    #[serde(default)]
+    pub forest: ForestParams,
 }
 
 impl ModelSection {
@@ -227,6 +231,7 @@ impl ModelSection {
             ModelKind::Fm => serde_json::to_value(self.fm),
             ModelKind::Ffm => serde_json::to_value(self.ffm),
             ModelKind::Deep => serde_json::to_value(&self.deep),
+            ModelKind::Forest => serde_json::to_value(self.forest),
         };
         v.expect("params serialize")
     }
@@ -370,8 +375,9 @@ pub struct TrainingSection {
     /// Training threads: with more than 1, FTRL and FM learn each epoch of a window
     /// Hogwild-style (lock-free shared updates, the window cut into one contiguous shard per
     /// thread; not deterministic), and deep models split each mini-batch into one part per
-    /// thread (data-parallel; deterministic for a given count). 1 (default) is deterministic.
-    /// FFM takes only 1.
+    /// thread (data-parallel; deterministic for a given count), and a forest's trees are
+    /// split among the threads (deterministic whatever the count). 1 (default) is
+    /// deterministic. FFM takes only 1.
     #[serde(default = "default_threads")]
     pub threads: usize,
     /// L2 pull towards the serving model's weights while a window trains (FTRL only): each
@@ -674,6 +680,26 @@ impl Config {
         if let Err((k, m)) = self.model.deep.validate() {
             return Err(invalid(&format!("model.deep.{k}"), m));
         }
+        if let Err(evergreen_model::ShapeError::Param(k, m)) = self.model.forest.validate() {
+            return Err(invalid(&format!("model.forest.{k}"), m));
+        }
+        let raw = self.features.representation == evergreen_core::Representation::Raw;
+        if raw != (self.model.kind == ModelKind::Forest) {
+            return Err(invalid(
+                "features.representation",
+                if raw {
+                    format!(
+                        "\"raw\" features are for kind \"forest\"; kind {:?} consumes hashed \
+                         features (remove the key)",
+                        self.model.kind.name()
+                    )
+                } else {
+                    "kind \"forest\" consumes raw features: set features.representation = \
+                     \"raw\" (numeric values and category ids, no crosses or buckets)"
+                        .into()
+                },
+            ));
+        }
         self.features
             .validate("features")
             .map_err(|e| ConfigError::Invalid {
@@ -743,14 +769,14 @@ impl Config {
         if self.training.threads > 1
             && !matches!(
                 self.model.kind,
-                ModelKind::Ftrl | ModelKind::Fm | ModelKind::Deep
+                ModelKind::Ftrl | ModelKind::Fm | ModelKind::Deep | ModelKind::Forest
             )
         {
             return Err(invalid(
                 "training.threads",
                 format!(
-                    "parallel training is implemented for kinds \"ftrl\", \"fm\" and \"deep\" \
-                     only (kind is {:?})",
+                    "parallel training is implemented for kinds \"ftrl\", \"fm\", \"deep\" \
+                     and \"forest\" only (kind is {:?})",
                     self.model.kind.name()
                 ),
             ));
@@ -961,7 +987,7 @@ mod tests {
         match parse(&threads2.replace("kind = \"ftrl\"", "kind = \"ffm\"")).unwrap_err() {
             ConfigError::Invalid { key, message, .. } => {
                 assert_eq!(key, "training.threads");
-                assert!(message.contains("\"fm\" and \"deep\""), "{message}");
+                assert!(message.contains("\"deep\" and \"forest\""), "{message}");
             }
             other => panic!("expected Invalid, got {other}"),
         }

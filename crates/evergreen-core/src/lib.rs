@@ -10,7 +10,7 @@ pub mod transform;
 
 pub use record::{FieldName, RawRecord, RawValue};
 pub use spec::{
-    CategoricalColumn, CrossColumn, FeatureSpec, LabelSpec, NumericColumn, NumericTransform,
-    SparseColumn, SpecError,
+    CategoricalColumn, CrossColumn, FeatureSpec, FieldKind, LabelSpec, NumericColumn,
+    NumericTransform, Representation, SparseColumn, SpecError,
 };
 pub use transform::{FeatureVector, Layout, TransformError, Transformer};

@@ -17,7 +17,8 @@ pub struct FeatureSpec {
     pub hash_bits: u8,
     /// The label column and how to read it.
     pub label: LabelSpec,
-    /// Add a constant bias feature.
+    /// Add a constant bias feature (hashed representation only: a raw spec never emits it, and
+    /// accepts `bias = true`, the default, without effect).
     #[serde(default = "default_true")]
     pub bias: bool,
     /// Categorical columns, hashed by value.
@@ -34,6 +35,45 @@ pub struct FeatureSpec {
     /// fingerprint of specs without sparse columns is unchanged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sparse: Vec<SparseColumn>,
+    /// Which representation of the features the model consumes: hashed (linear, FM, FFM, deep
+    /// models) or raw (tree models). Skipped when hashed, the default, so the fingerprint of
+    /// every spec written before this field existed is unchanged.
+    #[serde(default, skip_serializing_if = "Representation::is_hashed")]
+    pub representation: Representation,
+}
+
+/// The representation of the features a model consumes (`features.representation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Representation {
+    /// Every feature hashed into `2^hash_bits` buckets, with the bias and crosses: for linear,
+    /// FM, FFM and deep models.
+    #[default]
+    Hashed,
+    /// Raw values for tree models: each numeric column's value and each categorical value's
+    /// identity (its full 32-bit hash, not reduced to `hash_bits`); no bias, crosses, sparse
+    /// columns or numeric buckets.
+    Raw,
+}
+
+impl Representation {
+    /// True for [`Representation::Hashed`].
+    pub fn is_hashed(&self) -> bool {
+        *self == Representation::Hashed
+    }
+}
+
+/// How a tree model reads the entries of one field (see [`FeatureSpec::field_kinds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldKind {
+    /// The field carries no information to split on (the bias, field 0).
+    Unused,
+    /// The entry's value is a number to split on by threshold; its index is constant.
+    Numeric,
+    /// The entry's index identifies a category (its value is `1.0`, or a weight for sparse
+    /// columns); split by index.
+    Categorical,
 }
 
 /// A sparse column: a record field holding named, weighted features.
@@ -177,6 +217,29 @@ impl FeatureSpec {
                 ),
             ));
         }
+        if self.representation == Representation::Raw {
+            if !self.cross.is_empty() {
+                return Err(err(
+                    format!("{prefix}.cross[0]"),
+                    "not allowed with representation = \"raw\": trees learn interactions \
+                     themselves; crosses are for hashed models",
+                ));
+            }
+            if !self.sparse.is_empty() {
+                return Err(err(
+                    format!("{prefix}.sparse[0]"),
+                    "not allowed with representation = \"raw\": sparse columns of weighted \
+                     features are for hashed models",
+                ));
+            }
+            if let Some(i) = self.numeric.iter().position(|c| c.buckets.is_some()) {
+                return Err(err(
+                    format!("{prefix}.numeric[{i}].buckets"),
+                    "not allowed with representation = \"raw\": trees split numeric values \
+                     themselves",
+                ));
+            }
+        }
         if self.categorical.is_empty() && self.numeric.is_empty() && self.sparse.is_empty() {
             return Err(err(
                 prefix,
@@ -279,6 +342,15 @@ impl FeatureSpec {
         xxhash_rust::xxh3::xxh3_64(&json)
     }
 
+    /// Bits of the feature indices the transform emits: `hash_bits`, or 32 for the raw
+    /// representation (category ids are not reduced to the hash table).
+    pub fn index_bits(&self) -> u8 {
+        match self.representation {
+            Representation::Hashed => self.hash_bits,
+            Representation::Raw => 32,
+        }
+    }
+
     /// Number of hash buckets.
     pub fn dim(&self) -> usize {
         1usize << self.hash_bits
@@ -300,6 +372,27 @@ impl FeatureSpec {
         out.extend(self.numeric.iter().map(|c| c.name.clone()));
         out.extend(self.cross.iter().map(|c| c.columns.join("_x_")));
         out.extend(self.sparse.iter().map(|c| c.name.clone()));
+        out
+    }
+
+    /// Field kinds by field id, indexed exactly like [`FeatureSpec::field_names`]: field 0 (the
+    /// bias, constant when emitted and never emitted in raw mode) is always
+    /// [`FieldKind::Unused`]; categorical columns are [`FieldKind::Categorical`]; numeric columns
+    /// [`FieldKind::Numeric`], or [`FieldKind::Categorical`] when bucketized (hashed mode only);
+    /// crosses and sparse columns (hashed mode only) [`FieldKind::Categorical`].
+    pub fn field_kinds(&self) -> Vec<FieldKind> {
+        let mut out = Vec::with_capacity(self.field_count());
+        out.push(FieldKind::Unused);
+        out.extend(self.categorical.iter().map(|_| FieldKind::Categorical));
+        out.extend(self.numeric.iter().map(|c| {
+            if c.buckets.is_some() {
+                FieldKind::Categorical
+            } else {
+                FieldKind::Numeric
+            }
+        }));
+        out.extend(self.cross.iter().map(|_| FieldKind::Categorical));
+        out.extend(self.sparse.iter().map(|_| FieldKind::Categorical));
         out
     }
 }
@@ -412,6 +505,128 @@ pub(crate) mod tests {
         r#""cross":[{"columns":["site","hour"]},{"columns":["site","device"]}]}"#
     );
     const GOLDEN_FINGERPRINT: u64 = 0x1ac9_2f12_1d7a_3f0f;
+
+    /// `representation` is skipped when hashed: a hashed spec serializes, and fingerprints,
+    /// exactly as the same spec written without the key.
+    #[test]
+    fn hashed_representation_leaves_json_and_fingerprint_unchanged() {
+        let s = golden_spec();
+        assert_eq!(s.representation, Representation::Hashed);
+        assert!(
+            !serde_json::to_string(&s)
+                .unwrap()
+                .contains("representation")
+        );
+        assert_eq!(
+            s.fingerprint(),
+            xxhash_rust::xxh3::xxh3_64(GOLDEN_JSON.as_bytes())
+        );
+        let explicit = GOLDEN_JSON.replacen('{', r#"{"representation":"hashed","#, 1);
+        let e: FeatureSpec = serde_json::from_str(&explicit).unwrap();
+        assert_eq!(e, s);
+        assert_eq!(e.fingerprint(), GOLDEN_FINGERPRINT);
+    }
+
+    fn raw_spec() -> FeatureSpec {
+        serde_json::from_value(serde_json::json!({
+            "representation": "raw",
+            "label": {"column": "y"},
+            "categorical": [{"name": "c"}],
+            "numeric": [{"name": "x", "log": true}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn raw_representation_round_trips_and_changes_the_fingerprint() {
+        let s = raw_spec();
+        assert_eq!(s.representation, Representation::Raw);
+        assert!(s.bias, "bias defaults to true and is accepted in raw mode");
+        s.validate("features").unwrap();
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains(r#""representation":"raw""#), "{json}");
+        assert_eq!(serde_json::from_str::<FeatureSpec>(&json).unwrap(), s);
+        let mut hashed = s.clone();
+        hashed.representation = Representation::Hashed;
+        assert_ne!(s.fingerprint(), hashed.fingerprint());
+        assert_eq!(
+            serde_json::from_str::<Representation>(r#""hashed""#).unwrap(),
+            Representation::Hashed
+        );
+        assert!(serde_json::from_str::<Representation>(r#""Raw""#).is_err());
+    }
+
+    #[test]
+    fn raw_representation_rejects_crosses_sparse_and_buckets_with_key() {
+        let mut s = raw_spec();
+        s.categorical.push(CategoricalColumn { name: "d".into() });
+        s.cross.push(CrossColumn {
+            columns: vec!["c".into(), "d".into()],
+        });
+        let e = s.validate("features").unwrap_err();
+        assert_eq!(e.key, "features.cross[0]");
+        assert!(e.to_string().contains("features.cross[0]: "), "{e}");
+        assert!(
+            e.message.contains("trees learn interactions themselves"),
+            "{e}"
+        );
+        // Not only a config rule: the transform refuses it too.
+        assert_eq!(
+            crate::Transformer::new(s.clone()).unwrap_err().key,
+            "features.cross[0]"
+        );
+        s.cross.clear();
+        s.validate("features").unwrap();
+
+        let mut s = raw_spec();
+        s.sparse.push(SparseColumn { name: "ns".into() });
+        let e = s.validate("features").unwrap_err();
+        assert_eq!(e.key, "features.sparse[0]");
+        assert!(e.message.contains("raw"), "{e}");
+
+        let mut s = raw_spec();
+        s.numeric.push(NumericColumn {
+            name: "h".into(),
+            log: false,
+            standardize: None,
+            buckets: Some(vec![6.0, 12.0]),
+            default: None,
+        });
+        let e = s.validate("f").unwrap_err();
+        assert_eq!(e.key, "f.numeric[1].buckets");
+        assert!(
+            e.message.contains("trees split numeric values themselves"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn field_kinds_follow_field_names() {
+        let mut s = golden_spec();
+        s.sparse.push(SparseColumn { name: "ns".into() });
+        use FieldKind::*;
+        let kinds = s.field_kinds();
+        assert_eq!(kinds.len(), s.field_names().len());
+        // bias, site, device, price, hour (bucketized), 2 crosses, ns
+        assert_eq!(
+            kinds,
+            [
+                Unused,
+                Categorical,
+                Categorical,
+                Numeric,
+                Categorical,
+                Categorical,
+                Categorical,
+                Categorical
+            ]
+        );
+        assert_eq!(raw_spec().field_kinds(), [Unused, Categorical, Numeric]);
+        assert_eq!(
+            serde_json::to_string(&Categorical).unwrap(),
+            r#""categorical""#
+        );
+    }
 
     #[test]
     fn fingerprint_changes_with_spec() {

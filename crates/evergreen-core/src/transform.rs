@@ -2,13 +2,16 @@
 //!
 //! Hashing uses xxh3 (stable across versions and platforms): each column has a seed derived from
 //! its name, and a value is hashed with its column's seed, so `a=x` and `b=x` land in different
-//! buckets. The exact recipe is part of the model format; see `docs/formats.md`.
+//! buckets. The exact recipe is part of the model format; see `docs/formats.md`. A spec with
+//! `representation = "raw"` (tree models) emits no bias, and categorical indices keep the low
+//! 32 bits of their hash instead of being reduced to `hash_bits` ("Raw representation").
 
 use crate::record::{RawRecord, RawValue};
-use crate::spec::{FeatureSpec, NumericColumn, SpecError};
+use crate::spec::{FeatureSpec, NumericColumn, Representation, SpecError};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
-/// A sparse feature vector over `2^hash_bits` buckets. Indices may repeat (hash collisions).
+/// A sparse feature vector over `2^hash_bits` buckets (raw representation: categorical indices
+/// span all of `u32`). Indices may repeat (hash collisions).
 /// Each entry also carries the id of the field (spec column) that produced it, see
 /// [`FeatureSpec::field_names`](crate::FeatureSpec::field_names); linear models ignore it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -425,6 +428,11 @@ enum Part {
 pub struct Transformer {
     spec: FeatureSpec,
     mask: u64,
+    /// Mask of categorical indices: `mask` when hashed; the low 32 bits (no reduction to
+    /// `hash_bits`) when raw.
+    cat_mask: u64,
+    /// Whether the bias entry is emitted: `bias = true` and hashed.
+    emit_bias: bool,
     bias_index: u32,
     categorical_seeds: Vec<u64>,
     numeric: Vec<CompiledNumeric>,
@@ -458,6 +466,9 @@ impl Transformer {
         spec.validate_for_transform("features")?;
         let mask = (1u64 << spec.hash_bits) - 1;
         let bias_index = (column_seed("bias", "") & mask) as u32;
+        let raw = spec.representation == Representation::Raw;
+        let cat_mask = if raw { u64::from(u32::MAX) } else { mask };
+        let emit_bias = spec.bias && !raw;
         let categorical_seeds = spec
             .categorical
             .iter()
@@ -514,6 +525,8 @@ impl Transformer {
         Ok(Self {
             spec,
             mask,
+            cat_mask,
+            emit_bias,
             bias_index,
             categorical_seeds,
             numeric,
@@ -672,7 +685,9 @@ impl Transformer {
         out: &mut FeatureVector,
     ) -> Result<(), TransformError> {
         out.clear();
-        if self.spec.bias {
+        // Raw representation (validated: no crosses, sparse columns or buckets): no bias, and
+        // categorical indices masked by `cat_mask` instead of `mask`; numeric entries as hashed.
+        if self.emit_bias {
             out.push_field(0, self.bias_index, 1.0);
         }
         let ncat = self.categorical_seeds.len();
@@ -698,7 +713,7 @@ impl Transformer {
             } else {
                 None
             };
-            let mask = self.mask;
+            let mask = self.cat_mask;
             let field = (1 + i) as u16;
             for_each_categorical(&c.name, r.categorical(self, i), |b| {
                 out.push_field(field, (xxh3_64_with_seed(b, *seed) & mask) as u32, 1.0);
@@ -1223,6 +1238,86 @@ mod tests {
         for i in [0, -1, 9, 10, i64::MIN, i64::MAX] {
             assert_eq!(int_text(i, &mut [0u8; 20]), i.to_string().as_bytes());
         }
+    }
+
+    fn raw_spec() -> FeatureSpec {
+        serde_json::from_value(serde_json::json!({
+            "hash_bits": 8,
+            "representation": "raw",
+            "label": {"column": "y"},
+            "categorical": [{"name": "site"}, {"name": "device"}],
+            "numeric": [
+                {"name": "price", "log": true, "standardize": {"mean": 1.0, "std": 2.0}},
+                {"name": "age", "default": 30.0},
+                {"name": "score"}
+            ]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn raw_representation_emits_values_and_unmasked_category_ids_without_bias() {
+        let t = Transformer::new(raw_spec()).unwrap();
+        assert!(
+            t.spec().bias,
+            "bias defaults to true and is accepted in raw mode"
+        );
+        let cat = |name: &str, v: &str| xxh3_64_with_seed(v.as_bytes(), column_seed("cat", name));
+        // A value whose hash has bits set above hash_bits (nearly all of them with 8 bits).
+        let site = (0..100)
+            .map(|i| format!("s{i}"))
+            .find(|v| cat("site", v) as u32 >= 1 << 16)
+            .unwrap();
+        let r = rec(&[
+            ("site", RawValue::Str(site.clone())),
+            ("device", RawValue::Int(3)),
+            ("price", RawValue::Str("3.25".into())),
+            // age missing: its default; score missing: nothing.
+            ("y", RawValue::Str("1".into())),
+        ]);
+        let (v, y) = t.example(&r).unwrap();
+        assert_eq!(y, 1.0);
+        assert_eq!(v.fields, [1, 2, 3, 4]);
+        let mask = (1u64 << 8) - 1;
+        assert_eq!(
+            v.indices,
+            [
+                cat("site", &site) as u32,
+                cat("device", "3") as u32,
+                (column_seed("num", "price") & mask) as u32,
+                (column_seed("num", "age") & mask) as u32,
+            ]
+        );
+        assert!(v.indices[0] > mask as u32, "category index not masked");
+        let price = ((3.25f64.ln_1p() - 1.0) / 2.0) as f32;
+        assert_eq!(v.values, [1.0, 1.0, price, 30.0]);
+        // Numeric entries are exactly those of the hashed representation.
+        let mut hashed = raw_spec();
+        hashed.representation = Representation::Hashed;
+        let h = Transformer::new(hashed).unwrap().features(&r).unwrap();
+        assert_eq!(h.fields[0], 0, "hashed mode keeps its bias");
+        assert_eq!(&h.indices[3..], &v.indices[2..]);
+        assert_eq!(&h.values[3..], &v.values[2..]);
+        assert_eq!(h.indices[1], (u64::from(v.indices[0]) & mask) as u32);
+        // Text cells go through the same transform.
+        let header = ["y", "price", "device", "site", "age", "score"];
+        let layout = t.layout(&header);
+        let row = ["1", "3.25", "3", site.as_str(), "", ""];
+        let (c, cy) = t.example_of_cells(&layout, |i| row[i]).unwrap();
+        assert_eq!((c, cy), (v, y));
+        // Two values that share a bucket with 8 bits keep distinct ids.
+        let values: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+        let (a, b) = values
+            .iter()
+            .enumerate()
+            .flat_map(|(i, a)| values[i + 1..].iter().map(move |b| (a, b)))
+            .find(|(a, b)| cat("site", a) & mask == cat("site", b) & mask)
+            .expect("a bucket collision among 100 values in 256 buckets");
+        let id = |v: &str| {
+            t.features(&rec(&[("site", RawValue::Str(v.into()))]))
+                .unwrap()
+        };
+        assert_ne!(id(a).indices, id(b).indices);
     }
 
     proptest::proptest! {

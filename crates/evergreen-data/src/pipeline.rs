@@ -685,7 +685,7 @@ impl Pipeline {
         let spec = transformer.spec();
         let examples = crate::examples::ExamplesHeader {
             spec_fingerprint: spec.fingerprint(),
-            hash_bits: spec.hash_bits,
+            hash_bits: spec.index_bits(),
             fields: u16::try_from(spec.field_count()).unwrap_or(u16::MAX),
         };
         let shards = Arc::new(shards);

@@ -235,6 +235,94 @@ impl Adwin {
     }
 }
 
+/// The complete state of an [`Adwin`], as plain numbers, for models that persist their
+/// detectors (the adaptive random forest's per-tree detectors): [`Adwin::state`] and
+/// [`Adwin::from_state`] round-trip exactly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdwinState {
+    /// Confidence.
+    pub delta: f64,
+    /// Items between cut tests.
+    pub clock: u64,
+    /// Buckets per row of the histogram, oldest first: `(total, variance)` of each bucket of
+    /// `2^row` items.
+    pub rows: Vec<Vec<(f64, f64)>>,
+    /// Sum of the window's items.
+    pub total: f64,
+    /// Sum of squared deviations from the window's mean.
+    pub variance: f64,
+    /// Items seen.
+    pub ticks: u64,
+    /// Changes detected.
+    pub detections: u64,
+    /// Newer minus older mean at the last change.
+    pub last_shift: f64,
+}
+
+impl Adwin {
+    /// The detector's state (see [`AdwinState`]).
+    pub fn state(&self) -> AdwinState {
+        AdwinState {
+            delta: self.delta,
+            clock: self.clock,
+            rows: self
+                .rows
+                .iter()
+                .map(|r| r.iter().map(|b| (b.total, b.variance)).collect())
+                .collect(),
+            total: self.total,
+            variance: self.variance,
+            ticks: self.ticks,
+            detections: self.detections,
+            last_shift: self.last_shift,
+        }
+    }
+
+    /// A detector in `state`; `None` when the state is not one a detector can be in (a row
+    /// with more than 5 buckets, a non-finite or negative value, a width above the items seen,
+    /// `delta` outside (0, 1), a clock of 0). The width is the buckets' item count.
+    pub fn from_state(state: &AdwinState) -> Option<Adwin> {
+        let mut a = Adwin::with_clock(state.delta, state.clock);
+        if !(state.delta > 0.0 && state.delta < 1.0) || state.clock == 0 || state.rows.len() > 63
+        {
+            return None;
+        }
+        let mut width = 0u64;
+        for (row, buckets) in state.rows.iter().enumerate() {
+            if buckets.len() > a.max_buckets {
+                return None;
+            }
+            let mut r = VecDeque::with_capacity(buckets.len());
+            for &(t, v) in buckets {
+                if !t.is_finite() || !v.is_finite() || v < 0.0 {
+                    return None;
+                }
+                width = width.checked_add(1u64 << row)?;
+                r.push_back(Bucket {
+                    total: t,
+                    variance: v,
+                });
+            }
+            a.rows.push(r);
+        }
+        let finite = state.total.is_finite() && state.variance.is_finite();
+        if width > state.ticks || !finite || state.variance < 0.0 || !state.last_shift.is_finite()
+        {
+            return None;
+        }
+        while a.rows.last().is_some_and(|r| r.is_empty()) {
+            a.rows.pop();
+        }
+        a.width = width;
+        a.total = state.total;
+        a.variance = state.variance;
+        a.ticks = state.ticks;
+        a.detections = state.detections;
+        a.last_shift = state.last_shift;
+        Some(a)
+    }
+}
+
 /// Which change of the mean [`PageHinkley`] looks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -469,6 +557,36 @@ mod tests {
         assert!((b.mean() - 0.3).abs() < 0.02);
         // Its exponential histogram stays small.
         assert!(b.rows.iter().map(VecDeque::len).sum::<usize>() < 80);
+    }
+
+    #[test]
+    fn adwin_state_round_trips_and_continues_identically() {
+        let mut r = Lcg(11);
+        let mut a = Adwin::new(0.01);
+        for t in 0..2500 {
+            a.update(f64::from(r.next() < if t < 1200 { 0.1 } else { 0.6 }));
+        }
+        let mut b = Adwin::from_state(&a.state()).expect("a valid state");
+        assert_eq!(b.state(), a.state());
+        for _ in 0..3000 {
+            let x = f64::from(r.next() < 0.3);
+            assert_eq!(a.update(x), b.update(x));
+        }
+        assert_eq!(b.state(), a.state());
+        // States no detector can be in are refused.
+        let good = a.state();
+        let mut bad = good.clone();
+        bad.rows[0] = vec![(1.0, 0.0); 6];
+        assert!(Adwin::from_state(&bad).is_none());
+        let mut bad = good.clone();
+        bad.variance = f64::NAN;
+        assert!(Adwin::from_state(&bad).is_none());
+        let mut bad = good.clone();
+        bad.ticks = 0;
+        assert!(Adwin::from_state(&bad).is_none());
+        let mut bad = good;
+        bad.delta = 0.0;
+        assert!(Adwin::from_state(&bad).is_none());
     }
 
     #[test]

@@ -80,6 +80,15 @@ pub struct GroupLabels {
     pub group: String,
 }
 
+/// Labels `{model, stat}`: a figure of the model's size or history (`Model::gauges`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatLabels {
+    /// Model name.
+    pub model: String,
+    /// The figure, e.g. `trees`, `replacements`, `bytes`.
+    pub stat: String,
+}
+
 /// Labels `{model, detector}`: a drift detector (`loss`, `feature`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DetectorLabels {
@@ -214,6 +223,10 @@ pub struct Metrics {
     /// `evergreen_training_gradient_mean_abs{model,group}`: mean |gradient| of a parameter
     /// group over the last mini-batch of the last cycle (deep models).
     pub gradient_mean_abs: Family<GroupLabels, FloatGauge>,
+    /// `evergreen_training_model_stat{model,stat}`: the candidate model's size and history
+    /// after the last cycle (forest: trees, background_trees, nodes, leaves, max_depth, bytes,
+    /// warnings, replacements).
+    pub model_stat: Family<StatLabels, FloatGauge>,
     /// `evergreen_training_drift_detections_total{model,detector}`: windows in which a drift
     /// detector fired.
     pub drift_detections: Family<DetectorLabels, Counter>,
@@ -453,6 +466,12 @@ impl Metrics {
             "Mean absolute gradient of a parameter group over the last mini-batch",
             gradient_mean_abs.clone(),
         );
+        let model_stat = Family::<StatLabels, FloatGauge>::default();
+        registry.register(
+            "evergreen_training_model_stat",
+            "Size and history of the model after the last cycle (forest: trees, background_trees, nodes, leaves, max_depth, bytes, warnings, replacements)",
+            model_stat.clone(),
+        );
         let drift_detections = Family::<DetectorLabels, Counter>::default();
         registry.register(
             "evergreen_training_drift_detections",
@@ -551,6 +570,7 @@ impl Metrics {
             gate_rejections_in_a_row,
             last_cycle_timestamp,
             gradient_mean_abs,
+            model_stat,
             drift_detections,
             feature_psi,
             publication_paused,
@@ -701,6 +721,12 @@ mod tests {
                 group: "layer_0/kernel".into(),
             })
             .set(0.001);
+        m.model_stat
+            .get_or_create(&StatLabels {
+                model: "m".into(),
+                stat: "trees".into(),
+            })
+            .set(10.0);
         m.admin_actions
             .get_or_create(&Metrics::outcome("m", "promote"))
             .inc();

@@ -91,6 +91,9 @@ pub fn load(bytes: &[u8]) -> Result<(Header, Box<dyn Model>), ModelError> {
         ModelKind::Fm => Box::new(Fm::decode(body).ok_or(ModelError::Body("fm"))?),
         ModelKind::Ffm => Box::new(Ffm::decode(body).ok_or(ModelError::Body("ffm"))?),
         ModelKind::Deep => Box::new(Deep::decode(body).ok_or(ModelError::Body("deep"))?),
+        ModelKind::Forest => {
+            Box::new(crate::forest::decode(body).ok_or(ModelError::Body("forest"))?)
+        }
     };
     Ok((header, model))
 }

@@ -14,6 +14,7 @@ mod embedding;
 mod ffm;
 mod file_map;
 mod fm;
+mod forest;
 mod format;
 mod ftrl;
 mod hogwild;
@@ -27,11 +28,15 @@ pub use fm::{Fm, FmParams};
 pub use deep::{Deep, DeepParams, DeepVariant};
 pub use dense::{Adam, DenseLayer, SplitMix64};
 pub use embedding::{HashedEmbeddingTable, SparseOptimizer, TableConfig};
+pub use forest::{
+    Criterion, Event, EventKind, Forest, ForestParams, ForestSummary, LeafPrediction, MAX_EVENTS,
+    MAX_TREES, NumericObserver, TreeSummary,
+};
 pub use format::{FORMAT_VERSION, Header, MAGIC, ModelError, load, save};
 pub use ftrl::{Ftrl, FtrlParams, MAX_ADMIT_AFTER, WeightStorage};
 pub use open::{OpenError, Opened, open};
 
-use evergreen_core::FeatureVector;
+use evergreen_core::{FeatureVector, FieldKind, Representation};
 use serde::{Deserialize, Serialize};
 
 /// Kinds of model, with their stable code in the binary header.
@@ -46,6 +51,8 @@ pub enum ModelKind {
     Ffm,
     /// Wide&Deep or DeepFM: embeddings, MLP tower and a wide part (`Deep`).
     Deep,
+    /// Adaptive random forest of Hoeffding trees over raw features (`Forest`).
+    Forest,
 }
 
 impl ModelKind {
@@ -56,6 +63,7 @@ impl ModelKind {
             ModelKind::Fm => 2,
             ModelKind::Ffm => 3,
             ModelKind::Deep => 4,
+            ModelKind::Forest => 5,
         }
     }
 
@@ -66,6 +74,7 @@ impl ModelKind {
             2 => Some(ModelKind::Fm),
             3 => Some(ModelKind::Ffm),
             4 => Some(ModelKind::Deep),
+            5 => Some(ModelKind::Forest),
             _ => None,
         }
     }
@@ -77,16 +86,29 @@ impl ModelKind {
             ModelKind::Fm => "fm",
             ModelKind::Ffm => "ffm",
             ModelKind::Deep => "deep",
+            ModelKind::Forest => "forest",
         }
     }
 }
 
-/// An online binary classifier over hashed sparse features.
+/// An online binary classifier over the features of a [`FeatureVector`]: hashed sparse
+/// features for most kinds, raw values (numeric values and category ids by field) for the
+/// forest, as [`Model::representation`] declares.
 pub trait Model: Send + Sync + std::fmt::Debug {
     /// Which kind this is.
     fn kind(&self) -> ModelKind;
     /// Number of hash buckets the model was built for.
     fn dim(&self) -> usize;
+    /// The representation of the features the model consumes; the spec a version is trained
+    /// and served with must produce it (`features.representation`). Default: hashed.
+    fn representation(&self) -> Representation {
+        Representation::Hashed
+    }
+    /// For models over raw features: the kind of each field id the model was built for (the
+    /// spec's `field_kinds`, checked when a version is loaded). Default: none.
+    fn field_kinds(&self) -> Option<&[FieldKind]> {
+        None
+    }
     /// Probability of the positive class.
     fn predict(&self, x: &FeatureVector) -> f64;
     /// Appends [`Model::predict`] of each example to `out`. The default predicts one by one;
@@ -133,6 +155,10 @@ pub trait Model: Send + Sync + std::fmt::Debug {
     /// Only the `gradients/...` groups of [`Model::inspect`] (cheap: no pass over embeddings or
     /// hashed weights), for the trainer's per-cycle gradient gauges. Default: none.
     fn inspect_gradients(&self, _visit: &mut dyn FnMut(&str, &[f32])) {}
+    /// Calls `visit(name, value)` for each figure of the model's size and history worth a
+    /// gauge (the forest: trees, background trees, nodes, leaves, depth, bytes, warnings,
+    /// replacements). Default: none.
+    fn gauges(&self, _visit: &mut dyn FnMut(&str, f64)) {}
 }
 
 impl Clone for Box<dyn Model> {
@@ -177,6 +203,7 @@ mod tests {
             (ModelKind::Fm, 2, "fm"),
             (ModelKind::Ffm, 3, "ffm"),
             (ModelKind::Deep, 4, "deep"),
+            (ModelKind::Forest, 5, "forest"),
         ] {
             assert_eq!(kind.code(), code);
             assert_eq!(ModelKind::from_code(code), Some(kind));
@@ -186,7 +213,7 @@ mod tests {
             assert_eq!(serde_json::from_str::<ModelKind>(&json).unwrap(), kind);
         }
         assert_eq!(ModelKind::from_code(0), None);
-        assert_eq!(ModelKind::from_code(5), None);
+        assert_eq!(ModelKind::from_code(6), None);
     }
 
     #[test]

@@ -5,8 +5,9 @@
 
 use evergreen_core::FeatureVector;
 use evergreen_model::{
-    Deep, DeepParams, DeepVariant, Differentiable, Ffm, FfmParams, Fm, FmParams, Ftrl, FtrlParams,
-    Model, ModelError, OpenError, WeightStorage, load, open, save,
+    Criterion, Deep, DeepParams, DeepVariant, Differentiable, Ffm, FfmParams, Fm, FmParams, Forest,
+    ForestParams, Ftrl, FtrlParams, LeafPrediction, Model, ModelError, NumericObserver,
+    OpenError, WeightStorage, load, open, save,
 };
 use proptest::prelude::*;
 
@@ -16,12 +17,29 @@ const FIELDS: usize = 4;
 /// A model kind under test.
 struct Kind {
     name: &'static str,
-    make: fn() -> Box<dyn Differentiable>,
+    make: Make,
     /// Finite-difference gradient check, and how exact it can be.
     grad_check: GradCheck,
     /// True for a mini-batch model (`learn_batch` is one step on the whole batch, not
     /// `learn` example by example): see `learn_batch_returns_pre_update_predictions`.
     minibatch: bool,
+}
+
+/// How a kind is built: gradient-trained kinds expose their parameters (`Differentiable`,
+/// for the gradient and NaN-injection checks); the others (the forest) only the model trait.
+#[derive(Clone, Copy)]
+enum Make {
+    Diff(fn() -> Box<dyn Differentiable>),
+    Plain(fn() -> Box<dyn Model>),
+}
+
+impl Kind {
+    fn model(&self) -> Box<dyn Model> {
+        match self.make {
+            Make::Diff(f) => f(),
+            Make::Plain(f) => f(),
+        }
+    }
 }
 
 /// How a kind's gradients are checked against central differences.
@@ -40,19 +58,19 @@ enum GradCheck {
 const KINDS: &[Kind] = &[
     Kind {
         name: "ftrl",
-        make: || Box::new(Ftrl::new(FtrlParams::default(), DIM)),
+        make: Make::Diff(|| Box::new(Ftrl::new(FtrlParams::default(), DIM))),
         grad_check: GradCheck::Exact,
         minibatch: false,
     },
     Kind {
         name: "ftrl-f16-admission",
-        make: ftrl_f16_admission,
+        make: Make::Diff(ftrl_f16_admission),
         grad_check: GradCheck::Off,
         minibatch: false,
     },
     Kind {
         name: "fm",
-        make: || {
+        make: Make::Diff(|| {
             Box::new(Fm::new(
                 FmParams {
                     init_std: 0.1,
@@ -61,19 +79,19 @@ const KINDS: &[Kind] = &[
                 DIM,
                 FIELDS,
             ))
-        },
+        }),
         grad_check: GradCheck::Exact,
         minibatch: false,
     },
     Kind {
         name: "ffm",
-        make: || Box::new(Ffm::new(FfmParams::default(), DIM, FIELDS)),
+        make: Make::Diff(|| Box::new(Ffm::new(FfmParams::default(), DIM, FIELDS))),
         grad_check: GradCheck::Exact,
         minibatch: false,
     },
     Kind {
         name: "ffm-unnormalized",
-        make: || {
+        make: Make::Diff(|| {
             Box::new(Ffm::new(
                 FfmParams {
                     normalize: false,
@@ -82,35 +100,67 @@ const KINDS: &[Kind] = &[
                 DIM,
                 FIELDS,
             ))
-        },
+        }),
         grad_check: GradCheck::Exact,
         minibatch: false,
     },
     Kind {
         name: "wide_deep",
-        make: || deep(DeepVariant::WideDeep),
+        make: Make::Diff(|| deep(DeepVariant::WideDeep)),
         grad_check: GradCheck::F32,
         minibatch: true,
     },
     Kind {
         name: "deepfm",
-        make: || deep(DeepVariant::DeepFm),
+        make: Make::Diff(|| deep(DeepVariant::DeepFm)),
         grad_check: GradCheck::F32,
         minibatch: true,
     },
     Kind {
         name: "dcn",
-        make: || deep(DeepVariant::Dcn),
+        make: Make::Diff(|| deep(DeepVariant::Dcn)),
         grad_check: GradCheck::F32,
         minibatch: true,
     },
     Kind {
         name: "deepfm-ftrl-embeddings",
-        make: deepfm_ftrl_embeddings,
+        make: Make::Diff(deepfm_ftrl_embeddings),
         grad_check: GradCheck::F32,
         minibatch: true,
     },
+    Kind {
+        name: "forest",
+        make: Make::Plain(|| forest(ForestParams::default())),
+        grad_check: GradCheck::Off,
+        minibatch: false,
+    },
+    Kind {
+        name: "forest-histogram-nb-gini",
+        make: Make::Plain(|| {
+            forest(ForestParams {
+                trees: 3,
+                numeric_observer: NumericObserver::Histogram,
+                leaf_prediction: LeafPrediction::NaiveBayes,
+                criterion: Criterion::Gini,
+                grace_period: 10.0,
+                seed: 9,
+                ..ForestParams::default()
+            })
+        }),
+        grad_check: GradCheck::Off,
+        minibatch: false,
+    },
 ];
+
+/// A forest over the toy vectors: field 0 unused (the bias), fields 1 and 2 categorical (the
+/// bucket index is the category), field 3 numeric (the value).
+fn forest(params: ForestParams) -> Box<dyn Model> {
+    use evergreen_core::FieldKind::*;
+    Box::new(
+        Forest::try_new(params, vec![Unused, Categorical, Categorical, Numeric], DIM)
+            .expect("valid forest"),
+    )
+}
 
 /// A small deep model: embedding width 4, tower [8, 6] (DCN: 2 cross layers of 16×16).
 fn deep_params(variant: DeepVariant) -> DeepParams {
@@ -188,12 +238,24 @@ fn toy(n: usize, seed: u64) -> Vec<(FeatureVector, f32)> {
         .collect()
 }
 
-fn trained(k: &Kind) -> Box<dyn Differentiable> {
-    let mut m = (k.make)();
+fn trained(k: &Kind) -> Box<dyn Model> {
+    let mut m = k.model();
     for (x, y) in toy(300, 1) {
         m.learn(&x, y);
     }
     m
+}
+
+/// [`trained`] with parameter access, for the gradient-trained kinds.
+fn trained_diff(k: &Kind) -> Option<Box<dyn Differentiable>> {
+    let Make::Diff(make) = k.make else {
+        return None;
+    };
+    let mut m = make();
+    for (x, y) in toy(300, 1) {
+        m.learn(&x, y);
+    }
+    Some(m)
 }
 
 fn body(m: &dyn Model) -> Vec<u8> {
@@ -219,7 +281,7 @@ fn analytic_gradients_match_central_differences() {
             GradCheck::F32 => (1e-2, 2e-3, 2e-2),
             _ => (1e-3, 1e-4, 2e-3),
         };
-        let mut m = trained(k);
+        let mut m = trained_diff(k).expect("checked kinds are differentiable");
         // Repeated indices, several fields, real values.
         let mut x = FeatureVector::default();
         x.push_field(0, 0, 1.0);
@@ -259,7 +321,7 @@ fn analytic_gradients_match_central_differences() {
 #[test]
 fn loss_decreases_on_a_separable_problem() {
     for k in KINDS {
-        let mut m = (k.make)();
+        let mut m = k.model();
         let test = toy(200, 99);
         let before = mean_logloss(m.as_ref(), &test);
         for _ in 0..10 {
@@ -303,11 +365,11 @@ fn save_load_predicts_bit_identically_and_re_encodes_identically() {
 fn warm_start_through_a_file_equals_training_in_one_go() {
     for k in KINDS {
         let (a, b) = (toy(150, 11), toy(150, 12));
-        let mut one = (k.make)();
+        let mut one = k.model();
         for (x, y) in a.iter().chain(&b) {
             one.learn(x, *y);
         }
-        let mut first = (k.make)();
+        let mut first = k.model();
         for (x, y) in &a {
             first.learn(x, *y);
         }
@@ -394,12 +456,19 @@ fn every_kind_reports_its_learning_rate_and_parameter_groups() {
         out
     };
     for k in KINDS {
-        let fresh = (k.make)();
-        let mut m = (k.make)();
+        let fresh = k.model();
+        let mut m = k.model();
         let (xs, ys): (Vec<_>, Vec<_>) = toy(64, 5).into_iter().unzip();
         let mut preds = Vec::new();
         m.learn_batch(&xs, &ys, &mut preds);
-        assert!(m.learning_rate().is_some_and(|lr| lr > 0.0), "{}", k.name);
+        // Gradient-trained kinds have a learning rate; the forest has none.
+        let gradient_trained = matches!(k.make, Make::Diff(_));
+        assert_eq!(
+            m.learning_rate().is_some_and(|lr| lr > 0.0),
+            gradient_trained,
+            "{}",
+            k.name
+        );
         let seen = groups(m.as_ref());
         assert!(!seen.is_empty(), "{}", k.name);
         for (tag, values) in &seen {
@@ -451,11 +520,12 @@ fn opening_refuses_truncated_corrupt_and_non_finite_files() {
         let m = trained(k);
         let bytes = save(m.as_ref(), 7);
         let x = &toy(1, 21)[0].0;
-        let (_, grad) = m.loss_and_grad(x, 1.0);
-        let mut nan = trained(k);
-        nan.set_param(grad[0].0, f64::NAN);
-        let nan = save(nan.as_ref(), 7);
-        let mut cases: Vec<(String, Vec<u8>)> = vec![("non-finite".into(), nan)];
+        let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+        if let Some(mut nan) = trained_diff(k) {
+            let (_, grad) = nan.loss_and_grad(x, 1.0);
+            nan.set_param(grad[0].0, f64::NAN);
+            cases.push(("non-finite".into(), save(nan.as_ref(), 7)));
+        }
         let step = (bytes.len() / 23).max(1);
         for len in (0..bytes.len()).step_by(step).chain([bytes.len() - 1]) {
             cases.push((format!("truncated to {len}"), bytes[..len].to_vec()));
@@ -490,13 +560,16 @@ fn opening_refuses_truncated_corrupt_and_non_finite_files() {
 #[test]
 fn a_nan_parameter_fails_the_finite_check_and_the_decoder() {
     for k in KINDS {
+        let Some(d) = trained_diff(k) else {
+            continue; // the forest's own tests inject non-finite statistics
+        };
         let x = &toy(1, 21)[0].0;
-        let (_, grad) = trained(k).loss_and_grad(x, 1.0);
+        let (_, grad) = d.loss_and_grad(x, 1.0);
         assert!(!grad.is_empty(), "{}", k.name);
         // The last, first and middle parameters the example touches (for the deep kinds: a
         // wide weight, a dense weight, an embedding coordinate or dense parameter).
         for at in [grad.len() - 1, 0, grad.len() / 2] {
-            let mut m = trained(k);
+            let mut m = trained_diff(k).expect("differentiable");
             assert!(m.is_finite(), "{}", k.name);
             let id = grad[at].0;
             m.set_param(id, f64::NAN);
@@ -541,9 +614,9 @@ fn learn_batch_equals_learning_one_by_one() {
     for k in KINDS.iter().filter(|k| !k.minibatch) {
         let data = toy(120, 31);
         let (xs, ys): (Vec<_>, Vec<_>) = data.into_iter().unzip();
-        let mut a = (k.make)();
+        let mut a = k.model();
         let pa: Vec<f64> = xs.iter().zip(&ys).map(|(x, y)| a.learn(x, *y)).collect();
-        let mut b = (k.make)();
+        let mut b = k.model();
         let mut pb = Vec::new();
         for (cx, cy) in xs.chunks(16).zip(ys.chunks(16)) {
             b.learn_batch(cx, cy, &mut pb);
@@ -559,8 +632,8 @@ fn learn_batch_equals_learning_one_by_one() {
 fn learn_batch_of_one_equals_learn() {
     for k in KINDS {
         let data = toy(120, 32);
-        let mut a = (k.make)();
-        let mut b = (k.make)();
+        let mut a = k.model();
+        let mut b = k.model();
         let mut pb = Vec::new();
         for (x, y) in &data {
             let pa = a.learn(x, *y);
@@ -586,8 +659,8 @@ fn learn_batch_of_one_equals_learn() {
 fn learn_batch_returns_pre_update_predictions() {
     for k in KINDS {
         let data = toy(120, 33);
-        let mut m = (k.make)();
-        let mut shadow = (k.make)();
+        let mut m = k.model();
+        let mut shadow = k.model();
         let mut preds = vec![-1.0];
         for chunk in data.chunks(16) {
             let (xs, ys): (Vec<_>, Vec<_>) = chunk.iter().cloned().unzip();
@@ -638,7 +711,7 @@ fn learn_batch_returns_pre_update_predictions() {
 #[test]
 fn loss_decreases_when_learning_by_batches() {
     for k in KINDS {
-        let mut m = (k.make)();
+        let mut m = k.model();
         let test = toy(200, 99);
         let before = mean_logloss(m.as_ref(), &test);
         let (xs, ys): (Vec<_>, Vec<_>) = toy(200, 5).into_iter().unzip();
@@ -731,7 +804,7 @@ proptest! {
         edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
         cut in proptest::option::of(any::<prop::sample::Index>()),
     ) {
-        let mut m = (KINDS[kind].make)();
+        let mut m = KINDS[kind].model();
         for (x, y) in toy(5, 1) {
             m.learn(&x, y);
         }

@@ -18,7 +18,7 @@ pub use traffic::{
     TRAFFIC_FILE, TrafficPolicy, key_bucket,
 };
 
-use evergreen_core::{SpecError, Transformer};
+use evergreen_core::{FeatureSpec, Representation, SpecError, Transformer};
 use evergreen_model::{Model, ModelError};
 use std::collections::BTreeMap;
 use std::fs;
@@ -86,6 +86,15 @@ pub enum RegistryError {
         model_dim: usize,
         /// Buckets of the spec (`2^hash_bits`).
         spec_dim: usize,
+    },
+    /// The model consumes another representation of the features (hashed or raw, or raw
+    /// fields of other kinds) than its stored spec produces.
+    #[error("{path}: {message}")]
+    Representation {
+        /// Model file path.
+        path: PathBuf,
+        /// What differs.
+        message: String,
     },
     /// The stored feature spec is unusable.
     #[error("{path}: stored feature spec invalid: {source}")]
@@ -353,6 +362,9 @@ impl Registry {
                 spec_dim,
             });
         }
+        if let Some(message) = representation_mismatch(model.as_ref(), transformer.spec()) {
+            return Err(RegistryError::Representation { path, message });
+        }
         // The trainer never publishes a non-finite model (the gate rejects it); a file that
         // holds one anyway is refused rather than served as NaN predictions.
         if !model.is_finite() {
@@ -492,6 +504,30 @@ fn parse_version_name(name: &str) -> Option<u64> {
 
 /// A shared, loaded version (what servers hold).
 pub type SharedVersion = Arc<LoadedVersion>;
+
+/// Why `model` cannot consume the features `spec` produces (representation, or the kinds of
+/// raw fields), `None` when it can.
+pub fn representation_mismatch(model: &dyn Model, spec: &FeatureSpec) -> Option<String> {
+    let name = |r: Representation| match r {
+        Representation::Hashed => "hashed",
+        Representation::Raw => "raw",
+    };
+    if model.representation() != spec.representation {
+        return Some(format!(
+            "model of kind {:?} consumes {} features but its feature spec produces {} ones",
+            model.kind().name(),
+            name(model.representation()),
+            name(spec.representation)
+        ));
+    }
+    match model.field_kinds() {
+        Some(kinds) if kinds != spec.field_kinds().as_slice() => Some(format!(
+            "model was built for fields of kinds {kinds:?} but its feature spec has {:?}",
+            spec.field_kinds()
+        )),
+        _ => None,
+    }
+}
 
 #[cfg(test)]
 mod tests;

@@ -45,7 +45,7 @@ use evergreen_data::{Quarantine, SpanDir, SpanFile, SpanPattern, reason};
 use evergreen_eval::{GateResult, Metrics as EvalMetrics, Summary, evaluate_gate};
 use evergreen_lineage::{CycleRecord, GateRecord, LineageStore, MetricsRecord, SpanRef};
 use evergreen_metrics::{Metrics, ReasonLabels};
-use evergreen_model::{Deep, Ffm, Fm, Ftrl, Model, ModelKind};
+use evergreen_model::{Deep, Ffm, Fm, Forest, Ftrl, Model, ModelKind};
 use evergreen_registry::{
     MANIFEST_FORMAT_VERSION, Manifest, PartialSpan, Registry, SourcePosition,
 };
@@ -1362,6 +1362,14 @@ impl Trainer {
                 }
             });
         }
+        self.model.gauges(&mut |stat, value| {
+            m.model_stat
+                .get_or_create(&evergreen_metrics::StatLabels {
+                    model: model_name.clone(),
+                    stat: stat.to_string(),
+                })
+                .set(value);
+        });
         let bad: u64 = report.bad.values().sum();
         let facts = alerts::Facts {
             accuracy_drops_in_a_row: self.accuracy_drops_in_a_row,
@@ -2168,6 +2176,9 @@ fn fresh_model(cfg: &Config) -> Result<Box<dyn Model>, TrainError> {
         ModelKind::Fm => Box::new(Fm::try_new(cfg.model.fm, dim, fields).map_err(shape)?),
         ModelKind::Ffm => Box::new(Ffm::try_new(cfg.model.ffm, dim, fields).map_err(shape)?),
         ModelKind::Deep => Box::new(Deep::new(cfg.model.deep.clone(), dim, fields)),
+        ModelKind::Forest => Box::new(
+            Forest::try_new(cfg.model.forest, cfg.features.field_kinds(), dim).map_err(shape)?,
+        ),
     })
 }
 
@@ -2195,6 +2206,8 @@ fn learn_parallel(
         m.learn_parallel(xs, ys, threads, preds);
     } else if let Some(m) = any.downcast_mut::<Deep>() {
         m.learn_parallel(xs, ys, batch, threads, preds);
+    } else if let Some(m) = any.downcast_mut::<Forest>() {
+        m.learn_parallel(xs, ys, threads, preds);
     } else {
         return false;
     }
@@ -2217,6 +2230,8 @@ fn set_model_params(
         m.set_params(section.ffm)
     } else if let Some(m) = any.downcast_mut::<Deep>() {
         m.set_params(section.deep.clone())
+    } else if let Some(m) = any.downcast_mut::<Forest>() {
+        m.set_params(section.forest).map_err(|e| e.to_string())
     } else {
         Ok(())
     };

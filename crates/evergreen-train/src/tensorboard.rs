@@ -339,6 +339,13 @@ pub fn write_cycle(
             failed = Some(e);
         }
     });
+    model.gauges(&mut |name, value| {
+        if failed.is_none()
+            && let Err(e) = w.scalar(&format!("model/{name}"), step, value)
+        {
+            failed = Some(e);
+        }
+    });
     if let Some(e) = failed {
         return Err(e);
     }

@@ -53,7 +53,9 @@ enum Command {
     /// Query lineage: which spans, parent, hyperparameters and gate produced a version; which
     /// versions consumed a span.
     Lineage(cmd::lineage::LineageArgs),
-    /// The model's versions, labels and traffic policy; promote, rollback, split, pin, shadow.
+    /// The model's versions, labels and traffic policy; promote, rollback, split, pin, shadow;
+    /// `show` a version's model (also spelled `evergreen model show`).
+    #[command(alias = "model")]
     Models(cmd::models::ModelsArgs),
     /// Where a model stands: versions and split, the last cycles and gate decisions, and, from
     /// the running instance, what it serves, alerts firing and drift.

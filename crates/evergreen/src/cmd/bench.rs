@@ -122,6 +122,7 @@ fn infer_spec(first: &SpanFile, label: &str) -> Result<FeatureSpec> {
         numeric: vec![],
         cross: vec![],
         sparse: vec![],
+        representation: Default::default(),
     };
     for (name, v) in rec.fields() {
         if &**name == label {

@@ -175,7 +175,7 @@ fn cache(a: CacheArgs) -> Result<()> {
     }
     let header = ExamplesHeader {
         spec_fingerprint: cfg.features.fingerprint(),
-        hash_bits: cfg.features.hash_bits,
+        hash_bits: cfg.features.index_bits(),
         fields: u16::try_from(cfg.features.field_count())?,
     };
     let name = a

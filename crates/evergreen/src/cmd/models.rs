@@ -37,6 +37,13 @@ struct Why {
 enum ModelsCommand {
     /// Versions on disk, labels and traffic policy.
     List,
+    /// One version's model: kind, hyperparameters, size; for a forest its trees (size,
+    /// depth, accuracy), depth distribution, drift/replacement events and feature importances.
+    Show {
+        /// Version (default: the newest).
+        #[arg(long)]
+        version: Option<u64>,
+    },
     /// Make a version (default: the canary) the stable one.
     Promote {
         /// Version to promote (default: the `canary` label).
@@ -117,6 +124,7 @@ pub fn run(a: ModelsArgs) -> Result<()> {
     let now = evergreen_train::now_ms();
     let (change, why): (AdminChange, &Why) = match &a.command {
         ModelsCommand::List => return list(&registry, a.json),
+        ModelsCommand::Show { version } => return show(&registry, *version, a.json),
         ModelsCommand::Promote { version, why } => (registry.promote(*version)?, why),
         ModelsCommand::Rollback { why } => (registry.rollback()?, why),
         ModelsCommand::Split {
@@ -188,6 +196,117 @@ pub fn run(a: ModelsArgs) -> Result<()> {
     } else {
         println!("{}: {}", change.action, change.summary);
     }
+    Ok(())
+}
+
+fn show(registry: &Registry, version: Option<u64>, json: bool) -> Result<()> {
+    let version = match version {
+        Some(v) => v,
+        None => registry.latest()?.with_context(|| {
+            format!(
+                "model {:?} has no version under {}",
+                registry.model_name(),
+                registry.base().display()
+            )
+        })?,
+    };
+    let loaded = registry
+        .load(version)
+        .with_context(|| format!("loading version {version}"))?;
+    let model = loaded.model.as_ref();
+    let spec = loaded.transformer.spec();
+    let names = spec.field_names();
+    let forest = model
+        .as_any()
+        .downcast_ref::<evergreen_model::Forest>()
+        .map(|f| f.summary());
+    let importance: Vec<(String, f64)> = forest
+        .as_ref()
+        .map(|s| {
+            let mut v: Vec<(String, f64)> = s
+                .importance
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| **w > 0.0)
+                .map(|(i, w)| (names.get(i).cloned().unwrap_or_else(|| format!("field_{i}")), *w))
+                .collect();
+            v.sort_by(|a, b| b.1.total_cmp(&a.1));
+            v
+        })
+        .unwrap_or_default();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "model": registry.model_name(),
+                "version": version,
+                "kind": model.kind(),
+                "examples_seen": model.examples_seen(),
+                "training": loaded.manifest.training,
+                "forest": forest,
+                "importance": importance,
+            }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "model {} v{version}: kind {}, {} examples learned",
+        registry.model_name(),
+        model.kind().name(),
+        model.examples_seen()
+    );
+    println!("training settings {}", loaded.manifest.training);
+    let Some(s) = forest else {
+        return Ok(());
+    };
+    println!(
+        "forest: {} trees, {} background, {:.1} KiB, {} warnings, {} replacements",
+        s.trees.len(),
+        s.background_trees,
+        s.bytes as f64 / 1024.0,
+        s.warnings,
+        s.replacements
+    );
+    println!("  tree  nodes  leaves  active  depth      KiB  since  accuracy  warn  repl  bg");
+    for (i, t) in s.trees.iter().enumerate() {
+        println!(
+            "  {i:>4}  {:>5}  {:>6}  {:>6}  {:>5}  {:>7.1}  {:>5}  {:>8.4}  {:>4}  {:>4}  {}",
+            t.nodes,
+            t.leaves,
+            t.active_leaves,
+            t.depth,
+            t.bytes as f64 / 1024.0,
+            t.created_at,
+            t.accuracy,
+            t.warnings,
+            t.replacements,
+            if t.background { "yes" } else { "-" }
+        );
+    }
+    let depths: Vec<String> = s
+        .depths
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(d, n)| format!("{d}:{n}"))
+        .collect();
+    println!("leaves by depth: {}", depths.join(" "));
+    println!("feature importance (share of split merit):");
+    for (name, w) in &importance {
+        println!("  {name:<32} {w:.4}");
+    }
+    let recent: Vec<String> = s
+        .events
+        .iter()
+        .rev()
+        .take(20)
+        .map(|e| format!("{:?}@{}(tree {})", e.kind, e.example, e.tree))
+        .collect();
+    println!(
+        "recent detector events (newest first, {} kept): {}",
+        s.events.len(),
+        recent.join(" ")
+    );
     Ok(())
 }
 
