@@ -978,6 +978,23 @@ mod tests {
                 other => panic!("{from}: expected Invalid, got {other}"),
             }
         }
+        // The forest takes raw features, and only it does.
+        let forest = EXAMPLE.replace("kind = \"ftrl\"", "kind = \"forest\"");
+        for (text, needle) in [
+            (forest.clone(), "consumes raw features"),
+            (
+                EXAMPLE.replace("[features]", "[features]\nrepresentation = \"raw\""),
+                "are for kind \"forest\"",
+            ),
+        ] {
+            match parse(&text).unwrap_err() {
+                ConfigError::Invalid { key, message, .. } => {
+                    assert_eq!(key, "features.representation");
+                    assert!(message.contains(needle), "{message}");
+                }
+                other => panic!("expected Invalid, got {other}"),
+            }
+        }
         // Parallel training exists for FTRL, FM and deep models only.
         let threads2 = EXAMPLE.replace("epochs = 3", "epochs = 3\nthreads = 2");
         assert!(parse(&threads2).is_ok());

@@ -283,8 +283,7 @@ impl Adwin {
     /// `delta` outside (0, 1), a clock of 0). The width is the buckets' item count.
     pub fn from_state(state: &AdwinState) -> Option<Adwin> {
         let mut a = Adwin::with_clock(state.delta, state.clock);
-        if !(state.delta > 0.0 && state.delta < 1.0) || state.clock == 0 || state.rows.len() > 63
-        {
+        if !(state.delta > 0.0 && state.delta < 1.0) || state.clock == 0 || state.rows.len() > 63 {
             return None;
         }
         let mut width = 0u64;
@@ -306,8 +305,7 @@ impl Adwin {
             a.rows.push(r);
         }
         let finite = state.total.is_finite() && state.variance.is_finite();
-        if width > state.ticks || !finite || state.variance < 0.0 || !state.last_shift.is_finite()
-        {
+        if width > state.ticks || !finite || state.variance < 0.0 || !state.last_shift.is_finite() {
             return None;
         }
         while a.rows.last().is_some_and(|r| r.is_empty()) {

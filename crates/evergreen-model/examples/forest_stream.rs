@@ -16,7 +16,13 @@ fn main() {
     let batch: usize = args.get(4).map_or(1000, |s| s.parse().unwrap());
     let file = std::io::BufReader::new(std::fs::File::open(path).unwrap());
     let mut lines = file.lines();
-    let header: Vec<String> = lines.next().unwrap().unwrap().split(',').map(String::from).collect();
+    let header: Vec<String> = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .split(',')
+        .map(String::from)
+        .collect();
     let label = header.iter().position(|h| h == "label").unwrap();
     let mut kinds = vec![FieldKind::Unused];
     let mut cols = Vec::new();
@@ -25,7 +31,11 @@ fn main() {
             continue;
         }
         cols.push((i, cats.contains(&h.as_str())));
-        kinds.push(if cats.contains(&h.as_str()) { FieldKind::Categorical } else { FieldKind::Numeric });
+        kinds.push(if cats.contains(&h.as_str()) {
+            FieldKind::Categorical
+        } else {
+            FieldKind::Numeric
+        });
     }
     let mut xs = Vec::new();
     let mut ys = Vec::new();
@@ -36,7 +46,11 @@ fn main() {
         for (f, &(i, cat)) in cols.iter().enumerate() {
             let c = cells[i];
             if cat {
-                x.push_field(f as u16 + 1, xxhash_rust::xxh3::xxh3_64(c.as_bytes()) as u32, 1.0);
+                x.push_field(
+                    f as u16 + 1,
+                    xxhash_rust::xxh3::xxh3_64(c.as_bytes()) as u32,
+                    1.0,
+                );
             } else if let Ok(v) = c.parse::<f32>() {
                 x.push_field(f as u16 + 1, 0, v);
             }
@@ -56,8 +70,18 @@ fn main() {
     }
     let secs = start.elapsed().as_secs_f64();
     let n = preds.len() as f64;
-    let ll: f64 = preds.iter().zip(&ys).map(|(&p, &y)| logloss(p, y)).sum::<f64>() / n;
-    let acc = preds.iter().zip(&ys).filter(|(p, y)| (**p > 0.5) == (**y > 0.5)).count() as f64 / n;
+    let ll: f64 = preds
+        .iter()
+        .zip(&ys)
+        .map(|(&p, &y)| logloss(p, y))
+        .sum::<f64>()
+        / n;
+    let acc = preds
+        .iter()
+        .zip(&ys)
+        .filter(|(p, y)| (**p > 0.5) == (**y > 0.5))
+        .count() as f64
+        / n;
     let s = f.summary();
     println!(
         "n {} logloss {ll:.4} accuracy {acc:.4} examples/s {:.0} ({secs:.2} s) warnings {} replacements {} bytes {} depth {:?}",
@@ -73,5 +97,8 @@ fn main() {
     for x in xs.iter().take(20000) {
         sum += f.predict(x);
     }
-    println!("predict {:.2} us/example ({sum:.1})", start.elapsed().as_secs_f64() * 1e6 / xs.len().min(20000) as f64);
+    println!(
+        "predict {:.2} us/example ({sum:.1})",
+        start.elapsed().as_secs_f64() * 1e6 / xs.len().min(20000) as f64
+    );
 }

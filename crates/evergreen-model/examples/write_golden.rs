@@ -1,11 +1,12 @@
 //! Writes a golden model file (run once per new format version or model kind):
-//! `cargo run -p evergreen-model --example write_golden -- [ftrl|fm|ffm|deep] [out]`
+//! `cargo run -p evergreen-model --example write_golden -- [ftrl|fm|ffm|deep|forest] [out]`
 //! (default `ftrl test-data/ftrl-v1.bin`; the others default to `test-data/<kind>-v1.bin`).
 //! The recipes are repeated in the golden tests (`src/format.rs`, `src/deep/tests.rs`), which
 //! retrain or pin exact predictions.
 use evergreen_core::FeatureVector;
 use evergreen_model::{
-    Deep, DeepParams, DeepVariant, Ffm, FfmParams, Fm, FmParams, Ftrl, FtrlParams, Model, save,
+    Deep, DeepParams, DeepVariant, Ffm, FfmParams, Fm, FmParams, Forest, ForestParams, Ftrl,
+    FtrlParams, Model, save,
 };
 
 fn ftrl() -> Box<dyn Model> {
@@ -80,16 +81,46 @@ fn deep() -> Box<dyn Model> {
     Box::new(m)
 }
 
+/// Keep in sync with `golden_forest` in src/forest/tests.rs: a 3-tree forest over a numeric and
+/// a categorical field, 600 examples of a concept that flips at 300 (so the file holds splits,
+/// observers of both kinds, detector state and events).
+pub fn forest() -> Box<dyn Model> {
+    use evergreen_core::FieldKind::{Categorical, Numeric, Unused};
+    let params = ForestParams {
+        trees: 3,
+        seed: 7,
+        ..ForestParams::default()
+    };
+    let mut m = Forest::try_new(params, vec![Unused, Numeric, Categorical], 64).unwrap();
+    for i in 0..600u32 {
+        let mut x = FeatureVector::default();
+        let v = (i * 37 % 100) as f32 / 100.0;
+        x.push_field(1, 0, v);
+        x.push_field(2, i % 4, 1.0);
+        let y = ((v > 0.5) ^ (i % 4 == 0) ^ (i >= 300)) as u8 as f32;
+        m.learn(&x, y);
+    }
+    for i in 0..4u32 {
+        let mut x = FeatureVector::default();
+        x.push_field(1, 0, 0.3 * i as f32);
+        x.push_field(2, i, 1.0);
+        let p = m.predict(&x);
+        println!("0x{:016x}, // {p}", p.to_bits());
+    }
+    Box::new(m)
+}
+
 fn main() {
     let mut args = std::env::args().skip(1).peekable();
     let kind = match args.peek().map(String::as_str) {
-        Some("ftrl" | "fm" | "ffm" | "deep") => args.next().unwrap_or_default(),
+        Some("ftrl" | "fm" | "ffm" | "deep" | "forest") => args.next().unwrap_or_default(),
         _ => "ftrl".to_string(),
     };
     let model = match kind.as_str() {
         "fm" => train(Box::new(Fm::new(FmParams::default(), 16, 3))),
         "ffm" => train(Box::new(Ffm::new(FfmParams::default(), 16, 3))),
         "deep" => deep(),
+        "forest" => forest(),
         _ => ftrl(),
     };
     let out = args

@@ -419,7 +419,7 @@ impl Slot {
             self.tree.learn(row, y, w, ctx, &mut self.rng);
         }
         let err = if right { 0.0 } else { 1.0 };
-        if self.warning.update(err) && self.warning.last_shift() > 0.0 {
+        if self.warning.update(err) {
             self.background = Some(Tree::new(example));
             self.warning = Adwin::new(ctx.params.warning_delta);
             self.warnings += 1;
@@ -429,7 +429,7 @@ impl Slot {
                 kind: EventKind::Warning,
             });
         }
-        if self.drift.update(err) && self.drift.last_shift() > 0.0 {
+        if self.drift.update(err) {
             let kind = match self.background.take() {
                 Some(bg) => {
                     self.tree = bg;
@@ -883,8 +883,14 @@ impl Model for Forest {
         let s = self.summary();
         visit("trees", s.trees.len() as f64);
         visit("background_trees", s.background_trees as f64);
-        visit("nodes", s.trees.iter().map(|t| t.nodes).sum::<usize>() as f64);
-        visit("leaves", s.trees.iter().map(|t| t.leaves).sum::<usize>() as f64);
+        visit(
+            "nodes",
+            s.trees.iter().map(|t| t.nodes).sum::<usize>() as f64,
+        );
+        visit(
+            "leaves",
+            s.trees.iter().map(|t| t.leaves).sum::<usize>() as f64,
+        );
         visit(
             "max_depth",
             f64::from(s.trees.iter().map(|t| t.depth).max().unwrap_or(0)),

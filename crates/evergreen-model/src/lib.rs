@@ -1,8 +1,9 @@
 //! Online models and their versioned, checksummed binary format. Pure: no IO; no threads
 //! except inside [`Ftrl::learn_parallel`] and [`Fm::learn_parallel`] (Hogwild-style, scoped,
-//! opt-in).
+//! opt-in), `Deep::learn_parallel` and [`Forest::learn_parallel`] (trees split among threads).
 //!
-//! Every model implements [`Model`]: predict a probability for a hashed feature vector, learn one
+//! Every model implements [`Model`]: predict a probability for a feature vector (hashed, or raw
+//! values for the forest), learn one
 //! labelled example, encode its full state (optimizer state included, so a later cycle
 //! warm-starts exactly where this one stopped). [`save`] and [`load`] wrap that state in the
 //! format described in `docs/formats.md`.

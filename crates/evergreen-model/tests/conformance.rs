@@ -6,8 +6,8 @@
 use evergreen_core::FeatureVector;
 use evergreen_model::{
     Criterion, Deep, DeepParams, DeepVariant, Differentiable, Ffm, FfmParams, Fm, FmParams, Forest,
-    ForestParams, Ftrl, FtrlParams, LeafPrediction, Model, ModelError, NumericObserver,
-    OpenError, WeightStorage, load, open, save,
+    ForestParams, Ftrl, FtrlParams, LeafPrediction, Model, ModelError, NumericObserver, OpenError,
+    WeightStorage, load, open, save,
 };
 use proptest::prelude::*;
 

@@ -477,3 +477,113 @@ fn the_last_k_spans_of_the_data_source_are_replayed_on_demand() {
     let (ok, _, err) = train(&cfg, &["--last-spans", "2", "--until", "a.csv"]);
     assert!(!ok && err.contains("no ready span"), "{err}");
 }
+
+/// A forest: trained on two threads over raw features, published, warm-started by a second
+/// backfill (the trees keep growing), inspected with `models show`, served.
+#[test]
+fn a_forest_trains_warm_starts_is_shown_and_serves() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let cfg = write_config(root, false, "");
+    // Raw features: trees split numeric values themselves (no buckets).
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("buckets = [0.25, 0.5, 0.75]\n", "")
+        .replace("[features]\n", "[features]\nrepresentation = \"raw\"\n")
+        .replace(
+            "[model]\nname = \"m\"\n",
+            "[model]\nname = \"m\"\nkind = \"forest\"\n",
+        );
+    std::fs::write(&cfg, text).unwrap();
+    let (header, rows) = elec2();
+    write_span(root, "a.csv", &header, &rows[..3000]);
+    write_span(root, "b.csv", &header, &rows[3000..6000]);
+    let run = |file: &str| {
+        train(
+            &cfg,
+            &[
+                "--data",
+                root.join(file).to_str().unwrap(),
+                "--window-rows",
+                "1000",
+                "--quiet",
+                "--set",
+                "training.threads=2",
+            ],
+        )
+    };
+    let (ok, out, err) = run("a.csv");
+    assert!(ok && out.contains("published v1"), "{out}\n{err}");
+    let (ok, out, err) = run("b.csv");
+    assert!(ok && out.contains("published v2"), "{out}\n{err}");
+    let m: serde_json::Value = report(&root.join("models/m/2/manifest.json"));
+    assert_eq!(m["model_kind"], "forest");
+    assert_eq!(m["parent_version"], 1);
+    assert_eq!(m["feature_spec"]["representation"], "raw");
+    let show = Command::new(bin())
+        .args(["model", "--config"])
+        .arg(&cfg)
+        .args(["--json", "show"])
+        .output()
+        .unwrap();
+    assert!(
+        show.status.success(),
+        "{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(s["version"], 2);
+    assert_eq!(s["kind"], "forest");
+    // Warm started: the second backfill's examples come on top of the first's (holdout aside).
+    let seen = s["examples_seen"].as_u64().unwrap();
+    assert!(seen > 4000, "{s}");
+    let trees = s["forest"]["trees"].as_array().unwrap();
+    assert_eq!(trees.len(), 10);
+    assert!(
+        trees.iter().all(|t| t["nodes"].as_u64().unwrap() > 1),
+        "{s}"
+    );
+    let importance = s["importance"].as_array().unwrap();
+    let names: Vec<&str> = importance.iter().map(|p| p[0].as_str().unwrap()).collect();
+    assert!(names.contains(&"nswprice"), "{names:?}");
+    let text = Command::new(bin())
+        .args(["models", "--config"])
+        .arg(&cfg)
+        .arg("show")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("forest: 10 trees"), "{text}");
+    assert!(text.contains("leaves by depth"), "{text}");
+
+    let mut s = Proc::spawn(
+        &[
+            "serve",
+            "--rest_api_port=0",
+            "--model_name=m",
+            &format!("--model_base_path={}", root.join("models/m").display()),
+        ],
+        &[],
+    );
+    let base = s.rest_addr();
+    eventually("served", || {
+        let r = reqwest::blocking::get(format!("{base}/v1/models/m")).ok()?;
+        r.status().is_success().then_some(())
+    });
+    let r: serde_json::Value = reqwest::blocking::Client::new()
+        .post(format!("{base}/v1/models/m:predict"))
+        .json(&serde_json::json!({"instances": [
+            {"period": 0.5, "nswprice": 0.06, "nswdemand": 0.4, "vicprice": 0.003,
+             "vicdemand": 0.4, "transfer": 0.41},
+            {"period": 0.1, "nswprice": 0.02, "nswdemand": 0.2}]}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let p = r["predictions"].as_array().unwrap();
+    assert_eq!(p.len(), 2, "{r}");
+    assert!(
+        p.iter().all(|v| (0.0..=1.0).contains(&v.as_f64().unwrap())),
+        "{r}"
+    );
+}

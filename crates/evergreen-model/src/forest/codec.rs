@@ -8,8 +8,8 @@
 use super::observer::{Gaussian, HIST_BINS, Histogram, Moments, Nominal, Observer};
 use super::tree::{Branches, Leaf, Node, Tree};
 use super::{
-    Criterion, Event, EventKind, Forest, ForestParams, LeafPrediction, MAX_EVENTS,
-    NumericObserver, Slot, usable,
+    Criterion, Event, EventKind, Forest, ForestParams, LeafPrediction, MAX_EVENTS, NumericObserver,
+    Slot, usable,
 };
 use crate::common::SplitMix64;
 use crate::format::Reader;

@@ -87,7 +87,8 @@ pub(crate) fn erf(x: f64) -> f64 {
     let t = 1.0 / (1.0 + 0.327_591_1 * x);
     let poly = t
         * (0.254_829_592
-            + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
     sign * (1.0 - poly * (-x * x).exp())
 }
 
@@ -168,29 +169,21 @@ impl Gaussian {
         best
     }
 
-    /// Log-likelihood of `x` under class `c`'s normal distribution, its variance floored at
-    /// `var_floor`; `None` when the class has no weight.
+    /// Log-likelihood of `x` under class `c`'s normal distribution (up to a constant); `None`
+    /// when the class has a weight of at most 1 or no variance there (as River, such a term
+    /// says nothing: a point mass would make naive Bayes certain).
     #[inline]
-    pub fn log_likelihood(&self, x: f64, c: usize, var_floor: f64) -> Option<f64> {
+    pub fn log_likelihood(&self, x: f64, c: usize) -> Option<f64> {
         let m = &self.classes[c];
-        if m.w <= 0.0 {
+        if m.w <= 1.0 {
             return None;
         }
-        let var = m.var().max(var_floor);
+        let var = m.var();
+        if var <= 0.0 {
+            return None;
+        }
         let d = x - m.mean;
         Some(-0.5 * (d * d / var) - 0.5 * var.ln())
-    }
-
-    /// A variance floor for naive Bayes: the variance of a uniform over 1/`resolution` of the
-    /// attribute's range (so a class seen at one value is not infinitely sure of it).
-    pub fn var_floor(&self, resolution: f64) -> f64 {
-        match self.range() {
-            Some((lo, hi)) => {
-                let w = (hi - lo) / resolution;
-                (w * w / 12.0).max(1e-12)
-            }
-            None => 1e-12,
-        }
     }
 }
 
@@ -278,7 +271,10 @@ impl Histogram {
         if self.width <= 0.0 {
             return None;
         }
-        let all = self.bins.iter().fold([0.0; 2], |a, d| [a[0] + d[0], a[1] + d[1]]);
+        let all = self
+            .bins
+            .iter()
+            .fold([0.0; 2], |a, d| [a[0] + d[0], a[1] + d[1]]);
         let mut left = [0.0; 2];
         let mut best: Option<Suggestion> = None;
         for (j, d) in self.bins[..HIST_BINS - 1].iter().enumerate() {
@@ -308,11 +304,7 @@ impl Histogram {
             return None;
         }
         let k = if self.width > 0.0 {
-            if x < self.lo {
-                0
-            } else {
-                self.bin(x)
-            }
+            if x < self.lo { 0 } else { self.bin(x) }
         } else {
             0
         };

@@ -37,7 +37,8 @@ fn periodic(i: usize) -> ([Attr; 3], usize) {
 
 #[test]
 fn a_split_appears_exactly_when_the_hoeffding_bound_allows_it() {
-    let g1 = 1.0 - 0.75 * -((1.0f64 / 3.0) * (1.0f64 / 3.0).log2() + (2.0 / 3.0) * (2.0f64 / 3.0).log2());
+    let g1 = 1.0
+        - 0.75 * -((1.0f64 / 3.0) * (1.0f64 / 3.0).log2() + (2.0 / 3.0) * (2.0f64 / 3.0).log2());
     let g2 = 1.0 - -(0.25 * 0.25f64.log2() + 0.75 * 0.75f64.log2());
     let gap = g1 - g2;
     let params = ForestParams {
@@ -106,7 +107,10 @@ fn a_split_appears_exactly_when_the_hoeffding_bound_allows_it() {
     }
     assert!(matches!(t.nodes[0], Node::Split { field: 1, .. }));
     // τ breaks ties: with τ above ε(40) = 0.2399 the first attempt splits.
-    let tie = ForestParams { tau: 0.25, ..params };
+    let tie = ForestParams {
+        tau: 0.25,
+        ..params
+    };
     let c = ctx(&tie, &kinds, &attrs);
     let mut t = Tree::new(0);
     for i in 0..40 {
@@ -206,7 +210,11 @@ fn an_abrupt_concept_flip_replaces_trees_and_the_forest_recovers() {
     assert!(acc(15_000..20_000) > 0.85, "{}", acc(15_000..20_000));
     // Until the detectors see it (they test every 32 errors), the old concept answers.
     assert!(acc(20_000..20_030) < 0.3, "{}", acc(20_000..20_030));
-    assert!(acc(35_000..40_000) > 0.85, "recovered: {}", acc(35_000..40_000));
+    assert!(
+        acc(35_000..40_000) > 0.85,
+        "recovered: {}",
+        acc(35_000..40_000)
+    );
     let s = f.summary();
     // Every tree was replaced after the flip.
     let after: std::collections::BTreeSet<u32> = s
@@ -343,7 +351,10 @@ fn hyperparameters_are_validated_and_shape_changes_refused_on_warm_start() {
     ] {
         assert!(Forest::try_new(bad, kinds(), 64).is_err(), "{bad:?}");
     }
-    assert!(Forest::try_new(ok, vec![Unused], 64).is_err(), "no attribute");
+    assert!(
+        Forest::try_new(ok, vec![Unused], 64).is_err(),
+        "no attribute"
+    );
     let mut f = Forest::try_new(ok, kinds(), 64).unwrap();
     assert!(f.set_params(ForestParams { trees: 3, ..ok }).is_err());
     assert!(f.set_params(ForestParams { seed: 1, ..ok }).is_err());
@@ -355,4 +366,55 @@ fn hyperparameters_are_validated_and_shape_changes_refused_on_warm_start() {
     assert_eq!(f.params().grace_period, 100.0);
     assert_eq!(f.representation(), Representation::Raw);
     assert_eq!(f.field_kinds(), Some(&kinds()[..]));
+}
+
+/// The recipe of `examples/write_golden.rs`'s `forest`.
+fn golden_forest() -> Forest {
+    let params = ForestParams {
+        trees: 3,
+        seed: 7,
+        ..ForestParams::default()
+    };
+    let mut m = Forest::try_new(params, vec![Unused, Numeric, Categorical], 64).unwrap();
+    for i in 0..600u32 {
+        let mut x = FeatureVector::default();
+        let v = (i * 37 % 100) as f32 / 100.0;
+        x.push_field(1, 0, v);
+        x.push_field(2, i % 4, 1.0);
+        let y = f32::from(u8::from((v > 0.5) ^ (i % 4 == 0) ^ (i >= 300)));
+        m.learn(&x, y);
+    }
+    m
+}
+
+#[test]
+fn golden_forest_v1_file_loads_predicts_and_is_reproduced() {
+    // test-data/forest-v1.bin was written by `write_golden forest`; it must load forever.
+    let bytes = include_bytes!("../../test-data/forest-v1.bin");
+    let (h, m) = load(bytes).expect("golden forest loads");
+    assert_eq!(h.format_version, 1);
+    assert_eq!(m.kind(), crate::ModelKind::Forest);
+    assert_eq!(m.examples_seen(), 600);
+    let pinned = [
+        0x3f84_ce4a_e5b1_0c33u64,
+        0x3fe5_bd08_8226_0ed1,
+        0x3fc4_3b49_5770_b29b,
+        0x3fb4_1e0d_b595_4bf7,
+    ];
+    for (i, want) in (0..4u32).zip(pinned) {
+        let mut x = FeatureVector::default();
+        x.push_field(1, 0, 0.3 * i as f32);
+        x.push_field(2, i, 1.0);
+        assert_eq!(m.predict(&x).to_bits(), want, "input {i}");
+    }
+    // Training is deterministic: the recipe re-creates the file byte for byte.
+    assert_eq!(save(&golden_forest(), h.spec_fingerprint), bytes);
+    assert!(
+        m.as_any()
+            .downcast_ref::<Forest>()
+            .unwrap()
+            .summary()
+            .replacements
+            > 0
+    );
 }

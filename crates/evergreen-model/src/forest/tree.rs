@@ -40,10 +40,17 @@ pub(crate) struct Leaf {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Branches {
     /// `x <= threshold`: `left`, else `right`.
-    Threshold { threshold: f64, left: u32, right: u32 },
-    /// One child per value (values sorted); an unseen value stops at the split when
+    Threshold {
+        threshold: f64,
+        left: u32,
+        right: u32,
+    },
+    /// One child per value (values sorted); an unseen value follows the heaviest branch when
     /// predicting and grows a new branch when learning.
-    Values { values: Vec<u32>, children: Vec<u32> },
+    Values {
+        values: Vec<u32>,
+        children: Vec<u32>,
+    },
 }
 
 /// A tree node.
@@ -67,7 +74,10 @@ pub(crate) enum Node {
 enum Stop {
     Leaf(usize),
     /// At a multiway split, on a value it has no branch for.
-    Unseen { node: usize, value: u32 },
+    Unseen {
+        node: usize,
+        value: u32,
+    },
 }
 
 /// One Hoeffding tree.
@@ -127,23 +137,28 @@ impl Leaf {
     }
 
     /// Naive Bayes: the class prior times each observed attribute's class likelihood, in log
-    /// space; attributes one of the classes has not been observed with are left out. The
-    /// result is kept within the add-`leaf_prior` estimate of a pure leaf of this weight.
+    /// space. A numeric attribute's term is left out for a class whose normal is undefined
+    /// (as River); a categorical or binned attribute one of the classes has not been observed
+    /// with is left out for both. The result is kept within the add-`leaf_prior` estimate of
+    /// a pure leaf of this weight.
     fn naive_bayes(&self, row: &[Attr], ctx: &Ctx<'_>) -> Option<f64> {
-        if self.observers.is_empty() {
+        let n = total(&self.stats);
+        if n <= 0.0 {
             return None;
         }
-        let n = total(&self.stats);
         let a = ctx.params.leaf_prior;
         let prior = |c: usize| ((self.stats[c] + a) / (n + 2.0 * a)).ln();
         let mut l = [prior(0), prior(1)];
         for (&f, obs) in self.fields.iter().zip(&self.observers) {
             let pair = match (obs, row.get(usize::from(f))) {
                 (Observer::Gaussian(g), Some(&Attr::Num(x))) => {
+                    // Per class, as River: a class whose normal is undefined here (weight at
+                    // most 1, or no variance) takes no term.
                     let x = f64::from(x);
-                    let floor = g.var_floor(100.0);
-                    g.log_likelihood(x, 0, floor)
-                        .zip(g.log_likelihood(x, 1, floor))
+                    for (c, lc) in l.iter_mut().enumerate() {
+                        *lc += g.log_likelihood(x, c).unwrap_or(0.0);
+                    }
+                    None
                 }
                 (Observer::Histogram(h), Some(&Attr::Num(x))) => {
                     let x = f64::from(x);
@@ -198,9 +213,7 @@ impl Leaf {
             for (&f, obs) in self.fields.iter().zip(self.observers.iter_mut()) {
                 match (obs, row.get(usize::from(f))) {
                     (Observer::Gaussian(g), Some(&Attr::Num(x))) => g.update(f64::from(x), y, w),
-                    (Observer::Histogram(h), Some(&Attr::Num(x))) => {
-                        h.update(f64::from(x), y, w)
-                    }
+                    (Observer::Histogram(h), Some(&Attr::Num(x))) => h.update(f64::from(x), y, w),
                     (Observer::Nominal(o), Some(&Attr::Cat(v))) => {
                         grew += NOMINAL_VALUE_BYTES * usize::from(o.update(v, y, w));
                     }
@@ -268,7 +281,9 @@ impl Tree {
         }
     }
 
-    fn find(&self, row: &[Attr]) -> Stop {
+    /// Walks to the leaf of `row`. A value a multiway split has no branch for stops the walk
+    /// when `learning` (a branch is grown for it), else follows the heaviest branch.
+    fn find(&self, row: &[Attr], learning: bool) -> Stop {
         let mut i = 0usize;
         loop {
             match &self.nodes[i] {
@@ -298,7 +313,8 @@ impl Tree {
                         (Branches::Values { values, children }, Some(Attr::Cat(v))) => {
                             match values.binary_search(&v) {
                                 Ok(k) => children[k],
-                                Err(_) => return Stop::Unseen { node: i, value: v },
+                                Err(_) if learning => return Stop::Unseen { node: i, value: v },
+                                Err(_) => *missing,
                             }
                         }
                         _ => *missing,
@@ -311,25 +327,18 @@ impl Tree {
     /// Probability of the positive class, `None` when the example reaches a leaf that has
     /// seen nothing.
     pub fn predict(&self, row: &[Attr], ctx: &Ctx<'_>) -> Option<f64> {
-        match self.find(row) {
+        match self.find(row, false) {
             Stop::Leaf(i) => match &self.nodes[i] {
                 Node::Leaf(leaf) => leaf.predict(row, ctx),
                 Node::Split { .. } => None,
             },
-            Stop::Unseen { node, .. } => match &self.nodes[node] {
-                Node::Split { stats, .. } => {
-                    let n = total(stats);
-                    let a = ctx.params.leaf_prior;
-                    (n > 0.0).then(|| (stats[1] + a) / (n + 2.0 * a))
-                }
-                Node::Leaf(_) => None,
-            },
+            Stop::Unseen { .. } => None,
         }
     }
 
     /// Learns one example of weight `w` (`y` 0 or 1).
     pub fn learn(&mut self, row: &[Attr], y: usize, w: f64, ctx: &Ctx<'_>, rng: &mut SplitMix64) {
-        let i = match self.find(row) {
+        let i = match self.find(row, true) {
             Stop::Leaf(i) => i,
             Stop::Unseen { node, value }
                 if self.growth && self.bytes + NEW_LEAF_BYTES <= ctx.tree_budget =>
@@ -387,7 +396,8 @@ impl Tree {
         let k = values.binary_search(&value).unwrap_or_else(|k| k);
         values.insert(k, value);
         children.insert(k, new as u32);
-        self.nodes.push(Node::Leaf(Box::new(Leaf::new([0.0; 2], depth))));
+        self.nodes
+            .push(Node::Leaf(Box::new(Leaf::new([0.0; 2], depth))));
         self.bytes += NEW_LEAF_BYTES + 8;
         new
     }
@@ -454,7 +464,8 @@ impl Tree {
             .max_by(|a, b| total(a.1).total_cmp(&total(b.1)))
             .map_or(0, |(k, _)| k) as u32;
         for d in &s.children {
-            self.nodes.push(Node::Leaf(Box::new(Leaf::new(*d, depth + 1))));
+            self.nodes
+                .push(Node::Leaf(Box::new(Leaf::new(*d, depth + 1))));
         }
         let branches = match s.test {
             Test::Threshold(t) => Branches::Threshold {

@@ -1,6 +1,9 @@
 //! `evergreen bench data`: input-pipeline throughput on real files (examples/s and MB/s) for
 //! parse only, parse + feature transform, and the full pipeline into batches; medians of
 //! repeated runs, and peak memory. `bench/tfdata_compare.py` runs it beside tf.data.
+//! `evergreen bench predict`: per-example latency of a published version as the server runs it
+//! (loaded the server's way, the version's own transform, then the model), one example at a
+//! time.
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -26,6 +29,32 @@ pub struct BenchArgs {
 enum BenchCommand {
     /// Input pipeline throughput on span files (all shards of the given paths).
     Data(DataBenchArgs),
+    /// Latency of one prediction from a published version (transform + predict, and predict
+    /// alone), one example at a time, over the records of the given files.
+    Predict(PredictBenchArgs),
+}
+
+/// Arguments of `bench predict`.
+#[derive(Args, Debug)]
+pub struct PredictBenchArgs {
+    /// Config naming the model and registry.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Version (default: the newest).
+    #[arg(long)]
+    pub version: Option<u64>,
+    /// Shard files or directories whose records are predicted.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Records used (the first ones read).
+    #[arg(long, default_value_t = 20_000)]
+    pub examples: usize,
+    /// Passes over the records; the per-example latencies of every pass are pooled.
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `bench data`.
@@ -197,6 +226,7 @@ fn peak_rss_kib() -> Option<u64> {
 pub fn run(a: BenchArgs) -> Result<()> {
     match a.command {
         BenchCommand::Data(d) => data(d),
+        BenchCommand::Predict(p) => predict(p),
     }
 }
 
@@ -271,6 +301,90 @@ fn data(a: DataBenchArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({"peak_rss_mib": kib as f64 / 1024.0})
+        );
+    }
+    Ok(())
+}
+
+/// Median, p99 and mean of nanosecond timings.
+fn latency_summary(mut ns: Vec<u64>) -> serde_json::Value {
+    ns.sort_unstable();
+    let at = |q: f64| ns[((ns.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+    let mean = ns.iter().sum::<u64>() as f64 / ns.len() as f64 / 1000.0;
+    serde_json::json!({"median_us": at(0.5), "p99_us": at(0.99), "mean_us": mean})
+}
+
+fn predict(a: PredictBenchArgs) -> Result<()> {
+    let cfg = Config::load(&a.config)?;
+    let registry = evergreen_registry::Registry::open_existing(cfg.model_dir(), &cfg.model.name)?;
+    let version = match a.version {
+        Some(v) => v,
+        None => registry.latest()?.context("the model has no version")?,
+    };
+    let dir = registry.version_dir(version);
+    // As the server loads it (mapped beside the version where the kind supports it).
+    let loaded = registry.load_with(version, Some(&dir))?;
+    let shards = shards_of(&a.paths)?;
+    let mut records = Vec::with_capacity(a.examples);
+    'read: for shard in &shards {
+        for r in open_span(shard)?.flatten() {
+            records.push(r.record);
+            if records.len() >= a.examples {
+                break 'read;
+            }
+        }
+    }
+    if records.is_empty() {
+        bail!("no record read");
+    }
+    let t = &loaded.transformer;
+    let model = loaded.model.as_ref();
+    let features: Vec<_> = records.iter().filter_map(|r| t.features(r).ok()).collect();
+    let mut whole = Vec::with_capacity(records.len() * a.repeat);
+    let mut model_only = Vec::with_capacity(features.len() * a.repeat);
+    let mut sink = 0.0;
+    for _ in 0..a.repeat.max(1) {
+        for r in &records {
+            let start = Instant::now();
+            if let Ok(x) = t.features(r) {
+                sink += model.predict(&x);
+            }
+            whole.push(start.elapsed().as_nanos() as u64);
+        }
+        for x in &features {
+            let start = Instant::now();
+            sink += model.predict(x);
+            model_only.push(start.elapsed().as_nanos() as u64);
+        }
+    }
+    let out = serde_json::json!({
+        "model": cfg.model.name,
+        "version": version,
+        "kind": model.kind(),
+        "mapped": loaded.mapped,
+        "examples": records.len(),
+        "repeat": a.repeat,
+        "transform_and_predict": latency_summary(whole),
+        "predict": latency_summary(model_only),
+        "checksum": sink,
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "{} v{version} ({}): transform + predict median {:.2} us, p99 {:.2} us; predict median {:.2} us, p99 {:.2} us ({} examples x {})",
+            cfg.model.name,
+            model.kind().name(),
+            out["transform_and_predict"]["median_us"]
+                .as_f64()
+                .unwrap_or(0.0),
+            out["transform_and_predict"]["p99_us"]
+                .as_f64()
+                .unwrap_or(0.0),
+            out["predict"]["median_us"].as_f64().unwrap_or(0.0),
+            out["predict"]["p99_us"].as_f64().unwrap_or(0.0),
+            records.len(),
+            a.repeat
         );
     }
     Ok(())

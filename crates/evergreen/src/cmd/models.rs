@@ -228,7 +228,15 @@ fn show(registry: &Registry, version: Option<u64>, json: bool) -> Result<()> {
                 .iter()
                 .enumerate()
                 .filter(|(_, w)| **w > 0.0)
-                .map(|(i, w)| (names.get(i).cloned().unwrap_or_else(|| format!("field_{i}")), *w))
+                .map(|(i, w)| {
+                    (
+                        names
+                            .get(i)
+                            .cloned()
+                            .unwrap_or_else(|| format!("field_{i}")),
+                        *w,
+                    )
+                })
                 .collect();
             v.sort_by(|a, b| b.1.total_cmp(&a.1));
             v
