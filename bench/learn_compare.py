@@ -123,6 +123,9 @@ EVERGREEN_RUNS = {
     "evergreen forest": ("forest", ["features.representation=raw"], "csv"),
     "evergreen forest, 2 threads": ("forest", ["features.representation=raw",
                                                "training.threads=2"], "csv"),
+    "evergreen forest, 50 trees, 2 threads": ("forest", ["features.representation=raw",
+                                                         "training.threads=2",
+                                                         "model.forest.trees=50"], "csv"),
 }
 
 

@@ -203,7 +203,7 @@ fn d_true() -> bool {
     true
 }
 fn d_prior() -> f64 {
-    1.0
+    0.2
 }
 
 impl Default for ForestParams {

@@ -49,7 +49,18 @@ fn available() -> bool {
 /// `evergreen train` over three windows of 1000 Elec2 rows with the event files in `<d>/tb`
 /// (`extra`: more `--set` overrides); returns the report's windows and what TensorBoard read.
 fn train_and_read(d: &std::path::Path, extra: &[&str]) -> (Vec<Value>, Value) {
+    train_and_read_edited(d, extra, |text| text)
+}
+
+/// [`train_and_read`] with the config's text first passed through `edit`.
+fn train_and_read_edited(
+    d: &std::path::Path,
+    extra: &[&str],
+    edit: fn(String) -> String,
+) -> (Vec<Value>, Value) {
     let config = write_config(d, false, "");
+    let text = edit(std::fs::read_to_string(&config).unwrap());
+    std::fs::write(&config, text).unwrap();
     let (header, rows) = elec2();
     write_span(&d.join("in"), "s.csv", &header, &rows[..3000]);
     let tb = d.join("tb");
@@ -129,6 +140,40 @@ fn tensorboard_reads_deep_model_histograms_and_per_step_loss() {
     }
     let lr = seen["scalars"]["train/learning_rate"].as_array().unwrap();
     assert_eq!(lr.len(), 3);
+}
+
+/// A forest's size and history (`Model::gauges`) as `model/...` scalars, and its leaf depths
+/// as a histogram.
+#[test]
+fn tensorboard_reads_a_forests_tree_counts_replacements_and_memory() {
+    if !available() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (_, seen) = train_and_read_edited(d.path(), &["model.kind=forest"], |text| {
+        text.replace("buckets = [0.25, 0.5, 0.75]\n", "")
+            .replace("[features]\n", "[features]\nrepresentation = \"raw\"\n")
+    });
+    check_train_loss(&seen);
+    check_histogram(&seen, "forest/leaf_depth");
+    for tag in [
+        "model/trees",
+        "model/background_trees",
+        "model/nodes",
+        "model/leaves",
+        "model/max_depth",
+        "model/bytes",
+        "model/warnings",
+        "model/replacements",
+    ] {
+        let points = seen["scalars"][tag]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {tag}: {}", seen["scalars"]));
+        assert_eq!(points.len(), 3, "{tag}");
+    }
+    assert_eq!(seen["scalars"]["model/trees"][2][1].as_f64(), Some(10.0));
+    assert!(seen["scalars"]["model/bytes"][2][1].as_f64().unwrap() > 1000.0);
+    assert!(seen["scalars"]["model/nodes"][2][1].as_f64().unwrap() > 10.0);
 }
 
 #[test]
