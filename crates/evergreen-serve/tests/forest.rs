@@ -80,7 +80,7 @@ async fn a_forest_and_an_ftrl_model_answer_the_same_rest_and_grpc_requests() {
         ("ftrl", spec(), &ftrl as &dyn Model),
         ("forest", raw_spec(), &forest as &dyn Model),
     ] {
-        let reg = Registry::open(&dir.path().join(name), name).unwrap();
+        let reg = Registry::open(dir.path().join(name), name).unwrap();
         publish(&reg, name, spec, model);
     }
     let opts = ServeOptions {
@@ -196,7 +196,7 @@ fn a_version_whose_model_and_spec_disagree_on_the_representation_is_refused() {
     )
     .unwrap();
     train(&mut forest, &raw_spec());
-    let reg = Registry::open(&dir.path().join("m"), "m").unwrap();
+    let reg = Registry::open(dir.path().join("m"), "m").unwrap();
     // A forest published with the hashed spec, and an FTRL model with the raw one.
     publish(&reg, "m", spec(), &forest);
     let e = reg.load(1).unwrap_err().to_string();
