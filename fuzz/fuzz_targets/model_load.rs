@@ -7,8 +7,9 @@
 //! - `load` never panics;
 //! - a loaded model re-encodes to the very body it was loaded from (the format is canonical),
 //!   and `save` reproduces the file when it was written at the current version;
-//! - a loaded model can predict over every one of its buckets without panicking, and
-//!   the result is a probability (never NaN), as `Ftrl::decode`'s documentation promises.
+//! - a loaded model can predict over every one of its buckets, and over vectors spanning
+//!   several fields with odd values (what the forest reads), without panicking, and the result
+//!   is a probability (never NaN), as `Ftrl::decode`'s documentation promises.
 #![no_main]
 
 use evergreen_core::FeatureVector;
@@ -63,6 +64,24 @@ fn check(bytes: &[u8]) {
         (0.0..=1.0).contains(&p),
         "prediction {p} over all buckets of a loaded model ({model:?})"
     );
+    // Entries over several fields with odd values: the forest reads numeric values and
+    // category ids by field (raw features), so a bucket sweep of field 0 alone would miss it.
+    const VALUES: [f32; 8] = [1.0, -3.5, 0.0, f32::NAN, f32::INFINITY, 1e30, -1e-30, 0.25];
+    for seed in 0..8u32 {
+        let mut v = FeatureVector::with_capacity(16);
+        for f in 0..16u16 {
+            let idx = seed
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(u32::from(f) * 40_503);
+            let idx = if dim > 0 { idx % dim.min(u32::MAX as usize) as u32 } else { 0 };
+            v.push_field(f, idx, VALUES[(seed as usize + usize::from(f)) % 8]);
+        }
+        let p = model.predict(&v);
+        assert!(
+            (0.0..=1.0).contains(&p),
+            "prediction {p} for a multi-field vector of a loaded model ({model:?})"
+        );
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
