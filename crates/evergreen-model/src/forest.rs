@@ -374,12 +374,13 @@ impl Slot {
         }
     }
 
-    /// The tree's weighted vote `(w·p, w)` for the example (nothing when it cannot predict).
+    /// The tree's weighted vote `(w·p, w)` for a prediction `p` of the tree (nothing when it
+    /// cannot predict).
     #[inline]
-    fn vote(&self, row: &[Attr], ctx: &Ctx<'_>) -> (f64, f64) {
-        match self.tree.predict(row, ctx) {
+    fn vote(&self, p: Option<f64>, params: &ForestParams) -> (f64, f64) {
+        match p {
             Some(p) => {
-                let w = self.weight(ctx.params);
+                let w = self.weight(params);
                 (w * p, w)
             }
             None => (0.0, 0.0),
@@ -398,13 +399,7 @@ impl Slot {
         events: &mut Vec<Event>,
     ) -> (f64, f64) {
         let p = self.tree.predict(row, ctx);
-        let vote = match p {
-            Some(p) => {
-                let w = self.weight(ctx.params);
-                (w * p, w)
-            }
-            None => (0.0, 0.0),
-        };
+        let vote = self.vote(p, ctx.params);
         let right = p.is_some_and(|p| usize::from(p > 0.5) == y);
         self.seen += 1.0;
         if right {
@@ -824,7 +819,7 @@ impl Model for Forest {
         self.fill_row(x, row);
         let (mut num, mut den) = (0.0, 0.0);
         for s in &self.slots {
-            let (a, b) = s.vote(row, &ctx);
+            let (a, b) = s.vote(s.tree.predict(row, &ctx), &self.params);
             num += a;
             den += b;
         }

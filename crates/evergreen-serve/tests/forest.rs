@@ -9,9 +9,7 @@ use common::*;
 use evergreen_core::Representation;
 use evergreen_model::{Forest, ForestParams};
 use evergreen_serve::grpc::pb::tensorflow::serving as tfs;
-use evergreen_serve::grpc::pb::tensorflow::{
-    DataType, TensorProto, TensorShapeProto, tensor_shape_proto,
-};
+use evergreen_serve::grpc::pb::tensorflow::{DataType, TensorProto};
 use std::collections::HashMap;
 use tfs::prediction_service_client::PredictionServiceClient;
 
@@ -49,19 +47,6 @@ fn publish(reg: &Registry, name: &str, spec: FeatureSpec, model: &dyn Model) {
     m.model_kind = model.kind();
     reg.publish(m, &evergreen_model::save(model, spec.fingerprint()))
         .unwrap();
-}
-
-fn shape(dims: &[i64]) -> Option<TensorShapeProto> {
-    Some(TensorShapeProto {
-        dim: dims
-            .iter()
-            .map(|d| tensor_shape_proto::Dim {
-                size: *d,
-                name: String::new(),
-            })
-            .collect(),
-        unknown_rank: false,
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,8 +8,7 @@ mod common;
 use common::*;
 use evergreen_serve::grpc::pb::tensorflow::serving as tfs;
 use evergreen_serve::grpc::pb::tensorflow::{
-    BytesList, DataType, Example, Feature, Features, FloatList, TensorProto, TensorShapeProto,
-    feature, tensor_shape_proto,
+    BytesList, DataType, Example, Feature, Features, FloatList, TensorProto, feature,
 };
 use std::collections::HashMap;
 use tfs::model_service_client::ModelServiceClient;
@@ -21,19 +20,6 @@ fn spec_of(version: Option<VersionChoice>) -> Option<tfs::ModelSpec> {
         name: "m".into(),
         version_choice: version,
         signature_name: String::new(),
-    })
-}
-
-fn shape(dims: &[i64]) -> Option<TensorShapeProto> {
-    Some(TensorShapeProto {
-        dim: dims
-            .iter()
-            .map(|d| tensor_shape_proto::Dim {
-                size: *d,
-                name: String::new(),
-            })
-            .collect(),
-        unknown_rank: false,
     })
 }
 

@@ -209,3 +209,18 @@ pub fn error_of(body: &Value) -> &str {
         .as_str()
         .unwrap_or_else(|| panic!("not a JSON error: {body}"))
 }
+
+/// A TensorFlow `TensorShapeProto` of these dimensions.
+pub fn shape(dims: &[i64]) -> Option<evergreen_serve::grpc::pb::tensorflow::TensorShapeProto> {
+    use evergreen_serve::grpc::pb::tensorflow::{TensorShapeProto, tensor_shape_proto};
+    Some(TensorShapeProto {
+        dim: dims
+            .iter()
+            .map(|d| tensor_shape_proto::Dim {
+                size: *d,
+                name: String::new(),
+            })
+            .collect(),
+        unknown_rank: false,
+    })
+}
