@@ -147,6 +147,10 @@ pub struct ForestParams {
     /// Depth limit (none by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_depth: Option<u32>,
+    /// At a split attempt, a leaf whose majority class holds more than this share of its
+    /// weight is not split and its observers start over (River's default 0.99; 1 = off).
+    #[serde(default = "d_share")]
+    pub max_share_to_split: f64,
     /// Memory budget of the whole forest (trees and background trees) in bytes: a tree over
     /// its share stops growing and deactivates its least promising leaves.
     #[serde(default = "d_bytes")]
@@ -190,6 +194,9 @@ fn d_points() -> usize {
 fn d_branch() -> f64 {
     0.01
 }
+fn d_share() -> f64 {
+    0.99
+}
 fn d_bytes() -> u64 {
     256 << 20
 }
@@ -203,7 +210,7 @@ fn d_true() -> bool {
     true
 }
 fn d_prior() -> f64 {
-    0.2
+    0.05
 }
 
 impl Default for ForestParams {
@@ -221,6 +228,7 @@ impl Default for ForestParams {
             split_points: d_points(),
             min_branch_fraction: d_branch(),
             max_depth: None,
+            max_share_to_split: d_share(),
             max_bytes: d_bytes(),
             warning_delta: d_warning(),
             drift_delta: d_drift(),
@@ -265,6 +273,9 @@ impl ForestParams {
         }
         if !(self.min_branch_fraction >= 0.0 && self.min_branch_fraction < 0.5) {
             return Err(Param("min_branch_fraction", "must be in [0, 0.5)".into()));
+        }
+        if !(self.max_share_to_split > 0.5 && self.max_share_to_split <= 1.0) {
+            return Err(Param("max_share_to_split", "must be in (0.5, 1]".into()));
         }
         if self.max_depth == Some(0) {
             return Err(Param("max_depth", "must be >= 1 when set".into()));

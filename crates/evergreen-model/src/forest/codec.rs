@@ -17,8 +17,9 @@ use evergreen_core::FieldKind;
 use evergreen_eval::drift::{Adwin, AdwinState};
 use std::collections::VecDeque;
 
-/// Body layout version (inside format version 1).
-const BODY_VERSION: u32 = 1;
+/// Body layout version (inside format version 1). Version 2 added `max_share_to_split` after
+/// `max_depth`; a version 1 body loads with 1.0 (no such limit, as it was trained).
+const BODY_VERSION: u32 = 2;
 
 struct W<'a>(&'a mut Vec<u8>);
 
@@ -73,6 +74,7 @@ pub(crate) fn encode(f: &Forest, out: &mut Vec<u8>) {
     w.u64(p.split_points as u64);
     w.f64(p.min_branch_fraction);
     w.u32(p.max_depth.unwrap_or(0));
+    w.f64(p.max_share_to_split);
     w.u64(p.max_bytes);
     w.f64(p.warning_delta);
     w.f64(p.drift_delta);
@@ -167,6 +169,12 @@ fn tree(w: &mut W<'_>, t: &Tree) {
                         w.f64(*threshold);
                         w.u32(*left);
                         w.u32(*right);
+                    }
+                    Branches::Equals { value, eq, ne } => {
+                        w.u8(3);
+                        w.u32(*value);
+                        w.u32(*eq);
+                        w.u32(*ne);
                     }
                     Branches::Values { values, children } => {
                         w.u8(2);
@@ -269,7 +277,8 @@ impl R<'_> {
 
 pub(crate) fn decode(body: &[u8]) -> Option<Forest> {
     let mut r = R(Reader::new(body));
-    if r.u32()? != BODY_VERSION {
+    let version = r.u32()?;
+    if !(1..=BODY_VERSION).contains(&version) {
         return None;
     }
     let trees = usize::try_from(r.u64()?).ok()?;
@@ -297,6 +306,7 @@ pub(crate) fn decode(body: &[u8]) -> Option<Forest> {
     let split_points = usize::try_from(r.u64()?).ok()?;
     let min_branch_fraction = r.f64()?;
     let max_depth = Some(r.u32()?).filter(|d| *d > 0);
+    let max_share_to_split = if version >= 2 { r.f64()? } else { 1.0 };
     let max_bytes = r.u64()?;
     let warning_delta = r.f64()?;
     let drift_delta = r.f64()?;
@@ -316,6 +326,7 @@ pub(crate) fn decode(body: &[u8]) -> Option<Forest> {
         split_points,
         min_branch_fraction,
         max_depth,
+        max_share_to_split,
         max_bytes,
         warning_delta,
         drift_delta,
@@ -345,9 +356,9 @@ pub(crate) fn decode(body: &[u8]) -> Option<Forest> {
     }
     let mut slots = Vec::with_capacity(trees);
     for _ in 0..trees {
-        let tree_ = read_tree(&mut r, &kinds)?;
+        let tree_ = read_tree(&mut r, &kinds, version)?;
         let background = if r.bool()? {
-            Some(read_tree(&mut r, &kinds)?)
+            Some(read_tree(&mut r, &kinds, version)?)
         } else {
             None
         };
@@ -440,7 +451,7 @@ fn read_adwin(r: &mut R<'_>) -> Option<Adwin> {
     })
 }
 
-fn read_tree(r: &mut R<'_>, kinds: &[FieldKind]) -> Option<Tree> {
+fn read_tree(r: &mut R<'_>, kinds: &[FieldKind], version: u32) -> Option<Tree> {
     let created_at = r.u64()?;
     let since_check = r.u32()?;
     let growth = r.bool()?;
@@ -501,6 +512,16 @@ fn read_tree(r: &mut R<'_>, kinds: &[FieldKind]) -> Option<Tree> {
                         return None;
                     }
                     Branches::Values { values, children }
+                }
+                (3, FieldKind::Categorical) if version >= 2 => {
+                    let value = r.u32()?;
+                    let (eq, ne) = (r.u32()?, r.u32()?);
+                    claim(i, eq)?;
+                    claim(i, ne)?;
+                    if missing != eq && missing != ne {
+                        return None;
+                    }
+                    Branches::Equals { value, eq, ne }
                 }
                 _ => return None,
             };

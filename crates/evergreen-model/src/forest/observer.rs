@@ -8,7 +8,8 @@
 //! - [`Histogram`]: per class weights in [`HIST_BINS`] equal-width bins whose range doubles
 //!   to take a value outside it (adjacent bins merge); candidate thresholds at bin edges, each
 //!   side's class weights exact per bin.
-//! - [`Nominal`]: per value and class weights; a multiway split, one branch per value seen.
+//! - [`Nominal`]: per value and class weights; the better of a multiway split (one branch per
+//!   value seen) and each value against the rest.
 
 use super::Criterion;
 
@@ -29,6 +30,8 @@ pub(crate) enum Test {
     Threshold(f64),
     /// One child per value, in this (sorted) order.
     Values(Vec<u32>),
+    /// `x == value` goes to the first child, any other value to the second.
+    Equals(u32),
 }
 
 /// A candidate split of a leaf: its merit, test and the class weights of each child.
@@ -80,16 +83,10 @@ impl Moments {
     }
 }
 
-/// The error function, Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7).
+/// The error function (musl's, via `libm`: within an ulp, as the C library's `erf` River calls;
+/// split points near a tie depend on the last digits of the children's weights).
 pub(crate) fn erf(x: f64) -> f64 {
-    let sign = if x < 0.0 { -1.0 } else { 1.0 };
-    let x = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * x);
-    let poly = t
-        * (0.254_829_592
-            + t * (-0.284_496_736
-                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
-    sign * (1.0 - poly * (-x * x).exp())
+    libm::erf(x)
 }
 
 /// Gaussian observer of a numeric attribute.
@@ -169,9 +166,10 @@ impl Gaussian {
         best
     }
 
-    /// Log-likelihood of `x` under class `c`'s normal distribution (up to a constant); `None`
-    /// when the class has a weight of at most 1 or no variance there (as River, such a term
-    /// says nothing: a point mass would make naive Bayes certain).
+    /// Log-density of `x` under class `c`'s normal distribution; `None` when the class has a
+    /// weight of at most 1 or no variance there (as River, such a term says nothing: a point
+    /// mass would make naive Bayes certain). The normalising constant is kept: one class may
+    /// take a term the other does not.
     #[inline]
     pub fn log_likelihood(&self, x: f64, c: usize) -> Option<f64> {
         let m = &self.classes[c];
@@ -183,7 +181,7 @@ impl Gaussian {
             return None;
         }
         let d = x - m.mean;
-        Some(-0.5 * (d * d / var) - 0.5 * var.ln())
+        Some(-0.5 * (d * d / var) - 0.5 * (std::f64::consts::TAU * var).ln())
     }
 }
 
@@ -349,12 +347,28 @@ impl Nominal {
         if self.values.len() < 2 {
             return None;
         }
-        Some(Suggestion {
+        // The multiway split, then each value against the rest (as River's nominal splitter:
+        // the first best wins).
+        let mut best = Suggestion {
             merit: criterion.merit(pre, &self.dists, min_branch_fraction),
             field,
             test: Test::Values(self.values.clone()),
             children: self.dists.clone(),
-        })
+        };
+        for (&v, d) in self.values.iter().zip(&self.dists) {
+            let rest = [self.class_totals[0] - d[0], self.class_totals[1] - d[1]];
+            let children = [*d, rest];
+            let merit = criterion.merit(pre, &children, min_branch_fraction);
+            if merit > best.merit {
+                best = Suggestion {
+                    merit,
+                    field,
+                    test: Test::Equals(v),
+                    children: children.to_vec(),
+                };
+            }
+        }
+        Some(best)
     }
 
     /// Log of the value's add-one smoothed share of the class's weight.

@@ -51,6 +51,8 @@ pub(crate) enum Branches {
         values: Vec<u32>,
         children: Vec<u32>,
     },
+    /// `x == value`: `eq`, any other value: `ne`.
+    Equals { value: u32, eq: u32, ne: u32 },
 }
 
 /// A tree node.
@@ -147,6 +149,11 @@ impl Leaf {
             return None;
         }
         let a = ctx.params.leaf_prior;
+        if self.stats[0] <= 0.0 || self.stats[1] <= 0.0 {
+            // A class the leaf has not seen has no likelihoods to weigh against the other's:
+            // the (smoothed) frequencies say all there is (River leaves such a class out).
+            return Some((self.stats[1] + a) / (n + 2.0 * a));
+        }
         let prior = |c: usize| ((self.stats[c] + a) / (n + 2.0 * a)).ln();
         let mut l = [prior(0), prior(1)];
         for (&f, obs) in self.fields.iter().zip(&self.observers) {
@@ -295,30 +302,36 @@ impl Tree {
                     ..
                 } => {
                     let attr = row.get(usize::from(*field)).copied();
-                    i = match (branches, attr) {
-                        (
-                            Branches::Threshold {
-                                threshold,
-                                left,
-                                right,
-                            },
-                            Some(Attr::Num(x)),
-                        ) => {
-                            if f64::from(x) <= *threshold {
-                                *left
-                            } else {
-                                *right
+                    i =
+                        match (branches, attr) {
+                            (
+                                Branches::Threshold {
+                                    threshold,
+                                    left,
+                                    right,
+                                },
+                                Some(Attr::Num(x)),
+                            ) => {
+                                if f64::from(x) <= *threshold {
+                                    *left
+                                } else {
+                                    *right
+                                }
                             }
-                        }
-                        (Branches::Values { values, children }, Some(Attr::Cat(v))) => {
-                            match values.binary_search(&v) {
-                                Ok(k) => children[k],
-                                Err(_) if learning => return Stop::Unseen { node: i, value: v },
-                                Err(_) => *missing,
+                            (Branches::Equals { value, eq, ne }, Some(Attr::Cat(v))) => {
+                                if v == *value { *eq } else { *ne }
                             }
-                        }
-                        _ => *missing,
-                    } as usize;
+                            (Branches::Values { values, children }, Some(Attr::Cat(v))) => {
+                                match values.binary_search(&v) {
+                                    Ok(k) => children[k],
+                                    Err(_) if learning => {
+                                        return Stop::Unseen { node: i, value: v };
+                                    }
+                                    Err(_) => *missing,
+                                }
+                            }
+                            _ => *missing,
+                        } as usize;
                 }
             }
         }
@@ -407,6 +420,12 @@ impl Tree {
             return;
         };
         let p = ctx.params;
+        let n = total(&leaf.stats);
+        // A leaf its majority class all but fills is not split now; its observers start
+        // over (River's `max_share_to_split`).
+        if leaf.stats[0].max(leaf.stats[1]) > p.max_share_to_split * n {
+            return self.restart(i);
+        }
         let mut suggestions: Vec<Suggestion> = leaf
             .fields
             .iter()
@@ -427,7 +446,14 @@ impl Tree {
                 }
             })
             .collect();
-        if suggestions.is_empty() {
+        let eps = hoeffding_bound(1.0, p.delta, n);
+        if !suggestions.iter().any(|s| s.merit.is_finite()) {
+            // No attribute separates the classes (every candidate leaves a branch under
+            // `min_branch_fraction`, or the values are all equal); once the bound is within
+            // the tie threshold the null split wins and the leaf stops growing (as River).
+            if eps < p.tau {
+                self.restart(i);
+            }
             return;
         }
         suggestions.sort_by(|a, b| b.merit.total_cmp(&a.merit));
@@ -437,8 +463,6 @@ impl Tree {
             .iter()
             .map(|s| s.merit)
             .fold(f64::NEG_INFINITY, f64::max);
-        let n = total(&leaf.stats);
-        let eps = hoeffding_bound(1.0, p.delta, n);
         if best.merit > 0.0 && best.merit.is_finite() && (best.merit - second > eps || eps < p.tau)
         {
             // A split whose new leaves would not fit the budget is not made (a multiway split
@@ -448,6 +472,22 @@ impl Tree {
                 return;
             }
             self.split(i, best);
+        }
+    }
+
+    /// Leaf `i`'s observers start over, on the same attributes (the null split won: River
+    /// deactivates the leaf, and its memory manager reactivates it at once, empty).
+    fn restart(&mut self, i: usize) {
+        if let Node::Leaf(l) = &mut self.nodes[i] {
+            let before = l.bytes();
+            for o in &mut l.observers {
+                *o = match o {
+                    Observer::Gaussian(_) => Observer::Gaussian(Gaussian::default()),
+                    Observer::Histogram(_) => Observer::Histogram(Histogram::default()),
+                    Observer::Nominal(_) => Observer::Nominal(Nominal::default()),
+                };
+            }
+            self.bytes -= before - l.bytes();
         }
     }
 
@@ -473,13 +513,18 @@ impl Tree {
                 left: first,
                 right: first + 1,
             },
+            Test::Equals(value) => Branches::Equals {
+                value,
+                eq: first,
+                ne: first + 1,
+            },
             Test::Values(values) => Branches::Values {
                 children: (first..first + values.len() as u32).collect(),
                 values,
             },
         };
         let branch_bytes = match &branches {
-            Branches::Threshold { .. } => 0,
+            Branches::Threshold { .. } | Branches::Equals { .. } => 0,
             Branches::Values { values, children } => (values.len() + children.len()) * 4,
         };
         self.bytes = self.bytes - old + branch_bytes + s.children.len() * NEW_LEAF_BYTES;
@@ -502,7 +547,7 @@ impl Tree {
                     + match n {
                         Node::Leaf(l) => l.bytes(),
                         Node::Split { branches, .. } => match branches {
-                            Branches::Threshold { .. } => 0,
+                            Branches::Threshold { .. } | Branches::Equals { .. } => 0,
                             Branches::Values { values, children } => {
                                 (values.len() + children.len()) * 4
                             }
