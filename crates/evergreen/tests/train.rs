@@ -191,6 +191,21 @@ fn poisoned_file_is_held_back_and_overrides_are_applied() {
     let (ok, _, err) = train(&cfg, &["--data", "x.csv", "--set", "training.epochs=0"]);
     assert!(!ok);
     assert!(err.contains("training.epochs"), "{err}");
+    // Publishing without a holdout could never pass the gate: refused up front, with the way out.
+    let (ok, _, err) = train(
+        &cfg,
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "--set",
+            "training.holdout_fraction=0",
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("training.holdout_fraction is 0") && err.contains("--publish none"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -539,8 +554,11 @@ fn a_forest_trains_warm_starts_is_shown_and_serves() {
     assert!(seen > 4000, "{s}");
     let trees = s["forest"]["trees"].as_array().unwrap();
     assert_eq!(trees.len(), 10);
+    // Grown trees (a tree just replaced by a fresh one is a single leaf, so not every tree).
+    let nodes: u64 = trees.iter().map(|t| t["nodes"].as_u64().unwrap()).sum();
+    assert!(nodes > 100, "{s}");
     assert!(
-        trees.iter().all(|t| t["nodes"].as_u64().unwrap() > 1),
+        trees.iter().any(|t| t["depth"].as_u64().unwrap() >= 4),
         "{s}"
     );
     let importance = s["importance"].as_array().unwrap();

@@ -106,6 +106,24 @@ impl Stop {
     }
 }
 
+/// Refuses to start a command that publishes when the config holds no example out: the gate
+/// judges each candidate on held-out examples, so without them no version could ever pass.
+pub fn require_holdout(cfg: &evergreen_config::Config, command: &str) -> anyhow::Result<()> {
+    if cfg.training.holdout_fraction <= 0.0 {
+        anyhow::bail!(
+            "{command} publishes through the gate, which judges each candidate on held-out \
+             examples, but training.holdout_fraction is 0: set it above 0 (e.g. --set \
+             training.holdout_fraction=0.1){}",
+            if command.starts_with("train") {
+                ", or pass --publish none"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
 /// Formats an f64 metric for a log line (`-` when undefined).
 pub fn fmt_metric(x: Option<f64>) -> String {
     match x {

@@ -1,7 +1,7 @@
 //! `evergreen run --config FILE [--once]`: the continuous-training loop, plus the REST server
 //! when the config has a `[serve]` section.
 
-use super::{Stop, fmt_metric, init_logging, runtime};
+use super::{Stop, fmt_metric, init_logging, require_holdout, runtime};
 use crate::CODE_VERSION;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -28,6 +28,7 @@ pub struct RunArgs {
 pub fn run(a: RunArgs) -> Result<()> {
     init_logging("info");
     let cfg = Config::load(&a.config)?;
+    require_holdout(&cfg, "run")?;
     let metrics = Arc::new(Metrics::new());
     let rt = runtime()?;
     let stop = Stop::install(&rt);

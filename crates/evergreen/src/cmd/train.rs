@@ -2,7 +2,7 @@
 //! the same window code as `run` (progressive validation, mini-batch training, gate), a progress
 //! bar, and one published version at the end.
 
-use super::{fmt_metric, init_logging};
+use super::{fmt_metric, init_logging, require_holdout};
 use crate::CODE_VERSION;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
@@ -66,6 +66,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
         "warn,evergreen=info"
     });
     let cfg = Config::load_with_overrides(&a.config, &a.overrides)?;
+    if matches!(a.publish, Publish::Last) {
+        require_holdout(&cfg, "train --publish last")?;
+    }
     let mut trainer = Trainer::open(cfg, Arc::new(Metrics::new()), CODE_VERSION)?;
     let mut a = a;
     if let Some(k) = a.last_spans {
