@@ -17,6 +17,11 @@ fn ctx<'a>(params: &'a ForestParams, kinds: &'a [FieldKind], attrs: &'a [u16]) -
     }
 }
 
+/// One numeric attribute, field 1.
+fn numeric_ctx(params: &ForestParams) -> Ctx<'_> {
+    ctx(params, &[Unused, Numeric], &[1])
+}
+
 /// Two categorical attributes over a period of 8 examples, 4 of each class:
 /// field 1: value 1 holds [4 negatives, 2 positives], value 2 [0, 2]: gain 1 - 3/4·H(1/3)
 /// = 0.31128; field 2: value 1 [3, 1], value 2 [1, 3]: gain 1 - H(1/4) = 0.18872.
@@ -126,9 +131,7 @@ fn a_numeric_split_separates_two_gaussian_classes_near_their_boundary() {
         leaf_prediction: LeafPrediction::Majority,
         ..ForestParams::default()
     };
-    let kinds = [Unused, Numeric];
-    let attrs = [1u16];
-    let c = ctx(&params, &kinds, &attrs);
+    let c = numeric_ctx(&params);
     let mut t = Tree::new(0);
     let mut rng = SplitMix64(3);
     let mut noise = SplitMix64(4);
@@ -160,9 +163,7 @@ fn naive_bayes_keeps_the_normal_constant_when_one_class_has_no_term() {
         leaf_prediction: LeafPrediction::NaiveBayes,
         ..ForestParams::default()
     };
-    let kinds = [Unused, Numeric];
-    let attrs = [1u16];
-    let c = ctx(&params, &kinds, &attrs);
+    let c = numeric_ctx(&params);
     let mut t = Tree::new(0);
     let mut rng = SplitMix64(1);
     t.learn(&[Attr::Missing, Attr::Num(1.0)], 0, 2.0, &c, &mut rng);
@@ -184,9 +185,7 @@ fn a_leaf_that_has_seen_one_class_predicts_its_smoothed_frequencies() {
         leaf_prediction: LeafPrediction::NaiveBayes,
         ..ForestParams::default()
     };
-    let kinds = [Unused, Numeric];
-    let attrs = [1u16];
-    let c = ctx(&params, &kinds, &attrs);
+    let c = numeric_ctx(&params);
     let mut t = Tree::new(0);
     let mut rng = SplitMix64(1);
     for i in 0..10 {
@@ -224,9 +223,7 @@ fn a_leaf_its_majority_class_all_but_fills_restarts_its_observers_instead_of_spl
             max_share_to_split: share,
             ..ForestParams::default()
         };
-        let kinds = [Unused, Numeric];
-        let attrs = [1u16];
-        let c = ctx(&params, &kinds, &attrs);
+        let c = numeric_ctx(&params);
         let mut t = Tree::new(0);
         let mut rng = SplitMix64(1);
         let mut noise = SplitMix64(2);
@@ -258,9 +255,7 @@ fn once_the_bound_is_a_tie_a_leaf_no_attribute_separates_restarts_its_observers(
     // Both classes at the same value: no candidate threshold, so the null split wins once
     // ε < τ (n > ln(1/δ) / 2τ² = 921 for δ = 0.01, τ = 0.05) and the observers start over.
     let params = ForestParams::default();
-    let kinds = [Unused, Numeric];
-    let attrs = [1u16];
-    let c = ctx(&params, &kinds, &attrs);
+    let c = numeric_ctx(&params);
     let mut t = Tree::new(0);
     let mut rng = SplitMix64(1);
     let n_tie = (1..)
