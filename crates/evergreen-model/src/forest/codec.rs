@@ -18,7 +18,8 @@ use evergreen_eval::drift::{Adwin, AdwinState};
 use std::collections::VecDeque;
 
 /// Body layout version (inside format version 1). Version 2 added `max_share_to_split` after
-/// `max_depth`; a version 1 body loads with 1.0 (no such limit, as it was trained).
+/// `max_depth` (a version 1 body loads with 1.0: no such limit, as it was trained) and the
+/// value-against-rest split (tag 3).
 const BODY_VERSION: u32 = 2;
 
 struct W<'a>(&'a mut Vec<u8>);

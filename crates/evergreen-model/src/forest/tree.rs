@@ -3,10 +3,13 @@
 //! subset of the attributes (drawn when it first learns), and every `grace_period` of weight
 //! compares the best split of each; it splits when the best beats the second by more than the
 //! Hoeffding bound `ε = sqrt(R² ln(1/δ) / 2n)` (R = 1 for two classes, n the leaf's weight) or
-//! when `ε < τ` (a tie). Leaves predict by majority, naive Bayes, or whichever of the two has
-//! been right more often at that leaf (adaptive naive Bayes). Memory is bounded: past its byte
-//! budget a tree stops growing and deactivates its least promising leaves (they drop their
-//! observers and predict by majority).
+//! when `ε < τ` (a tie). As River, a leaf more than `max_share_to_split` one class, or one no
+//! attribute can split once `ε < τ` (the null split wins), restarts its observers instead.
+//! Nominal attributes split multiway or one value against the rest, whichever gains more.
+//! Leaves predict by majority, naive Bayes, or whichever of the two has been right more often
+//! at that leaf (adaptive naive Bayes). Memory is bounded: past its byte budget a tree stops
+//! growing and deactivates its least promising leaves (they drop their observers and predict
+//! by majority).
 //!
 //! Nodes live in one arena (`nodes[0]` is the root); a child is always stored after its parent.
 
@@ -450,7 +453,7 @@ impl Tree {
         if !suggestions.iter().any(|s| s.merit.is_finite()) {
             // No attribute separates the classes (every candidate leaves a branch under
             // `min_branch_fraction`, or the values are all equal); once the bound is within
-            // the tie threshold the null split wins and the leaf stops growing (as River).
+            // the tie threshold the null split wins and the observers start over (as River).
             if eps < p.tau {
                 self.restart(i);
             }
