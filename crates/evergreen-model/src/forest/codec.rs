@@ -480,15 +480,17 @@ fn read_tree(r: &mut R<'_>, kinds: &[FieldKind], version: u32) -> Option<Tree> {
             let depth = r.u32()?;
             let merit = r.finite()?;
             let missing = r.u32()?;
+            // The two children of a binary split, claimed; missing values follow one of them.
+            let mut pair = |r: &mut R<'_>| -> Option<(u32, u32)> {
+                let (a, b) = (r.u32()?, r.u32()?);
+                claim(i, a)?;
+                claim(i, b)?;
+                (missing == a || missing == b).then_some((a, b))
+            };
             let branches = match (r.u8()?, kind) {
                 (1, FieldKind::Numeric) => {
                     let threshold = r.finite()?;
-                    let (left, right) = (r.u32()?, r.u32()?);
-                    claim(i, left)?;
-                    claim(i, right)?;
-                    if missing != left && missing != right {
-                        return None;
-                    }
+                    let (left, right) = pair(r)?;
                     Branches::Threshold {
                         threshold,
                         left,
@@ -516,12 +518,7 @@ fn read_tree(r: &mut R<'_>, kinds: &[FieldKind], version: u32) -> Option<Tree> {
                 }
                 (3, FieldKind::Categorical) if version >= 2 => {
                     let value = r.u32()?;
-                    let (eq, ne) = (r.u32()?, r.u32()?);
-                    claim(i, eq)?;
-                    claim(i, ne)?;
-                    if missing != eq && missing != ne {
-                        return None;
-                    }
+                    let (eq, ne) = pair(r)?;
                     Branches::Equals { value, eq, ne }
                 }
                 _ => return None,

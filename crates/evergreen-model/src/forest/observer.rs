@@ -397,6 +397,15 @@ pub(crate) enum Observer {
 }
 
 impl Observer {
+    /// An empty observer of the same kind.
+    pub fn emptied(&self) -> Observer {
+        match self {
+            Observer::Gaussian(_) => Observer::Gaussian(Gaussian::default()),
+            Observer::Histogram(_) => Observer::Histogram(Histogram::default()),
+            Observer::Nominal(_) => Observer::Nominal(Nominal::default()),
+        }
+    }
+
     /// Approximate heap and inline bytes.
     pub fn bytes(&self) -> usize {
         std::mem::size_of::<Observer>()

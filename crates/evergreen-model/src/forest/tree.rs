@@ -484,11 +484,7 @@ impl Tree {
         if let Node::Leaf(l) = &mut self.nodes[i] {
             let before = l.bytes();
             for o in &mut l.observers {
-                *o = match o {
-                    Observer::Gaussian(_) => Observer::Gaussian(Gaussian::default()),
-                    Observer::Histogram(_) => Observer::Histogram(Histogram::default()),
-                    Observer::Nominal(_) => Observer::Nominal(Nominal::default()),
-                };
+                *o = o.emptied();
             }
             self.bytes -= before - l.bytes();
         }

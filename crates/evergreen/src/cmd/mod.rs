@@ -108,17 +108,17 @@ impl Stop {
 
 /// Refuses to start a command that publishes when the config holds no example out: the gate
 /// judges each candidate on held-out examples, so without them no version could ever pass.
-pub fn require_holdout(cfg: &evergreen_config::Config, command: &str) -> anyhow::Result<()> {
+/// `other_way` names another way out than a holdout (empty when there is none).
+pub fn require_holdout(
+    cfg: &evergreen_config::Config,
+    command: &str,
+    other_way: &str,
+) -> anyhow::Result<()> {
     if cfg.training.holdout_fraction <= 0.0 {
         anyhow::bail!(
             "{command} publishes through the gate, which judges each candidate on held-out \
              examples, but training.holdout_fraction is 0: set it above 0 (e.g. --set \
-             training.holdout_fraction=0.1){}",
-            if command.starts_with("train") {
-                ", or pass --publish none"
-            } else {
-                ""
-            }
+             training.holdout_fraction=0.1){other_way}"
         );
     }
     Ok(())

@@ -28,7 +28,7 @@ pub struct RunArgs {
 pub fn run(a: RunArgs) -> Result<()> {
     init_logging("info");
     let cfg = Config::load(&a.config)?;
-    require_holdout(&cfg, "run")?;
+    require_holdout(&cfg, "run", "")?;
     let metrics = Arc::new(Metrics::new());
     let rt = runtime()?;
     let stop = Stop::install(&rt);

@@ -67,7 +67,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     });
     let cfg = Config::load_with_overrides(&a.config, &a.overrides)?;
     if matches!(a.publish, Publish::Last) {
-        require_holdout(&cfg, "train --publish last")?;
+        require_holdout(&cfg, "train --publish last", ", or pass --publish none")?;
     }
     let mut trainer = Trainer::open(cfg, Arc::new(Metrics::new()), CODE_VERSION)?;
     let mut a = a;
